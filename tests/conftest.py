@@ -1,0 +1,37 @@
+"""Session-wide fixtures: the project's own wheel, built once from the working tree."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_SOURCES = ("pyproject.toml", "README.md", "bundler", "runtime")
+
+
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kaggle-offline's own wheel, built with `build` from a copy of the working tree.
+
+    Building from a copy keeps build/ and *.egg-info out of the checkout and lets parallel test
+    runs build without stepping on each other.
+    """
+    source = tmp_path_factory.mktemp("project-source")
+    for name in _SOURCES:
+        path = PROJECT_ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / name)
+    out = tmp_path_factory.mktemp("project-wheel")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("kaggle_offline-*.whl")
+    return wheel

@@ -1,0 +1,1 @@
+"""Fixture builders shared by the tests: real wheels, sdists and a local package index."""
