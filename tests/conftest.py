@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,20 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCES = ("pyproject.toml", "README.md", "bundler", "runtime")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_pip_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the machine's pip configuration (extra indexes, find-links) out of every test.
+
+    Tests build their own local indexes; a pip.conf or PIP_FIND_LINKS of the developer's machine
+    must neither help them pass nor make them reach a registry.
+    """
+    for name in list(os.environ):
+        if name.startswith("PIP_") or name.startswith("UV_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +44,16 @@ def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(path, source / name)
     out = tmp_path_factory.mktemp("project-wheel")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
