@@ -1,0 +1,355 @@
+"""Sessions that simulate an offline Kaggle code competition end to end, for real.
+
+    python -m nox -s kaggle                  # bundle -> attach -> offline kernel -> submission.zip
+    python -m nox -s kaggle_no_imagecodecs   # the same without imagecodecs: LZW read through Pillow
+    python -m nox -s kaggle_old_layout       # /kaggle/input/<slug>/ mounts and a flat wheelhouse
+    python -m nox -s tests                   # the test suite (what .ci/run calls)
+    python -m nox -s lint                    # ruff
+
+The "kernel" is a fresh virtual environment that sees only a simulated Kaggle image (torch, numpy,
+scipy, Pillow, tifffile, ...: built once under .nox/_kaggle-image and reused by every session, so
+torch is never downloaded twice). Everything the kernel runs, runs inside a network namespace with
+no network (`unshare -rn`), over a fake /kaggle/input tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+
+ROOT = Path(__file__).resolve().parent
+KAGGLE_IMAGE = ROOT / ".nox" / "_kaggle-image"
+# What a Kaggle image has preinstalled that the runtime uses. torch is pinned: a bare "torch"
+# pulls the newest CUDA build (gigabytes); Kaggle's own image has torch preinstalled anyway.
+KAGGLE_IMAGE_PACKAGES = ("torch==2.13.0", "numpy", "scipy", "Pillow", "tifffile", "psutil", "tqdm")
+COMPETITION = "vesuvius-challenge-surface-detection"
+DATASET_OWNER, DATASET_SLUG = "kaggle-offline-demo", "kaggle-offline-wheels"
+# Variables that would let the kernel's pip see this machine's indexes or find-links.
+_PIP_LEAKS = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, offline. Extra arguments go to pytest (e.g. -- -k installer -x)."""
+    _attach_kaggle_image(session, Path(session.virtualenv.location))
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def kaggle(session: nox.Session) -> None:
+    """The README's main job: wheelhouse -> offline kernel -> validated submission.zip."""
+    _simulate_kaggle(session, _Scenario(name="kaggle"))
+
+
+@nox.session
+def kaggle_no_imagecodecs(session: nox.Session) -> None:
+    """As `kaggle`, with imagecodecs left out: the LZW inputs must be read through Pillow."""
+    _simulate_kaggle(session, _Scenario(name="kaggle_no_imagecodecs", imagecodecs=False))
+
+
+@nox.session
+def kaggle_old_layout(session: nox.Session) -> None:
+    """As `kaggle`, with the old /kaggle/input/<slug>/ layout and a flat wheelhouse upload."""
+    _simulate_kaggle(session, _Scenario(name="kaggle_old_layout", layout="old"))
+
+
+# --- the simulation -------------------------------------------------------------------------
+
+
+@dataclass
+class _Scenario:
+    name: str
+    imagecodecs: bool = True
+    layout: str = "new"  # "new": datasets/<owner>/<slug>/ + competitions/<slug>/; "old": <slug>/
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _simulate_kaggle(session: nox.Session, scenario: _Scenario) -> None:
+    work = Path(session.create_tmp()) / "kaggle"
+    if work.exists():
+        shutil.rmtree(work)
+    upload, input_root, working = work / "upload", work / "input", work / "working"
+    for folder in (upload, input_root, working):
+        folder.mkdir(parents=True)
+
+    with _timed(scenario, "environments"):
+        image_paths = _attach_kaggle_image(session, Path(session.virtualenv.location))
+        session.install("-e", ".[bundler]")
+        kernel_python = _fresh_kernel(session, work / "kernel", image_paths)
+
+    with _timed(scenario, "profile"):
+        profile = work / "kernel-profile.json"
+        _run_in_kernel(session, kernel_python, ["-m", "runtime", "profile", "-o", str(profile)],
+                       pythonpath=_runtime_sources(work), offline=False)  # fmt: skip
+
+    with _timed(scenario, "bundle"):
+        requirements = ["imagecodecs"] if scenario.imagecodecs else []
+        optional = ["--optional", "imagecodecs"] if scenario.imagecodecs else []
+        session.run(
+            "python", "-m", "bundler", "build", *requirements, *optional,
+            "--target", str(profile), "-o", str(upload),
+            "--dataset-id", f"{DATASET_OWNER}/{DATASET_SLUG}", "--title", "kaggle-offline wheels",
+        )  # fmt: skip
+        session.run("python", "-m", "bundler", "verify", str(upload), "--target", str(profile))
+
+    with _timed(scenario, "attach"):
+        wheelhouse, competition = _attach_inputs(session, scenario, upload, input_root)
+
+    offline_env = {"KAGGLE_OFFLINE_INPUT_ROOT": str(input_root)}
+    with _timed(scenario, "bootstrap"), session.chdir(working):
+        bootstrap_output = _run_in_kernel(
+            session, kernel_python, [str(wheelhouse / "bootstrap.py")], env=offline_env
+        )
+
+    if not scenario.imagecodecs:
+        _run_in_kernel(session, kernel_python,
+                       ["-c", "import importlib.util as u, sys; sys.exit(u.find_spec('imagecodecs') is not None)"])  # fmt: skip
+
+    submission = working / "submission.zip"
+    with _timed(scenario, "predict"), session.chdir(working):
+        _run_in_kernel(
+            session,
+            kernel_python,
+            [
+                "-m",
+                "runtime",
+                "predict",
+                str(competition),
+                "--model",
+                "demo",
+                "-o",
+                str(submission),
+            ],
+            env=offline_env,
+        )
+
+    with _timed(scenario, "validate"):
+        verdict = _validate_submission(session, submission, competition / "test_images")
+
+    _print_summary(session, scenario, bootstrap_output, verdict, work, submission)
+
+
+def _attach_inputs(
+    session: nox.Session, scenario: _Scenario, upload: Path, input_root: Path
+) -> tuple[Path, Path]:
+    """Lay out the fake /kaggle/input tree the way Kaggle mounts attached datasets."""
+    if scenario.layout == "new":
+        wheelhouse = input_root / "datasets" / DATASET_OWNER / DATASET_SLUG
+        competition = input_root / "competitions" / COMPETITION
+        # `kaggle datasets create --dir-mode zip` keeps sub-folders: the wheelhouse arrives as built.
+        shutil.copytree(upload, wheelhouse)
+    else:
+        wheelhouse = input_root / DATASET_SLUG
+        competition = input_root / COMPETITION
+        # A flat upload: every file at the dataset's top level, no wheels/ folder.
+        wheelhouse.mkdir(parents=True)
+        for path in upload.rglob("*"):
+            if path.is_file():
+                shutil.copy2(path, wheelhouse / path.name)
+    session.run("python", "-m", "runtime", "sample", "-o", str(competition), "--n", "3")
+    return wheelhouse, competition
+
+
+def _validate_submission(session: nox.Session, submission: Path, test_images: Path) -> dict:
+    """Read the zip back independently: every mask with tifffile *and* Pillow, against its input."""
+    script = r"""
+import io, json, sys, zipfile
+from pathlib import Path
+import numpy as np, tifffile
+from PIL import Image, ImageSequence
+from runtime.submission import validate_submission
+from runtime.volumes import read_volume
+
+zip_path, images = Path(sys.argv[1]), Path(sys.argv[2])
+expected = {p.stem: read_volume(p).shape for p in sorted(images.glob("*.tif"))}
+problems = list(validate_submission(zip_path, expected))
+with zipfile.ZipFile(zip_path) as archive:
+    for name in archive.namelist():
+        data = archive.read(name)
+        by_tifffile = tifffile.imread(io.BytesIO(data))
+        by_pillow = np.stack([np.array(p) for p in ImageSequence.Iterator(Image.open(io.BytesIO(data)))])
+        if not np.array_equal(by_tifffile, by_pillow):
+            problems.append(f"{name}: tifffile and Pillow read different masks")
+print(json.dumps({"volumes": len(expected), "problems": problems}))
+"""
+    output = session.run("python", "-c", script, str(submission), str(test_images), silent=True)
+    verdict = json.loads(str(output).strip().splitlines()[-1])
+    if verdict["problems"]:
+        session.error("submission.zip is invalid: " + "; ".join(verdict["problems"]))
+    return verdict
+
+
+def _print_summary(
+    session: nox.Session,
+    scenario: _Scenario,
+    bootstrap_output: str,
+    verdict: dict,
+    work: Path,
+    submission: Path,
+) -> None:
+    metrics_path = submission.with_name("metrics.json")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    bootstrap_line = bootstrap_output.strip().splitlines()[-1] if bootstrap_output.strip() else "?"
+    lines = [
+        f"{scenario.name}: submission.zip is valid ({verdict['volumes']} volumes)",
+        f"  bootstrap: {bootstrap_line}",
+        "  timings: "
+        + ", ".join(f"{step} {seconds:.1f}s" for step, seconds in scenario.timings.items()),
+        f"  offline: {_offline_description()}",
+        f"  submission: {submission} ({submission.stat().st_size} bytes)",
+        f"  metrics: {metrics_path}" if metrics else "  metrics: (none written)",
+        f"  wheelhouse: {work / 'upload'}  inputs: {work / 'input'}",
+    ]
+    session.log("\n".join(lines))
+
+
+# --- environments ----------------------------------------------------------------------------
+
+
+def _attach_kaggle_image(session: nox.Session, venv: Path) -> list[str]:
+    """Make the simulated Kaggle image's packages visible in `venv`, as a kernel's dist-packages.
+
+    A .pth file adds the image's site directories to sys.path: pip and importlib.metadata see
+    those packages as installed, but nothing is ever installed into them.
+    """
+    image_paths = _kaggle_image(session)
+    purelib = _purelib(_python_of(venv))
+    (Path(purelib) / "_kaggle_image.pth").write_text("\n".join(image_paths) + "\n")
+    return image_paths
+
+
+def _kaggle_image(session: nox.Session) -> list[str]:
+    """Build the simulated image once (torch included) and reuse it; returns its site dirs."""
+    stamp = KAGGLE_IMAGE / ".complete"
+    wanted = "\n".join(KAGGLE_IMAGE_PACKAGES)
+    python = _python_of(KAGGLE_IMAGE)
+    if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
+        # Reuse the host's torch where it already has torch 2.13.0 instead of installing it again.
+        host_has_torch = _host_has("torch", "2.13.0")
+        venv_args = ["--system-site-packages"] if host_has_torch else []
+        session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} (once)")
+        session.run(
+            sys.executable, "-m", "venv", "--clear", *venv_args, str(KAGGLE_IMAGE), external=True
+        )
+        session.run(
+            str(python), "-m", "pip", "install", "-q", *KAGGLE_IMAGE_PACKAGES, external=True
+        )
+        stamp.write_text(wanted)
+    output = subprocess.run(
+        [str(python), "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def _fresh_kernel(session: nox.Session, location: Path, image_paths: list[str]) -> Path:
+    """A new kernel: an empty virtual environment (with pip, as Kaggle has) over the image."""
+    session.run(sys.executable, "-m", "venv", str(location), external=True, silent=True)
+    python = _python_of(location)
+    (Path(_purelib(python)) / "_kaggle_image.pth").write_text("\n".join(image_paths) + "\n")
+    return python
+
+
+def _runtime_sources(work: Path) -> Path:
+    """A folder holding only the runtime package, for capturing the kernel's profile.
+
+    The kernel has nothing of ours installed; putting the checkout itself on sys.path would
+    leak build metadata of the checkout into the captured profile.
+    """
+    folder = work / "runtime-sources"
+    shutil.copytree(
+        ROOT / "runtime", folder / "runtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return folder
+
+
+def _run_in_kernel(
+    session: nox.Session,
+    python: Path,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    pythonpath: Path | None = None,
+    offline: bool = True,
+) -> str:
+    """Run the kernel's Python, inside a network namespace with no network when `offline`."""
+    kernel_env: dict[str, str | None] = {name: None for name in _PIP_LEAKS}
+    kernel_env.update(env or {})
+    kernel_env["PIP_CONFIG_FILE"] = os.devnull
+    kernel_env["PYTHONPATH"] = str(pythonpath) if pythonpath else None
+    prefix: list[str] = []
+    if offline:
+        if _unshare_works():
+            prefix = ["unshare", "-rn"]
+        else:
+            # No network namespace here: block pip's network access as well as we can, and say so.
+            kernel_env.update({"PIP_NO_INDEX": "1", "https_proxy": "http://127.0.0.1:9",
+                               "http_proxy": "http://127.0.0.1:9", "no_proxy": ""})  # fmt: skip
+    output = session.run(*prefix, str(python), *args, env=kernel_env, external=True, silent=True)
+    text = str(output or "")
+    print(text, end="" if text.endswith("\n") else "\n")
+    return text
+
+
+def _offline_description() -> str:
+    if _unshare_works():
+        return "kernel commands ran in a network namespace with no network (unshare -rn)"
+    return "unshare -rn unavailable: FALLBACK, pip blocked by PIP_NO_INDEX and a dead proxy only"
+
+
+def _unshare_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    result = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
+    return result.returncode == 0
+
+
+def _host_has(distribution: str, version: str) -> bool:
+    try:
+        from importlib.metadata import version as installed_version
+
+        return installed_version(distribution).split("+")[0] == version
+    except Exception:
+        return False
+
+
+def _python_of(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _purelib(python: Path) -> str:
+    return subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+class _timed:
+    def __init__(self, scenario: _Scenario, step: str) -> None:
+        self.scenario, self.step = scenario, step
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.scenario.timings[self.step] = time.perf_counter() - self.start
