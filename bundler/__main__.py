@@ -1,0 +1,188 @@
+"""``python -m bundler`` / ``kaggle-bundle``: build, verify and list targets (a thin CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runtime import __version__
+from runtime.exceptions import KaggleOfflineError
+
+EXIT_PROBLEMS = 1
+EXIT_ERROR = 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from bundler.profiles import DEFAULT_PROFILE
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bundler",
+        description="Vendor a hash-locked wheelhouse dataset for an offline Kaggle kernel.",
+    )
+    parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    build = sub.add_parser("build", help="resolve for a target kernel and write a wheelhouse")
+    build.add_argument("requirements", nargs="*", metavar="REQ", help="requirement specifiers")
+    build.add_argument(
+        "-r",
+        "--requirement",
+        dest="requirement_files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a requirements file",
+    )
+    build.add_argument(
+        "--target",
+        default=DEFAULT_PROFILE,
+        metavar="PROFILE",
+        help=f"built-in profile or profile JSON (default {DEFAULT_PROFILE})",
+    )
+    build.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("wheelhouse"),
+        metavar="DIR",
+        help="wheelhouse folder (default ./wheelhouse)",
+    )
+    build.add_argument(
+        "--optional",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a package whose absence for the target is recorded, not fatal",
+    )
+    build.add_argument(
+        "--index-url", metavar="URL", help="package index (default: pip's configuration)"
+    )
+    build.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
+    build.add_argument("--find-links", action="append", default=[], metavar="URL")
+    build.add_argument("--dataset-id", metavar="OWNER/SLUG", help="Kaggle dataset id")
+    build.add_argument("--title", help="Kaggle dataset title (6-50 characters)")
+    self_group = build.add_mutually_exclusive_group()
+    self_group.add_argument(
+        "--self-wheel",
+        type=Path,
+        metavar="WHEEL",
+        help="use this kaggle-offline wheel instead of building one",
+    )
+    self_group.add_argument(
+        "--no-self", action="store_true", help="leave kaggle-offline's own wheel out"
+    )
+    build.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="default $KAGGLE_OFFLINE_CACHE or ~/.cache/kaggle-offline",
+    )
+    build.add_argument("--refresh", action="store_true", help="ignore the cached resolution")
+    build.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
+
+    verify = sub.add_parser("verify", help="check a wheelhouse: hashes, tags, closure")
+    verify.add_argument("wheelhouse", type=Path, metavar="DIR")
+    verify.add_argument(
+        "--target", metavar="PROFILE", help="check against this profile instead of the manifest's"
+    )
+
+    sub.add_parser("profiles", help="list the built-in target profiles")
+    return parser  # fmt: skip
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from bundler.builder import build
+
+    include_self: bool | Path = False if args.no_self else (args.self_wheel or True)
+    log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
+    result = build(
+        args.requirements,
+        args.output,
+        target=args.target,
+        requirement_files=args.requirement_files,
+        optional=args.optional,
+        index_url=args.index_url,
+        extra_index_urls=args.extra_index_url,
+        find_links=args.find_links,
+        dataset_id=args.dataset_id,
+        title=args.title,
+        include_self=include_self,
+        cache_dir=args.cache_dir,
+        refresh=args.refresh,
+        log=log,
+    )
+    manifest = result.manifest
+    print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
+    print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
+        f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
+    upgrades = [e for e in manifest.wheels if e.upgrade_of]
+    if upgrades:
+        print("  upgrades  " + ", ".join(
+            f"{e.name} {e.upgrade_of} -> {e.version}" for e in upgrades))  # fmt: skip
+    if manifest.skipped:
+        print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
+            f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
+    for missing in manifest.missing_optional:
+        print(f"  missing optional {missing.name}: {missing.reason}")
+    if result.removed:
+        print(f"  removed   {len(result.removed)} stale: {', '.join(result.removed)}")
+    print(
+        f"  bytes     {_size(result.downloaded_bytes)} downloaded, "
+        f"{_size(result.reused_bytes)} reused from the cache"
+        + ("" if result.resolved else " (cached resolution, no pip run)")
+    )
+    print(f"  took      {result.seconds:.2f} s")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    from bundler.verification import verify
+
+    dataset_problems = [p for p in verify(result.output_dir) if "dataset-metadata" in p]
+    for problem in dataset_problems:
+        print(f"note: {problem}")
+    print(f"next: kaggle datasets create -p {result.output_dir} --dir-mode zip")
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from bundler.verification import verify
+
+    problems = verify(args.wheelhouse, args.target)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.wheelhouse}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"{args.wheelhouse}: ok")
+    return 0
+
+
+def _run_profiles(args: argparse.Namespace) -> int:
+    from bundler.profiles import builtin_profiles
+
+    for profile in builtin_profiles():
+        print(f"{profile.name}: Python {profile.python_version}, {len(profile.tags)} tags, "
+              f"{len(profile.preinstalled)} preinstalled; {profile.description}")  # fmt: skip
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles}
+    try:
+        return commands[args.command](args)
+    except KaggleOfflineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

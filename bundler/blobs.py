@@ -1,0 +1,95 @@
+"""A content-addressed file store: every wheel and sdist the bundler has seen, keyed by sha256.
+
+Files enter only after their hash is checked and only by an atomic rename, so a file in the store
+is always whole and right; an interrupted download leaves a ``.part`` file that the next attempt
+resumes. Standard library only: pip's process (see :mod:`bundler._pip_for_target`) uses it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_CHUNK = 1 << 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def link_or_copy(source: Path, destination: Path, *, link: bool = True) -> None:
+    """Put ``source`` at ``destination`` atomically: a hard link where possible, else a copy."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
+    )
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        temp.unlink()
+        try:
+            if not link:
+                raise OSError("copy requested")
+            os.link(source, temp)
+        except OSError:  # another file system, links not allowed, or a copy wanted
+            shutil.copyfile(source, temp)
+        temp.replace(destination)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class BlobStore:
+    """``root/<ab>/<sha256>`` for whole files, ``root/partial/<sha256>.part`` for interrupted ones."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def partial_path(self, sha256: str) -> Path:
+        return self.root / "partial" / f"{sha256}.part"
+
+    def has(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def has_valid(self, sha256: str) -> bool:
+        """Present *and* still matching its hash (a hard-linked copy may have been edited)."""
+        path = self.path(sha256)
+        if not path.is_file():
+            return False
+        if sha256_of(path) == sha256:
+            return True
+        path.unlink()
+        return False
+
+    def link_to(self, sha256: str, destination: Path) -> None:
+        link_or_copy(self.path(sha256), destination)
+
+    def add_file(self, source: Path, *, expected_sha256: str | None = None) -> str:
+        """Copy ``source`` in (checked against ``expected_sha256`` when given); return its hash."""
+        digest = sha256_of(source)
+        if expected_sha256 and digest != expected_sha256.lower():
+            raise ValueError(
+                f"{source.name}: sha256 {digest} does not match the expected {expected_sha256}"
+            )
+        if not self.has(digest):
+            # A copy, never a link: the store must not share bytes with files it does not own
+            # (an index folder, --find-links), which an in-place edit of a wheelhouse would reach.
+            link_or_copy(source, self.path(digest), link=False)
+        return digest
+
+    def commit_partial(self, sha256: str) -> Path:
+        """Move a completed ``.part`` file into place (the caller has checked its hash)."""
+        final = self.path(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.partial_path(sha256).replace(final)
+        return final

@@ -1,0 +1,432 @@
+"""``build()``: requirements + a target profile -> a verified wheelhouse folder.
+
+Steps: resolve for the target (pip, through the shim) unless a cached resolution for exactly these
+inputs exists; refuse plans that would replace a preinstalled package; fetch every file into the
+sha256-keyed store (resuming partial downloads); build pure-Python sdists into wheels; place the
+wheels in ``DIR/wheels`` (removing stale ones) and write the manifest, lock, bootstrap and dataset
+metadata. A second build with the same inputs runs no pip process and downloads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from bundler import dataset, resolution
+from bundler.blobs import BlobStore
+from bundler.downloads import Fetch, fetch_all
+from bundler.plan import (
+    Plan,
+    PlannedWheel,
+    check_no_preinstalled_replacement,
+    make_plan,
+    parse_requirements,
+    with_built_wheel,
+)
+from bundler.profiles import get_profile, unconfirmed_reason
+from bundler.requirement_files import read_requirement_files
+from bundler.resolution import IndexSettings, Resolution, ResolvedItem
+from bundler.sdists import build_wheel_from_sdist
+from bundler.self_wheel import own_wheel
+from bundler.wheelhouse import sync_wheels, write_wheelhouse_files
+from bundler.wheels import (
+    describe_target,
+    fits_python,
+    fits_tags,
+    python_full_version,
+    read_wheel,
+    wheel_tags,
+)
+from runtime import __version__
+from runtime.exceptions import BundlerError, NoWheelForTargetError, ResolutionError
+from runtime.manifest import Manifest, MissingOptional, WheelEntry
+from runtime.profile import TargetProfile, canonical_name, write_json_atomically
+
+_PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    output_dir: Path
+    downloaded: tuple[str, ...]  # files fetched from an index in this run (by pip or by us)
+    reused: tuple[str, ...]  # wheels taken from the cache or already in DIR/wheels
+    removed: tuple[str, ...]  # stale wheels deleted from DIR/wheels
+    seconds: float
+    resolved: bool = True  # False: the cached resolution was used and no pip process ran
+    downloaded_bytes: int = 0
+    reused_bytes: int = 0
+    built: tuple[str, ...] = ()  # wheels built from sdists in this run
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get("KAGGLE_OFFLINE_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kaggle-offline"
+
+
+def build(
+    requirements: Sequence[str],
+    output_dir: Path,
+    *,
+    target: TargetProfile | str = "kaggle-py312",
+    requirement_files: Sequence[Path] = (),
+    optional: Sequence[str] = (),
+    index_url: str | None = None,
+    extra_index_urls: Sequence[str] = (),
+    find_links: Sequence[str] = (),
+    dataset_id: str | None = None,
+    title: str | None = None,
+    include_self: bool | Path = True,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Resolve ``requirements`` for ``target`` and write a wheelhouse to ``output_dir``."""
+    started = time.perf_counter()
+    say = log or (lambda line: None)
+    profile = target if isinstance(target, TargetProfile) else get_profile(target)
+    output_dir = Path(output_dir)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    store = BlobStore(cache_root / "blobs")
+    index = IndexSettings(index_url, tuple(extra_index_urls), tuple(find_links))
+    optional_names = sorted({canonical_name(name) for name in optional})
+    texts = _requested_texts(requirements, requirement_files, optional_names)
+    warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
+
+    key = _resolution_key(texts, optional_names, profile, index)
+    plan_path = cache_root / "plans" / f"{key}.json"
+    plan = None if refresh else _load_plan(plan_path)
+    session = _Session(profile, index, store, cache_root, optional_names, say)
+    if plan is None:
+        plan = session.plan(texts)
+        write_json_atomically(plan_path, {"format": _PLAN_FORMAT, "plan": plan.to_dict()})
+    else:
+        say(f"using the cached resolution for {profile.name} ({plan_path.name[:12]})")
+        plan = session.ensure_stored(plan)
+    _check_plan_fits(plan, profile)
+
+    entries = [_entry(wheel, store) for wheel in plan.wheels]
+    self_filename = None
+    if include_self is not False:
+        self_path = own_wheel(cache_root, say) if include_self is True else Path(include_self)
+        self_entry = _self_entry(self_path, store, profile)
+        entries = [entry for entry in entries if entry.name != self_entry.name] + [self_entry]
+        self_filename = self_entry.filename
+
+    sync = sync_wheels(output_dir, [(entry.filename, entry.sha256) for entry in entries], store)
+    manifest = Manifest(
+        target=profile,
+        requested=tuple(texts),
+        wheels=tuple(entries),
+        skipped=tuple(plan.skipped),
+        missing_optional=tuple(plan.missing_optional),
+        optional=tuple(optional_names),
+        self_wheel=self_filename,
+        tool_version=__version__,
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+    )
+    metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
+    write_wheelhouse_files(output_dir, manifest, metadata)
+
+    downloaded = [e.filename for e in entries if e.sha256 in session.downloaded_hashes]
+    downloaded += session.downloaded_other
+    reused = [e.filename for e in entries if e.sha256 not in session.downloaded_hashes]
+    sizes = {entry.sha256: entry.size for entry in entries}
+    return BuildResult(
+        manifest=manifest,
+        output_dir=output_dir,
+        downloaded=tuple(downloaded),
+        reused=tuple(reused),
+        removed=tuple(sync.removed),
+        seconds=time.perf_counter() - started,
+        resolved=session.resolutions > 0,
+        downloaded_bytes=session.downloaded_bytes,
+        reused_bytes=sum(sizes[e.sha256] for e in entries if e.filename in reused),
+        built=tuple(session.built),
+        warnings=tuple(warnings),
+    )
+
+
+def _requested_texts(
+    requirements: Sequence[str], requirement_files: Sequence[Path], optional_names: Sequence[str]
+) -> list[str]:
+    texts = [text.strip() for text in requirements if text.strip()]
+    texts += read_requirement_files(requirement_files)
+    named = {canonical_name(req.name) for req in parse_requirements(texts)}
+    # An --optional NAME that no requirement names is a requirement of its own.
+    texts += [name for name in optional_names if name not in named]
+    if not texts:
+        raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
+    return texts
+
+
+def _resolution_key(
+    texts: Sequence[str],
+    optional_names: Sequence[str],
+    profile: TargetProfile,
+    index: IndexSettings,
+) -> str:
+    inputs = {
+        "plan_format": _PLAN_FORMAT,
+        "tool": __version__,
+        "pip": resolution.check_pip_version(),
+        "requirements": list(texts),
+        "optional": list(optional_names),
+        "profile": profile.to_dict(),
+        "index": index.cache_identity(),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _load_plan(path: Path) -> Plan | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != _PLAN_FORMAT:
+            return None
+        return Plan.from_dict(data["plan"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no cached resolution, or a damaged one: resolve again
+
+
+class _Session:
+    """One build's work against the index: resolutions, downloads and sdist builds, counted."""
+
+    def __init__(
+        self,
+        profile: TargetProfile,
+        index: IndexSettings,
+        store: BlobStore,
+        cache_root: Path,
+        optional_names: Sequence[str],
+        log: Callable[[str], None],
+    ) -> None:
+        self.profile = profile
+        self.index = index
+        self.store = store
+        self.builds_dir = cache_root / "builds"
+        self.optional_names = set(optional_names)
+        self.log = log
+        self.resolutions = 0
+        self.downloaded_hashes: set[str] = set()
+        self.downloaded_other: list[str] = []  # sdists fetched to build a wheel
+        self.downloaded_bytes = 0
+        self.built: list[str] = []
+
+    # --- resolving ---------------------------------------------------------------------------
+    def _resolve(self, texts: Sequence[str]) -> Resolution:
+        if not texts:
+            return Resolution(items=[])
+        self.resolutions += 1
+        result = resolution.resolve(
+            texts, self.profile, index=self.index, blob_dir=self.store.root, log=self.log
+        )
+        self.downloaded_hashes |= result.captured
+        for item in result.items:
+            if item.sha256 in result.captured:
+                self.downloaded_bytes += self.store.path(item.sha256).stat().st_size
+        return result
+
+    def _optional_texts(self, texts: Sequence[str]) -> list[str]:
+        return [t for t in texts if canonical_name(Requirement(t).name) in self.optional_names]
+
+    def _resolve_tolerating_optionals(
+        self, texts: Sequence[str]
+    ) -> tuple[Resolution, list[MissingOptional], list[str]]:
+        """Resolve; an optional requirement that makes resolution fail is left out and recorded."""
+        try:
+            return self._resolve(texts), [], list(texts)
+        except ResolutionError:
+            optional_texts = self._optional_texts(texts)
+            if not optional_texts:
+                raise
+        required = [text for text in texts if text not in optional_texts]
+        base = self._resolve(required)  # a failure here is not the optionals' fault: raise it
+        missing: list[MissingOptional] = []
+        kept: list[str] = []
+        for text in optional_texts:
+            try:
+                self._resolve([*required, text])
+                kept.append(text)
+            except ResolutionError as error:
+                name = canonical_name(Requirement(text).name)
+                self.log(f"optional {name} left out: {error}")
+                missing.append(MissingOptional(name=name, reason=_as_reason(error)))
+        final_texts = [*required, *kept]
+        final = self._resolve(final_texts) if kept else base
+        return final, missing, final_texts
+
+    def plan(self, texts: Sequence[str]) -> Plan:
+        active = list(texts)
+        missing: list[MissingOptional] = []
+        while True:
+            result, newly_missing, active = self._resolve_tolerating_optionals(active)
+            missing += newly_missing
+            check_no_preinstalled_replacement(result.items, self.profile)
+            hashes = self._fetch([_fetch_of(item) for item in result.items])
+            # An index may give no hash; the file's own hash names it in the store then.
+            items = [replace(item, sha256=hashes[item.filename]) for item in result.items]
+            plan = make_plan(items, parse_requirements(active), self.optional_names, self.profile)
+            try:
+                wheels = [self._wheel_of(wheel) for wheel in plan.wheels]
+            except _OptionalNeedsCompiling as dropped:
+                missing.append(MissingOptional(name=dropped.name, reason=_as_reason(dropped)))
+                active = [t for t in active if canonical_name(Requirement(t).name) != dropped.name]
+                continue
+            return Plan(wheels=wheels, skipped=plan.skipped, missing_optional=missing)
+
+    # --- fetching and building ---------------------------------------------------------------
+    def _fetch(self, fetches: Sequence[Fetch]) -> dict[str, str]:
+        """Bring ``fetches`` into the store; filename -> sha256."""
+        hashes: dict[str, str] = {}
+        for fetched in fetch_all(fetches, self.store, self.log):
+            hashes[fetched.filename] = fetched.sha256
+            if fetched.downloaded_bytes:
+                self.downloaded_bytes += fetched.downloaded_bytes
+                if fetched.filename.endswith(".whl"):
+                    self.downloaded_hashes.add(fetched.sha256)
+                else:
+                    self.downloaded_other.append(fetched.filename)
+                self.log(f"fetched {fetched.filename} ({fetched.downloaded_bytes} bytes)")
+        return hashes
+
+    def _wheel_of(self, wheel: PlannedWheel) -> PlannedWheel:
+        if wheel.filename.endswith(".whl"):
+            return wheel
+        assert wheel.sha256 is not None
+        try:
+            filename, digest, built_now = build_wheel_from_sdist(
+                wheel.sha256,
+                wheel.filename,
+                wheel.name,
+                wheel.version,
+                self.store,
+                self.builds_dir,
+                self.profile,
+                self.log,
+            )
+        except BundlerError as error:
+            if wheel.optional:
+                raise _OptionalNeedsCompiling(wheel.name, str(error)) from None
+            raise
+        if built_now:
+            self.built.append(filename)
+        return with_built_wheel(wheel, filename, digest)
+
+    def ensure_stored(self, plan: Plan) -> Plan:
+        """A cached plan's files, back in the store if it lost them (or they were edited)."""
+        wanted = [wheel for wheel in plan.wheels if not self.store.has_valid(wheel.sha256 or "")]
+        if not wanted:
+            return plan
+        direct = [w for w in wanted if w.built_from is None]
+        built = [w for w in wanted if w.built_from is not None]
+        fetches = [Fetch(w.url, w.filename, w.sha256) for w in direct]
+        fetches += [
+            Fetch(w.built_from["url"], w.built_from["filename"], w.built_from["sha256"])
+            for w in built
+            if w.built_from
+        ]
+        self._fetch(fetches)
+        rebuilt = {}
+        for wheel in built:
+            assert wheel.built_from is not None
+            source = replace(
+                wheel,
+                filename=wheel.built_from["filename"],
+                sha256=wheel.built_from["sha256"],
+                built_from=None,
+            )
+            rebuilt[wheel.name] = self._wheel_of(source)
+        return replace(plan, wheels=[rebuilt.get(w.name, w) for w in plan.wheels])
+
+
+class _OptionalNeedsCompiling(Exception):
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+        self.reason = reason
+
+
+def _as_reason(error: Exception) -> str:
+    # The advice to mark the package optional is moot once it is.
+    return str(error).replace(", or mark it --optional", "")
+
+
+def _fetch_of(item: ResolvedItem) -> Fetch:
+    return Fetch(item.url, item.filename, item.sha256)
+
+
+def _check_plan_fits(plan: Plan, profile: TargetProfile) -> None:
+    """pip chose these for the target; check again from the files' own names and metadata."""
+    for wheel in plan.wheels:
+        tags = wheel_tags(wheel.filename)
+        if not fits_tags(tags, profile):
+            raise NoWheelForTargetError(
+                f"{wheel.filename} does not fit {describe_target(profile)}: its tags are "
+                f"{', '.join(tags)}"
+            )
+        if not fits_python(wheel.requires_python, profile):
+            raise NoWheelForTargetError(
+                f"{wheel.filename} requires Python {wheel.requires_python}; {profile.name} has "
+                f"{python_full_version(profile)}"
+            )
+
+
+def _entry(wheel: PlannedWheel, store: BlobStore) -> WheelEntry:
+    assert wheel.sha256 is not None
+    return WheelEntry(
+        name=wheel.name,
+        version=wheel.version,
+        filename=wheel.filename,
+        sha256=wheel.sha256,
+        size=store.path(wheel.sha256).stat().st_size,
+        requested=wheel.requested,
+        optional=wheel.optional,
+        specifier=wheel.specifier,
+        upgrade_of=wheel.upgrade_of,
+        requires_python=wheel.requires_python,
+        requires_dist=wheel.requires_dist,
+        tags=wheel_tags(wheel.filename),
+    )
+
+
+def _self_entry(path: Path, store: BlobStore, profile: TargetProfile) -> WheelEntry:
+    if not path.is_file():
+        raise BundlerError(f"{path}: kaggle-offline wheel not found")
+    info = read_wheel(path)
+    if info.name != "kaggle-offline":
+        raise BundlerError(f"{path}: not a kaggle-offline wheel (it is {info.name})")
+    if not fits_tags(info.tags, profile) or not fits_python(info.requires_python, profile):
+        raise BundlerError(f"{path}: does not fit {describe_target(profile)}")
+    digest = store.add_file(path)
+    return WheelEntry(
+        name=info.name,
+        version=info.version,
+        filename=path.name,
+        sha256=digest,
+        size=path.stat().st_size,
+        requested=False,
+        requires_python=info.requires_python,
+        requires_dist=info.requires_dist,
+        tags=info.tags,
+    )
+
+
+def _summary_line(manifest: Manifest) -> str:
+    names = ", ".join(f"{e.name}=={e.version}" for e in manifest.wheels)
+    return (
+        f"Wheels for {manifest.target.name} (Python {manifest.target.python_version}): {names}. "
+        "Attach this dataset and run bootstrap.py, or pip install --no-index --require-hashes "
+        "--find-links wheels -r requirements.lock."
+    )

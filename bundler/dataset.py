@@ -1,0 +1,92 @@
+"""``dataset-metadata.json``: what ``kaggle datasets create -p DIR --dir-mode zip`` needs.
+
+Kaggle's rules: a title of 6-50 characters, an ``owner/slug`` id with a slug of 3-50 characters,
+exactly one licence, and at most 50 files at the top level. Without ``--dataset-id`` the owner is
+``$KAGGLE_USERNAME`` or the placeholder ``INSERT_OWNER``, which ``verify`` reports, so an upload
+never fails half-way on a made-up account name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runtime.exceptions import BundlerError
+
+FILENAME = "dataset-metadata.json"
+PLACEHOLDER_OWNER = "INSERT_OWNER"
+MAX_TOP_LEVEL_FILES = 50
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_LICENCE = "CC0-1.0"
+
+
+def default_slug(profile_name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", f"kaggle-offline-wheels-{profile_name}".lower()).strip("-")
+    return slug[:50].rstrip("-")
+
+
+def default_title(profile_name: str) -> str:
+    title = f"kaggle-offline wheels {profile_name}"
+    return title if len(title) <= 50 else title[:50].rstrip()
+
+
+def dataset_metadata(
+    profile_name: str, dataset_id: str | None, title: str | None, summary: str
+) -> dict[str, Any]:
+    """The metadata for a wheelhouse; a bad ``dataset_id`` or ``title`` is refused here."""
+    if dataset_id is None:
+        owner = os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_OWNER
+        dataset_id = f"{owner}/{default_slug(profile_name)}"
+    data = {
+        "title": title if title is not None else default_title(profile_name),
+        "id": dataset_id,
+        "licenses": [{"name": _LICENCE}],
+        "subtitle": "Offline wheels for a Kaggle kernel, made by kaggle-offline",
+        "description": summary,
+        "keywords": ["python", "wheels", "offline"],
+    }
+    problems = [p for p in metadata_problems(data) if PLACEHOLDER_OWNER not in p]
+    if problems:
+        raise BundlerError(problems[0].removeprefix(f"{FILENAME}: "))
+    return data
+
+
+def metadata_problems(data: Mapping[str, Any]) -> list[str]:
+    """One line per rule of Kaggle's that ``data`` breaks."""
+    problems: list[str] = []
+    title = data.get("title")
+    if not isinstance(title, str) or not 6 <= len(title) <= 50:
+        problems.append(f"{FILENAME}: title {title!r} must be 6-50 characters (--title)")
+    dataset_id = data.get("id")
+    owner, _, slug = str(dataset_id).partition("/") if isinstance(dataset_id, str) else ("", "", "")
+    if not owner or not _OWNER.fullmatch(owner) or not slug:
+        problems.append(
+            f"{FILENAME}: id {dataset_id!r} must be OWNER/SLUG, e.g. alice/my-wheels (--dataset-id)"
+        )
+    elif owner == PLACEHOLDER_OWNER:
+        problems.append(
+            f"{FILENAME}: id {dataset_id!r} has the placeholder owner {PLACEHOLDER_OWNER}; "
+            "rebuild with --dataset-id YOUR_USERNAME/SLUG or edit the file before uploading"
+        )
+    if slug and (not 3 <= len(slug) <= 50 or not _SLUG.fullmatch(slug)):
+        problems.append(
+            f"{FILENAME}: slug {slug!r} must be 3-50 lower-case letters, digits and hyphens"
+        )
+    licences = data.get("licenses")
+    if not isinstance(licences, list) or len(licences) != 1 or "name" not in licences[0]:
+        problems.append(f"{FILENAME}: needs exactly one licence, e.g. [{{'name': '{_LICENCE}'}}]")
+    return problems
+
+
+def top_level_problems(folder: Path) -> list[str]:
+    count = sum(1 for path in folder.iterdir() if not path.name.startswith("."))
+    if count >= MAX_TOP_LEVEL_FILES:
+        return [
+            f"{folder}: {count} top-level entries; Kaggle datasets allow fewer than "
+            f"{MAX_TOP_LEVEL_FILES}: keep wheels in wheels/ and upload with --dir-mode zip"
+        ]
+    return []

@@ -1,0 +1,178 @@
+"""Built-in target profiles (the Kaggle kernels we know) and lookup of a ``--target`` argument.
+
+The facts behind them are in the project's kaggle-facts notes. Where a fact is a guess (the Python
+3.11 image's preinstalled set, the exact micro version), the profile says so in its description and
+source, and ``unconfirmed_reason`` lets the CLI repeat it on every build: a wrong guess must be
+visible, not silent. ``python -m runtime profile -o FILE`` in a live kernel gives the exact profile.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from packaging import tags as packaging_tags
+
+from runtime.exceptions import UnknownProfileError
+from runtime.profile import TargetProfile, canonical_name
+
+PACKAGE_LIST = "kaggle-image-packages-2026-06.txt"
+_GLIBC_MINOR = 35  # Kaggle's images are Ubuntu 22.04 based: glibc 2.35
+_ARCH = "x86_64"
+# Representative values of the kernel's uname; markers on them are vanishingly rare.
+_PLATFORM_RELEASE = "6.6.105+"
+_PLATFORM_VERSION = "#1 SMP PREEMPT_DYNAMIC Sun Oct 12 09:41:52 UTC 2025"
+_GPU_LOCAL_VERSION = "+cu128"
+_CPU_LOCAL_VERSION = "+cpu"
+
+_CAPTURE_HINT = (
+    "capture the exact profile in the kernel with `python -m runtime profile -o FILE` "
+    "and pass --target FILE"
+)
+
+
+def manylinux_platforms(glibc_minor: int = _GLIBC_MINOR, arch: str = _ARCH) -> list[str]:
+    """Platform tags a glibc 2.<minor> machine accepts, newest first, as packaging's sys_tags().
+
+    ``linux_<arch>`` first (pip accepts it for locally built wheels; no public index serves such
+    wheels), then every ``manylinux_2_N`` from the machine's glibc down to 2.5 with the legacy
+    aliases beside their glibc version.
+    """
+    aliases = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    platforms = [f"linux_{arch}"]
+    for minor in range(glibc_minor, 4, -1):
+        platforms.append(f"manylinux_2_{minor}_{arch}")
+        if minor in aliases:
+            platforms.append(f"{aliases[minor]}_{arch}")
+    return platforms
+
+
+def cpython_linux_tags(python: tuple[int, int], platforms: list[str]) -> tuple[str, ...]:
+    """All wheel tags a CPython ``python`` on ``platforms`` accepts, most preferred first."""
+    abi = f"cp{python[0]}{python[1]}"
+    found = [
+        *packaging_tags.cpython_tags(python, [abi], platforms),
+        *packaging_tags.compatible_tags(python, abi, platforms),
+    ]
+    return tuple(dict.fromkeys(str(tag) for tag in found))
+
+
+def kaggle_markers(full_version: str) -> dict[str, str]:
+    major_minor = ".".join(full_version.split(".")[:2])
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": full_version,
+        "os_name": "posix",
+        "platform_machine": _ARCH,
+        "platform_python_implementation": "CPython",
+        "platform_release": _PLATFORM_RELEASE,
+        "platform_system": "Linux",
+        "platform_version": _PLATFORM_VERSION,
+        "python_full_version": full_version,
+        "python_version": major_minor,
+        "sys_platform": "linux",
+    }
+
+
+def read_package_list(text: str) -> dict[str, str]:
+    """Parse ``name==version`` lines (``#`` comments allowed) into canonical name -> version."""
+    packages: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, separator, version = line.partition("==")
+        if not separator or not name.strip() or not version.strip():
+            raise ValueError(f"line {number}: expected name==version, got {raw!r}")
+        packages[canonical_name(name.strip())] = version.strip()
+    return packages
+
+
+def _kaggle_gpu_packages() -> dict[str, str]:
+    text = (
+        resources.files("bundler")
+        .joinpath("data")
+        .joinpath(PACKAGE_LIST)
+        .read_text(encoding="utf-8")
+    )
+    packages = read_package_list(text)
+    # The list is the CPU image's; the GPU image ships the CUDA build of the same torch family.
+    for name, version in packages.items():
+        if name.startswith("torch") and version.endswith(_CPU_LOCAL_VERSION):
+            packages[name] = version.removesuffix(_CPU_LOCAL_VERSION) + _GPU_LOCAL_VERSION
+    return packages
+
+
+def _kaggle_py312() -> TargetProfile:
+    return TargetProfile(
+        name="kaggle-py312",
+        python_version="3.12",
+        implementation="cp",
+        abi="cp312",
+        tags=cpython_linux_tags((3, 12), manylinux_platforms()),
+        markers=kaggle_markers("3.12.12"),
+        preinstalled=_kaggle_gpu_packages(),
+        description=(
+            "Kaggle's current notebook image (Python 3.12, since December 2025), GPU build: "
+            "torch 2.10.0+cu128, numpy 2.4.6, tifffile 2026.3.3; glibc 2.35 x86_64"
+        ),
+        source=(
+            f"bundler/data/{PACKAGE_LIST} (Kaggle/docker-python installed_cpu_packages.txt, June "
+            "2026) with torch/torchvision/torchaudio +cpu -> +cu128; python 3.12.12 and uname "
+            "values are representative"
+        ),
+        site_packages="/usr/local/lib/python3.12/dist-packages",
+    )
+
+
+def _kaggle_py311() -> TargetProfile:
+    return TargetProfile(
+        name="kaggle-py311",
+        python_version="3.11",
+        implementation="cp",
+        abi="cp311",
+        tags=cpython_linux_tags((3, 11), manylinux_platforms()),
+        markers=kaggle_markers("3.11.13"),
+        preinstalled=_kaggle_gpu_packages(),
+        description=(
+            "Kaggle notebooks pinned to an image from before December 2025 (Python 3.11); "
+            "UNCONFIRMED preinstalled set"
+        ),
+        source=(
+            f"UNCONFIRMED: preinstalled set copied from the Python 3.12 list bundler/data/"
+            f"{PACKAGE_LIST}; the real pre-December-2025 image differs; {_CAPTURE_HINT}"
+        ),
+        site_packages="/usr/local/lib/python3.11/dist-packages",
+    )
+
+
+_BUILT_INS = {"kaggle-py312": _kaggle_py312, "kaggle-py311": _kaggle_py311}
+DEFAULT_PROFILE = "kaggle-py312"
+
+
+def builtin_profile_names() -> tuple[str, ...]:
+    return tuple(_BUILT_INS)
+
+
+def builtin_profiles() -> list[TargetProfile]:
+    return [factory() for factory in _BUILT_INS.values()]
+
+
+def get_profile(name_or_path: str) -> TargetProfile:
+    """A built-in profile by name, or a profile JSON file (as ``python -m runtime profile`` writes)."""
+    if name_or_path in _BUILT_INS:
+        return _BUILT_INS[name_or_path]()
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return TargetProfile.load(path)
+    raise UnknownProfileError(
+        f"unknown target profile {name_or_path!r}: use one of {', '.join(_BUILT_INS)} "
+        "or a profile JSON file from `python -m runtime profile -o FILE`"
+    )
+
+
+def unconfirmed_reason(profile: TargetProfile) -> str | None:
+    """Why a profile's facts may be wrong, for a warning on every build; None when captured."""
+    if "UNCONFIRMED" in profile.source:
+        return f"profile {profile.name}: {profile.source}"
+    return None

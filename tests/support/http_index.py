@@ -1,0 +1,110 @@
+"""A real HTTP package index on 127.0.0.1 for download tests: Range requests, PEP 658, failures.
+
+It serves a ``make_index`` folder. With ``core_metadata=True`` its project pages carry
+``data-core-metadata`` (PEP 658/714) and ``<wheel>.metadata`` files, as PyPI does, so pip resolves
+without downloading wheels. ``cut_after[filename] = n`` makes the next response for that file stop
+after ``n`` bytes (a dropped connection) while promising the full length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+@dataclass
+class IndexServer:
+    root: Path  # the folder holding simple/
+    url: str = ""  # .../simple
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    cut_after: dict[str, int] = field(default_factory=dict)
+
+    def count(self, filename: str) -> int:
+        return sum(1 for path, _ in self.requests if path.endswith("/" + filename))
+
+
+def _wheel_metadata(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        member = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return archive.read(member)
+
+
+def add_core_metadata(root: Path) -> None:
+    """Rewrite each project page of a ``make_index`` tree to offer PEP 658 metadata files."""
+    for page in (root / "simple").glob("*/index.html"):
+        text = page.read_text()
+        for wheel in page.parent.glob("*.whl"):
+            data = _wheel_metadata(wheel)
+            (page.parent / f"{wheel.name}.metadata").write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            text = re.sub(
+                rf'<a href="{re.escape(html.escape(wheel.name))}#',
+                f'<a data-core-metadata="sha256={digest}" href="{html.escape(wheel.name)}#',
+                text,
+            )
+        page.write_text(text)
+
+
+def _handler(server_state: IndexServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+            pass
+
+        def do_GET(self) -> None:
+            range_header = self.headers.get("Range")
+            server_state.requests.append((self.path, range_header))
+            relative = self.path.split("?", 1)[0].lstrip("/")
+            path = server_state.root / relative
+            if path.is_dir():
+                path = path / "index.html"
+            if not path.is_file():
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            start = 0
+            match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+            if match and int(match.group(1)) < len(data):
+                start = int(match.group(1))
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            kind = "text/html" if path.suffix == ".html" else "application/octet-stream"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            body = data[start:]
+            cut = server_state.cut_after.pop(path.name, None)
+            if cut is not None:
+                self.wfile.write(body[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+
+    return Handler
+
+
+@contextmanager
+def serve_index(root: Path) -> Iterator[IndexServer]:
+    """Serve ``root`` (which holds ``simple/``) on a free port of 127.0.0.1 until the block ends."""
+    state = IndexServer(root=root)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/simple"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,49 @@
+"""Opt-in (``pytest -m network``): the real package registry, through pip's own configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+import bundler
+from runtime.exceptions import NoWheelForTargetError
+
+pytestmark = pytest.mark.network
+REQUESTED = ["tifffile>=2026.11", "imagecodecs", "psutil"]
+
+
+def _build(requirements: list[str], profile: str, base: Path, wheel: Path) -> bundler.BuildResult:
+    return bundler.build(
+        requirements, base / profile, target=profile, optional=["imagecodecs"],
+        cache_dir=base / "network-cache", include_self=wheel,
+        dataset_id="tester/kaggle-offline-wheels",
+    )  # fmt: skip
+
+
+def test_bundle_for_the_python_312_kernel(tmp_path: Path, project_wheel: Path) -> None:
+    manifest = _build(REQUESTED, "kaggle-py312", tmp_path, project_wheel).manifest
+    tifffile = manifest.wheel("tifffile")
+    assert tifffile is not None and Version(tifffile.version) >= Version("2026.11")
+    assert tifffile.upgrade_of == "2026.3.3"
+    assert {"psutil", "numpy"} <= {entry.name for entry in manifest.skipped}
+    assert manifest.wheel("numpy") is None and manifest.wheel("psutil") is None
+    assert manifest.wheel("imagecodecs") is not None
+    assert bundler.verify(tmp_path / "kaggle-py312") == []
+
+
+def test_bundle_for_the_python_311_kernel(tmp_path: Path, project_wheel: Path) -> None:
+    # Every tifffile since 2026.11 needs Python 3.12: the 3.11 kernel cannot have it, and the
+    # bundler says so instead of vendoring a wheel that the kernel would refuse.
+    with pytest.raises(NoWheelForTargetError, match=r"tifffile>=2026.11 .*Requires-Python >=3.12"):
+        _build(REQUESTED, "kaggle-py311", tmp_path, project_wheel)
+    manifest = _build(
+        ["tifffile", "imagecodecs", "psutil"], "kaggle-py311", tmp_path, project_wheel
+    ).manifest
+    assert manifest.wheel("tifffile") is None, "the kernel's 2026.3.3 satisfies a bare tifffile"
+    codecs = manifest.wheel("imagecodecs")
+    # imagecodecs' newest wheels are cp312-only: the 3.11 kernel gets the last cp311 build.
+    assert codecs is not None and Version(codecs.version) <= Version("2026.3.6")
+    assert not any("cp312" in tag for tag in codecs.tags)
+    assert bundler.verify(tmp_path / "kaggle-py311") == []
