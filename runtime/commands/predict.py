@@ -1,0 +1,294 @@
+"""``python -m runtime predict INPUT --model PATH|demo -o submission.zip``.
+
+Only argparse runs at import: numpy and torch load when the command runs, so ``--help`` is
+instant and typos are reported before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+_DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "input",
+        metavar="INPUT",
+        type=Path,
+        help="a .tif volume, a folder of them, or a competition root holding test_images/ "
+        "(and test.csv, whose ids must all be found)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("submission.zip"),
+        help="the submission zip to write (default: submission.zip)",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="PATH|demo",
+        help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
+        "file; repeat for an ensemble (default: demo)",
+    )
+    model.add_argument(
+        "--ensemble-mode",
+        default="probabilities",
+        metavar="MODE",
+        help="how ensemble members are averaged: probabilities (default) or logits",
+    )
+    model.add_argument(
+        "--ensemble-weights",
+        type=_floats,
+        metavar="W1,W2,...",
+        help="one positive weight per --model (default: equal)",
+    )
+    model.add_argument(
+        "--foreground-class",
+        type=int,
+        metavar="K",
+        help="for models with C>=2 output classes: the foreground class",
+    )
+
+    engine = parser.add_argument_group("inference")
+    engine.add_argument(
+        "--patch-size",
+        type=_patch_size,
+        metavar="Z,Y,X",
+        help="sliding-window patch, e.g. 128,128,128 or 128 (default: the model's recommendation)",
+    )
+    engine.add_argument(
+        "--overlap",
+        type=float,
+        metavar="F",
+        help="window overlap in [0, 1) (default: the model's, else 0.5)",
+    )
+    engine.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="windows per forward pass (default: 2)",
+    )
+    engine.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="foreground probability threshold (default: the model's, else 0.5)",
+    )
+    engine.add_argument(
+        "--tta",
+        type=_tta_axes,
+        default=(),
+        metavar="AXES",
+        help="mirror test-time augmentation over these spatial axes, e.g. 0,1,2; "
+        "'none' (default) or 'all'",
+    )
+    engine.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    engine.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "fp16", "bf16", "off"),
+        help="mixed precision (default: auto, decided by probing the device)",
+    )
+    engine.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force torch.compile on or off (default: decided by a probe)",
+    )
+    engine.add_argument(
+        "--time-budget",
+        type=_duration,
+        metavar="T",
+        help="time for the whole run, e.g. 8h, 90m or 3600 (seconds); TTA is reduced to fit it",
+    )
+
+    post = parser.add_argument_group(
+        "post-processing (needs scipy; skipped with a warning without)"
+    )
+    post.add_argument(
+        "--min-component-voxels",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="drop 26-connected components under N voxels (default: 0, off; "
+        "Vesuvius winners used about 20000 for 320^3 volumes)",
+    )
+    post.add_argument(
+        "--closing-radius",
+        type=_non_negative_int,
+        default=0,
+        metavar="R",
+        help="binary closing with a ball of radius R voxels (default: 0, off)",
+    )
+    post.add_argument(
+        "--fill-holes",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fill cavities enclosed by foreground (default: off)",
+    )
+
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on any volume error instead of writing an all-zero stand-in "
+        "(submission.zip is then not written)",
+    )
+    run.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="write submission.zip even when some ids have no mask (no file, "
+        "unreadable header); by default such a zip is kept as *.partial.zip",
+    )
+    run.add_argument(
+        "--preview",
+        type=Path,
+        metavar="DIR",
+        help="write one PNG per volume: middle slice of input, mask and overlay",
+    )
+    run.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="PATH",
+        help="where to write metrics.json (default: beside the zip)",
+    )
+    run.add_argument(
+        "--workdir",
+        type=Path,
+        metavar="DIR",
+        help="where per-volume mask TIFFs go before zipping and stay (default: a "
+        "temporary folder beside the zip, removed afterwards)",
+    )
+    run.add_argument(
+        "--prefetch",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="volumes read ahead of the engine (default: 1; each costs its size)",
+    )
+    run.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a tqdm progress bar (default: when tqdm is installed and on a terminal)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.engine import InferenceOptions
+    from runtime.postprocess import PostprocessOptions
+    from runtime.predict import PredictOptions, predict
+
+    inference = InferenceOptions(
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        tta_axes=args.tta,
+        device=args.device,
+        amp=args.amp,
+        compile=args.compile,
+        time_budget=args.time_budget,
+    )
+    options = PredictOptions(
+        models=args.models or ["demo"],
+        ensemble_mode=args.ensemble_mode,
+        ensemble_weights=args.ensemble_weights,
+        foreground_class=args.foreground_class,
+        inference=inference,
+        overlap=args.overlap,  # None: the model's recommendation, else the engine's default
+        threshold=args.threshold,
+        postprocess=PostprocessOptions(
+            min_component_voxels=args.min_component_voxels,
+            closing_radius=args.closing_radius,
+            fill_holes=args.fill_holes,
+        ),
+        strict=args.strict,
+        allow_missing=args.allow_missing,
+        preview_dir=args.preview,
+        metrics_path=args.metrics,
+        workdir=args.workdir,
+        prefetch=args.prefetch,
+        progress_bar=args.progress,
+    )
+    predict(args.input, args.output, options)
+    return 0
+
+
+# --- argument types: each error is one line naming the value ------------------------------------
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _patch_size(text: str) -> tuple[int, int, int]:
+    parts = [p for p in re.split(r"[,x ]+", text.strip()) if p]
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"give Z,Y,X or one size for a cube, got {text!r}")
+    sizes = tuple(_positive_int(p) for p in parts)
+    return (sizes[0], sizes[1], sizes[2])
+
+
+def _tta_axes(text: str) -> tuple[int, ...]:
+    text = text.strip().lower()
+    if text in ("", "none", "off"):
+        return ()
+    if text == "all":
+        return (0, 1, 2)
+    axes = []
+    for part in text.split(","):
+        if part.strip() not in ("0", "1", "2"):
+            raise argparse.ArgumentTypeError(f"axes are 0, 1 or 2 (z, y, x), got {text!r}")
+        axes.append(int(part))
+    if len(set(axes)) != len(axes):
+        raise argparse.ArgumentTypeError(f"an axis is repeated in {text!r}")
+    return tuple(axes)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _duration(text: str) -> float:
+    """Seconds from "3600", "90m", "8h" or "1h30m"."""
+    compact = text.strip().lower().replace(" ", "")
+    matches = list(_DURATION.finditer(compact))
+    if not compact or "".join(m.group(0) for m in matches) != compact:
+        raise argparse.ArgumentTypeError(
+            f"give a duration like 8h, 90m, 1h30m or 3600, got {text!r}"
+        )
+    seconds = sum(float(m.group("value")) * _UNIT_SECONDS[m.group("unit")] for m in matches)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}")
+    return seconds

@@ -1,0 +1,510 @@
+"""``predict``: volumes in, validated submission.zip and metrics.json out, whatever goes wrong.
+
+Most tests use a tiny, untrained but real U-Net (fast on two CPU cores): they check the pipeline,
+not the segmentation quality. The demo-model test checks that too.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+import runtime.volumes
+from runtime.engine import InferenceOptions, Segmenter, VolumeResult
+from runtime.exceptions import InputError, SubmissionError
+from runtime.metrics import dice_score
+from runtime.models import load_model
+from runtime.postprocess import PostprocessOptions
+from runtime.predict import PredictOptions, predict
+from runtime.sample import write_sample
+from runtime.submission import partial_path, validate_submission
+from runtime.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.volumes import read_volume
+from tests.test_volumes import PROJECT_ROOT, run_with_hidden_modules
+
+SMALL = (16, 24, 24)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real two-level U-Net with random weights, saved in the model-folder format."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    config = UNetConfig(channels=(4, 8))
+    torch.save(UNet3D(config).state_dict(), folder / "weights.pt")
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "format": MODEL_FORMAT,
+                "format_version": MODEL_FORMAT_VERSION,
+                "architecture": config.to_dict(),
+                "weights": "weights.pt",
+                "normalization": {"mean": 127.5, "std": 64.0},
+                "foreground_class": None,
+                "inference": {"patch_size": [16, 16, 16], "overlap": 0.25, "threshold": 0.5},
+            }
+        )
+    )
+    return folder
+
+
+def _options(model: Path, **changes: object) -> PredictOptions:
+    defaults: dict[str, object] = {
+        "models": [str(model)],
+        "inference": InferenceOptions(device="cpu"),
+        "progress_bar": False,
+    }
+    return PredictOptions(**{**defaults, **changes})  # type: ignore[arg-type]
+
+
+def _csv_ids(root: Path) -> list[str]:
+    return [line.split(",")[0] for line in (root / "test.csv").read_text().splitlines()[1:]]
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+
+# --- the happy path ------------------------------------------------------------------------------
+def test_demo_model_segments_a_sample_into_a_valid_submission(tmp_path: Path) -> None:
+    demo = PROJECT_ROOT / "runtime" / "demo"
+    if not (demo / "weights.pt").is_file():
+        pytest.skip("runtime/demo/weights.pt is not trained yet (python -m runtime.demo.train)")
+    shape = (64, 64, 64)  # the demo's recommended patch: one window per volume on the CPU
+    root = write_sample(tmp_path / "data", n=2, shape=shape, seed=11)
+    out = tmp_path / "out" / "submission.zip"
+    log = _Lines()
+    report = predict(root, out, _options(Path("demo"), models=["demo"]), log=log)
+
+    ids = _csv_ids(root)
+    assert validate_submission(out, dict.fromkeys(ids, shape)) == []
+    with zipfile.ZipFile(out) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{i}.tif" for i in ids)
+        archive.extractall(tmp_path / "unzipped")
+    engine = Segmenter(load_model("demo"), InferenceOptions(device="cpu"), log=_Lines())
+    scores = []
+    for volume_id in ids:
+        mask = read_volume(tmp_path / "unzipped" / f"{volume_id}.tif")
+        image = read_volume(root / "test_images" / f"{volume_id}.tif")
+        # The pipeline hands over exactly what the engine computes (no post-processing asked).
+        assert np.array_equal(mask, engine.segment(image).mask), volume_id
+        scores.append(dice_score(mask, read_volume(root / "train_labels" / f"{volume_id}.tif")))
+    assert min(scores) >= 0.9, scores
+
+    metrics = _metrics(out.with_name("metrics.json"))
+    assert metrics["run"]["submission_sha256"] == report.sha256
+    assert [v["id"] for v in metrics["volumes"]] == ids
+    assert sum(line.startswith("[") for line in log.lines) == 2  # a progress line per volume
+
+
+def test_metrics_record_every_stage_and_the_run(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=1)
+    out = tmp_path / "submission.zip"
+    report = predict(root, out, _options(tiny_model, preview_dir=tmp_path / "png"), log=_Lines())
+    metrics = _metrics(tmp_path / "metrics.json")
+
+    run = metrics["run"]
+    assert run["outcome"] == "ok" and run["submission_sha256"] == report.sha256
+    assert run["peak_host_rss_bytes"] > 10_000_000 and run["peak_gpu_memory_bytes"] == {}
+    for name in ("torch", "tifffile", "numpy", "imagecodecs", "cudnn"):
+        assert name in run["environment"]
+    assert run["environment"]["torch"] == torch.__version__.split("+")[0] or run["environment"][
+        "torch"
+    ].startswith(torch.__version__.split("+")[0])
+    assert {d["name"] for d in run["decisions"]} >= {"device", "precision", "compile"}
+    assert run["options"]["overlap"] is None  # taken from the model's recommendation
+    for volume in metrics["volumes"]:
+        assert volume["status"] == "ok" and volume["shape"] == list(SMALL)
+        assert volume["device"] == "cpu" and volume["precision"] == "fp32"
+        assert volume["compiled"] is False and volume["tta_axes"] == []
+        assert volume["infer_seconds"] > 0 and volume["errors"] == []
+        assert 0.0 <= volume["foreground_fraction"] <= 1.0
+        assert volume["compression"] == "LZW"
+        png = tmp_path / "png" / f"{volume['id']}.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp workdir gone
+
+
+def test_post_processing_options_reach_the_masks(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=2)
+    workdir = tmp_path / "masks"
+    options = _options(
+        tiny_model,
+        workdir=workdir,
+        postprocess=PostprocessOptions(min_component_voxels=10**9),  # bigger than any volume
+        progress_bar=True,
+    )
+    log = _Lines()
+    predict(root, tmp_path / "submission.zip", options, log=log)
+    (mask_file,) = workdir.glob("*.tif")  # an explicit workdir keeps the masks
+    assert read_volume(mask_file).sum() == 0
+    assert "1/1" in capsys.readouterr().err  # the tqdm bar
+    assert any(line.startswith("[1/1]") for line in log.lines)  # and the line per volume
+
+
+def test_several_models_make_an_ensemble(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=12)
+    options = _options(tiny_model, models=[str(tiny_model), str(tiny_model / "config.json")])
+    options.ensemble_weights = [2.0, 1.0]
+    log = _Lines()
+    predict(root, tmp_path / "submission.zip", options, log=log)
+    single = tmp_path / "single"
+    predict(root, single / "submission.zip", _options(tiny_model), log=_Lines())
+    # Two copies of one model, averaged, segment exactly as the model alone does.
+    with (
+        zipfile.ZipFile(tmp_path / "submission.zip") as a,
+        zipfile.ZipFile(single / "submission.zip") as b,
+    ):
+        assert [a.read(n) for n in a.namelist()] == [b.read(n) for n in b.namelist()]
+
+
+# --- failures ------------------------------------------------------------------------------------
+def _with_pixels_cut_off(source: Path, target: Path) -> None:
+    """An uncompressed copy of ``source`` missing its last bytes: its page headers (written
+    before the pixels by Pillow) still give the shape, its pixels are incomplete."""
+    pages = [Image.fromarray(plane) for plane in read_volume(source)]
+    pages[0].save(target, save_all=True, append_images=pages[1:])
+    target.write_bytes(target.read_bytes()[:-300])
+
+
+def _root_with_bad_volumes(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A sample root plus one volume of each kind of trouble, all listed in test.csv."""
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=3)
+    images = root / "test_images"
+    good = _csv_ids(root)
+    _with_pixels_cut_off(images / f"{good[0]}.tif", images / "501.tif")
+    tifffile.imwrite(images / "502.tif", np.zeros((24, 24), np.uint8))  # 2D
+    (images / "503.tif").write_bytes(b"")  # empty
+    (images / "504.tif").write_text("<html>not a volume</html>")  # not a TIFF
+    with open(root / "test.csv", "a") as handle:
+        handle.write("501,1\n502,1\n503,1\n504,1\n505,1\n")  # 505 has no file
+    kinds = {"501": "truncated", "502": "2D", "503": "empty", "504": "not a TIFF", "505": "no file"}
+    return root, kinds
+
+
+def test_bad_volumes_never_stop_the_others_and_are_each_named(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root, kinds = _root_with_bad_volumes(tmp_path)
+    out = tmp_path / "out" / "submission.zip"
+    log = _Lines()
+    with pytest.raises(SubmissionError) as error:
+        predict(root, out, _options(tiny_model), log=log)
+
+    message = str(error.value)
+    assert "\n" not in message
+    assert "no mask for 4 id(s): 502, 503, 504, 505" in message
+    assert not out.exists()  # a zip missing ids would score nothing: never under the real name
+    partial = partial_path(out)
+    assert str(partial) in message
+
+    good = _csv_ids(root)[:2]
+    shapes = {i: SMALL for i in [*good, "501"]}
+    assert validate_submission(partial, shapes) == []
+    with zipfile.ZipFile(partial) as archive:
+        archive.extractall(tmp_path / "partial")
+    assert read_volume(tmp_path / "partial" / "501.tif").sum() == 0  # an all-zero stand-in
+
+    metrics = _metrics(out.with_name("metrics.json"))
+    by_id = {v["id"]: v for v in metrics["volumes"]}
+    assert [by_id[i]["status"] for i in good] == ["ok", "ok"]
+    assert by_id["501"]["status"] == "zero-mask" and by_id["501"]["shape"] == list(SMALL)
+    for volume_id, kind in kinds.items():
+        (problem,) = by_id[volume_id]["errors"]
+        assert kind in problem and volume_id in problem, problem
+        assert any(volume_id in line and line.startswith("error: ") for line in log.lines)
+    assert metrics["run"]["outcome"] == "failed" and "no mask for 4" in metrics["run"]["error"]
+    assert metrics["run"]["partial_zip"] == str(partial)
+
+
+def test_allow_missing_writes_the_submission_without_the_unknown_shapes(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root, _ = _root_with_bad_volumes(tmp_path)
+    out = tmp_path / "submission.zip"
+    report = predict(root, out, _options(tiny_model, allow_missing=True), log=_Lines())
+    good = _csv_ids(root)[:2]
+    assert validate_submission(out, {i: SMALL for i in [*good, "501"]}) == []
+    assert len(report.failed) == 5
+    assert _metrics(tmp_path / "metrics.json")["run"]["outcome"] == "ok-with-stand-ins"
+
+
+def test_strict_fails_on_missing_ids_before_any_work(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=4)
+    with open(root / "test.csv", "a") as handle:
+        handle.write("777,1\n888,1\n")
+    with pytest.raises(InputError) as error:
+        predict(root, tmp_path / "submission.zip", _options(tiny_model, strict=True), log=_Lines())
+    assert "no file for 2 id(s)" in str(error.value) and "777, 888" in str(error.value)
+    assert not list(tmp_path.glob("*.zip"))
+    metrics = _metrics(tmp_path / "metrics.json")
+    assert metrics["run"]["error"] == str(error.value)
+    assert metrics["run"]["decisions"] == []  # no model was even loaded
+    assert {v["id"]: v["status"] for v in metrics["volumes"]}["777"] == "no-mask"
+
+
+def test_strict_turns_a_stand_in_into_a_failure(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=5)
+    first = _csv_ids(root)[0]
+    path = root / "test_images" / f"{first}.tif"
+    _with_pixels_cut_off(path, path)
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError) as error:
+        predict(root, out, _options(tiny_model, strict=True), log=_Lines())
+    assert f"--strict: 1 volume(s) failed: {first}" in str(error.value)
+    assert not out.exists() and partial_path(out).exists()
+
+
+class _FailingSegmenter(Segmenter):
+    """The real engine, with one volume's result replaced by a simulated CUDA failure."""
+
+    fail_id = ""
+
+    def segment_many(
+        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
+    ) -> Iterator[tuple[str, VolumeResult | Exception]]:
+        for name, outcome in super().segment_many(items, total):
+            if name == self.fail_id:
+                yield name, RuntimeError("CUDA error: an illegal memory access (simulated)")
+            else:
+                yield name, outcome
+
+
+def test_an_engine_failure_gets_an_all_zero_mask_and_is_recorded(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=6)
+    failing, fine = _csv_ids(root)
+    segmenter = _FailingSegmenter(load_model(tiny_model), InferenceOptions(device="cpu"))
+    segmenter.fail_id = failing
+    out = tmp_path / "submission.zip"
+    report = predict(root, out, _options(tiny_model), log=_Lines(), segmenter=segmenter)
+
+    assert validate_submission(out, {failing: SMALL, fine: SMALL}) == []
+    with zipfile.ZipFile(out) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    assert read_volume(tmp_path / "unzipped" / f"{failing}.tif").sum() == 0
+    (record,) = report.failed
+    assert record.id == failing and record.status == "zero-mask"
+    assert "segmentation failed: CUDA error" in record.errors[0]
+
+
+# --- overlap of reading, computing and writing ---------------------------------------------------
+def test_reading_and_writing_run_beside_the_engine(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_sample(tmp_path / "data", n=3, shape=SMALL, seed=7)
+    events: list[tuple[str, str, str]] = []  # (stage, volume id, thread name)
+    lock = threading.Lock()
+    real_read, real_write = runtime.volumes.read_volume_with_header, runtime.volumes.write_mask
+
+    def recording_read(source, *, name=None):  # type: ignore[no-untyped-def]
+        result = real_read(source, name=name)
+        if isinstance(source, str | Path):  # not the zip members read back by validation
+            with lock:
+                events.append(("read", Path(source).stem, threading.current_thread().name))
+        return result
+
+    def recording_write(path, mask):  # type: ignore[no-untyped-def]
+        real_write(path, mask)
+        with lock:
+            events.append(("write", Path(path).stem, threading.current_thread().name))
+
+    monkeypatch.setattr(runtime.volumes, "read_volume_with_header", recording_read)
+    monkeypatch.setattr(runtime.volumes, "write_mask", recording_write)
+
+    class _Recording(Segmenter):
+        def segment_many(self, items, total=None):  # type: ignore[no-untyped-def]
+            for name, outcome in super().segment_many(items, total):
+                with lock:
+                    events.append(("result", name, threading.current_thread().name))
+                yield name, outcome
+
+    segmenter = _Recording(load_model(tiny_model), InferenceOptions(device="cpu"))
+    predict(
+        root, tmp_path / "submission.zip", _options(tiny_model), log=_Lines(), segmenter=segmenter
+    )
+
+    ids = _csv_ids(root)
+    threads = {
+        stage: {t for s, _, t in events if s == stage} for stage in ("read", "result", "write")
+    }
+    assert threads["read"] == {"predict-reader"} and threads["write"] == {"predict-writer"}
+    assert threads["result"] == {threading.current_thread().name}
+    order = [(stage, volume_id) for stage, volume_id, _ in events]
+    # The second volume is read before the first one's result arrives: reading runs ahead.
+    assert order.index(("read", ids[1])) < order.index(("result", ids[0]))
+    assert [v for s, v in order if s == "write"] == ids
+
+
+# --- the command line ----------------------------------------------------------------------------
+def _cli(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "predict", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_command_line_writes_submission_metrics_previews_and_masks(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=8)
+    out = tmp_path / "out" / "sub.zip"
+    completed = _cli(
+        str(root),
+        "--model",
+        str(tiny_model),
+        "-o",
+        str(out),
+        "--device",
+        "cpu",
+        "--tta",
+        "0,2",
+        "--threshold",
+        "0.4",
+        "--closing-radius",
+        "1",
+        "--fill-holes",
+        "--preview",
+        str(tmp_path / "png"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+        "--workdir",
+        str(tmp_path / "masks"),
+        "--no-progress",
+    )
+    assert completed.returncode == 0, completed.stderr
+    ids = _csv_ids(root)
+    assert validate_submission(out, {i: SMALL for i in ids}) == []
+    assert sorted(p.stem for p in (tmp_path / "png").iterdir()) == sorted(ids)
+    assert sorted(p.stem for p in (tmp_path / "masks").glob("*.tif")) == sorted(ids)
+    metrics = _metrics(tmp_path / "m.json")
+    assert metrics["run"]["options"]["threshold"] == 0.4
+    assert metrics["run"]["options"]["postprocess"]["closing_radius"] == 1
+    assert all(v["tta_axes"] == [0, 2] for v in metrics["volumes"])
+    assert f"wrote {out}" in completed.stderr
+    assert sum(line.startswith("[") for line in completed.stderr.splitlines()) == 2
+
+
+def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=9)
+    with open(root / "test.csv", "a") as handle:
+        handle.write("4242,1\n")
+    completed = _cli(
+        str(root), "--model", str(tiny_model), "-o", str(tmp_path / "s.zip"), "--strict"
+    )
+    assert completed.returncode == 2
+    last = completed.stderr.splitlines()[-1]  # after the progress notes: the error, one line
+    assert last.startswith("error: no file for 1 id(s)") and last.endswith(": 4242")
+    assert "Traceback" not in completed.stderr
+
+    bad = _cli(str(root), "--tta", "0,5")
+    assert bad.returncode == 2 and "axes are 0, 1 or 2" in bad.stderr
+
+
+def test_predict_without_imagecodecs_reads_the_lzw_inputs_with_pillow(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=10)
+    out = tmp_path / "submission.zip"
+    run_with_hidden_modules(
+        {"imagecodecs"},
+        f"""
+        from runtime.__main__ import main
+        code = main(["predict", {str(root)!r}, "--model", {str(tiny_model)!r},
+                     "-o", {str(out)!r}, "--device", "cpu", "--no-progress"])
+        assert code == 0, code
+        """,
+        tmp_path,
+    )
+    ids = _csv_ids(root)
+    assert validate_submission(out, {i: SMALL for i in ids}) == []
+    metrics = _metrics(tmp_path / "metrics.json")
+    assert metrics["run"]["environment"]["imagecodecs"] is None
+    assert {v["decoder"] for v in metrics["volumes"]} == {"pillow"}
+
+
+def test_preview_shows_input_mask_and_overlay_side_by_side(tmp_path: Path) -> None:
+    from runtime.preview import write_preview
+
+    volume = np.zeros((5, 40, 50), np.uint16)
+    volume[:, :, 25:] = 1000  # right half bright
+    mask = np.zeros(volume.shape, np.uint8)
+    mask[2, :20, :] = 1  # top half of the middle slice
+    path = write_preview(tmp_path / "p.png", volume, mask)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        pixels = np.asarray(image)
+    scale = 192 // 50  # small slices are enlarged by a whole factor
+    assert pixels.shape == (40 * scale, (3 * 50 + 2 * 4) * scale, 3)
+    width = (50 + 4) * scale
+    assert pixels[0, 0].tolist() == [0, 0, 0] and pixels[0, 30 * scale].tolist() == [255] * 3
+    assert pixels[0, width].tolist() == [255] * 3  # mask panel: on in the top half
+    assert pixels[-1, width].tolist() == [0, 0, 0]
+    red, green, _ = pixels[0, 2 * width].tolist()  # overlay: reddened where the mask is on
+    assert red > green
+
+
+def test_command_line_values_parse_into_engine_options() -> None:
+    import argparse
+
+    from runtime.commands import predict as command
+
+    parser = argparse.ArgumentParser()
+    command.configure(parser)
+    args = parser.parse_args(
+        [
+            "in",
+            "--patch-size",
+            "96",
+            "--tta",
+            "all",
+            "--time-budget",
+            "1h30m",
+            "--no-compile",
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--ensemble-weights",
+            "0.7,0.3",
+        ]
+    )
+    assert args.patch_size == (96, 96, 96) and args.tta == (0, 1, 2)
+    assert args.time_budget == 5400.0 and args.compile is False
+    assert args.models == ["a", "b"] and args.ensemble_weights == [0.7, 0.3]
+    assert parser.parse_args(["in", "--patch-size", "64,128,128"]).patch_size == (64, 128, 128)
+    assert parser.parse_args(["in", "--tta", "none"]).tta == ()
+    assert parser.parse_args(["in", "--time-budget", "90"]).time_budget == 90.0
+    for bad in (
+        ["--patch-size", "1,2"],
+        ["--tta", "1,1"],
+        ["--time-budget", "soon"],
+        ["--min-component-voxels", "-3"],
+    ):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["in", *bad])
