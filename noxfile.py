@@ -85,7 +85,7 @@ class _Scenario:
 
 
 def _simulate_kaggle(session: nox.Session, scenario: _Scenario) -> None:
-    work = Path(session.create_tmp()) / "kaggle"
+    work = Path(session.create_tmp()).resolve() / "kaggle"
     if work.exists():
         shutil.rmtree(work)
     upload, input_root, working = work / "upload", work / "input", work / "working"
@@ -192,7 +192,9 @@ with zipfile.ZipFile(zip_path) as archive:
             problems.append(f"{name}: tifffile and Pillow read different masks")
 print(json.dumps({"volumes": len(expected), "problems": problems}))
 """
-    output = session.run("python", "-c", script, str(submission), str(test_images), silent=True)
+    output = session.run(
+        "python", "-c", script, str(submission), str(test_images), silent=True, log=False
+    )
     verdict = json.loads(str(output).strip().splitlines()[-1])
     if verdict["problems"]:
         session.error("submission.zip is invalid: " + "; ".join(verdict["problems"]))
@@ -210,9 +212,13 @@ def _print_summary(
     metrics_path = submission.with_name("metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     bootstrap_line = bootstrap_output.strip().splitlines()[-1] if bootstrap_output.strip() else "?"
+    decoders = sorted({volume.get("decoder", "?") for volume in metrics.get("volumes", [])})
+    if not scenario.imagecodecs and decoders != ["pillow"]:
+        session.error(f"without imagecodecs every volume must be read by Pillow, got {decoders}")
     lines = [
         f"{scenario.name}: submission.zip is valid ({verdict['volumes']} volumes)",
         f"  bootstrap: {bootstrap_line}",
+        f"  volumes read by: {', '.join(decoders) or '?'}",
         "  timings: "
         + ", ".join(f"{step} {seconds:.1f}s" for step, seconds in scenario.timings.items()),
         f"  offline: {_offline_description()}",

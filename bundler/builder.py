@@ -103,6 +103,9 @@ def build(
     index = IndexSettings(index_url, tuple(extra_index_urls), tuple(find_links))
     optional_names = sorted({canonical_name(name) for name in optional})
     texts = _requested_texts(requirements, requirement_files, optional_names)
+    if not texts and include_self is False:
+        # A wheelhouse of only our own wheel is useful (the runtime alone); an empty one is not.
+        raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
 
     key = _resolution_key(texts, optional_names, profile, index)
@@ -167,8 +170,6 @@ def _requested_texts(
     named = {canonical_name(req.name) for req in parse_requirements(texts)}
     # An --optional NAME that no requirement names is a requirement of its own.
     texts += [name for name in optional_names if name not in named]
-    if not texts:
-        raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
     return texts
 
 
