@@ -1,0 +1,46 @@
+"""``python -m runtime install``: install missing packages from attached wheelhouses, offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wheelhouse",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a wheelhouse folder to use (repeatable); without it the input root is searched",
+    )
+    parser.add_argument(
+        "--input-root",
+        metavar="DIR",
+        help="where to search for wheelhouses (default $KAGGLE_OFFLINE_INPUT_ROOT or "
+        "/kaggle/input); searched as well as any --wheelhouse when given",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, install nothing")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="byte-compile every installed module now (default: on first import, which is faster)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.installer import install
+
+    report = install(
+        args.wheelhouse,
+        input_root=args.input_root,
+        search=not args.wheelhouse or args.input_root is not None,
+        dry_run=args.dry_run,
+        compile_bytecode=args.compile,
+        log=(lambda message: print(message, file=sys.stderr)) if args.verbose else None,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return 0

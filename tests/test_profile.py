@@ -1,0 +1,65 @@
+"""``python -m runtime profile``: capture this kernel's profile for the bundler, stdlib only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.profile import TargetProfile
+from tests.support.venvs import copy_venv, run_checked, runtime_source_path, session_template
+
+
+def _profile_cli(python: Path, *args: str) -> tuple[int, str, str]:
+    env = {**os.environ, "PYTHONPATH": str(runtime_source_path())}
+    result = run_checked([str(python), "-m", "runtime", "profile", *args], check=False, env=env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_profile_of_a_bare_kernel_round_trips_through_the_bundler(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A venv with nothing but pip and setuptools: capturing needs the standard library only.
+    venv = copy_venv(session_template(tmp_path_factory.getbasetemp()), tmp_path / "venv")
+    output = tmp_path / "profiles" / "kernel.json"
+
+    code, stdout, stderr = _profile_cli(venv.python, "-o", str(output), "--name", "my-kernel")
+
+    assert code == 0, stderr
+    assert f"to {output}" in stdout and "--target " in stdout
+    profile = TargetProfile.load(output)
+    assert profile.name == "my-kernel"
+    assert profile.python_version == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert profile.abi == f"cp{sys.version_info.major}{sys.version_info.minor}"
+    assert profile.tags[0].startswith(profile.abi) and len(profile.tags) > 100
+    assert profile.markers["python_full_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert set(profile.preinstalled) == {"pip", "setuptools"}
+    assert profile.site_packages.startswith(str(venv.path))
+
+    from bundler import get_profile
+
+    assert get_profile(str(output)) == profile
+
+
+def test_profile_to_stdout_has_a_default_name() -> None:
+    code, stdout, stderr = _profile_cli(Path(sys.executable))
+
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["format"] == "kaggle-offline-profile"
+    assert data["name"] == f"kernel-py{sys.version_info.major}{sys.version_info.minor}"
+    assert "numpy" in data["preinstalled"]
+
+
+def test_an_unwritable_output_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+
+    code, stdout, stderr = _profile_cli(Path(sys.executable), "-o", str(blocker / "kernel.json"))
+
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"error: {blocker / 'kernel.json'}: cannot write the profile")
+    assert stderr.count("\n") == 1
