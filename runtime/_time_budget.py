@@ -1,0 +1,121 @@
+"""The time budget of a multi-volume run: cut mirror TTA when the measured pace would overrun it.
+
+Heavy test-time augmentation is what made many submissions time out. The pace is measured per
+forward batch (the batch shape is fixed, so a batch costs the same whatever it holds), and the
+remaining volumes are assumed to have as many windows as the ones seen so far.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["TimeBudget"]
+
+# Aim to finish with this share of the budget used: volumes vary and the estimate is a mean.
+_SAFETY = 0.9
+
+
+class TimeBudget:
+    """Tracks a run's pace and says which mirror axes the next volume may use.
+
+    Reductions only ever go down, dropping axes from the end of the requested tuple, and each one
+    is reported through ``log``. Thread-safe: one worker per device asks and reports.
+    """
+
+    def __init__(
+        self,
+        seconds: float | None,
+        tta_axes: tuple[int, ...],
+        *,
+        total: int | None,
+        workers: int,
+        batch_seconds: float,
+        log: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seconds = seconds
+        self.axes = tuple(tta_axes)
+        self.total = total
+        self.workers = max(1, workers)
+        self._batch_seconds_guess = batch_seconds
+        self._log = log
+        self._clock = clock
+        self._start = clock()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._finished = 0
+        self._measured_batches = 0
+        self._measured_seconds = 0.0
+        self._windows_seen = 0
+        self._volumes_seen = 0
+        self._warned_over = False
+
+    @property
+    def active(self) -> bool:
+        return self.seconds is not None and self.total is not None
+
+    def axes_for(self, n_windows: int, batch_size: int) -> tuple[tuple[int, ...], str | None]:
+        """Mirror axes for a volume about to start, and a message if they were just reduced."""
+        with self._lock:
+            self._started += 1
+            if not self.active or not self.axes:
+                return self.axes, None
+            remaining = max(self.total - self._started + 1, 1)  # type: ignore[operator]
+            elapsed = self._clock() - self._start
+            per_batch = self._pace()
+            windows = (self._windows_seen + n_windows) / (self._volumes_seen + 1)
+            deadline = _SAFETY * self.seconds  # type: ignore[operator]
+
+            def finish_at(n_axes: int) -> float:
+                batches = math.ceil(windows * 2**n_axes / batch_size)
+                per_volume = batches * per_batch
+                return elapsed + per_volume * math.ceil(remaining / self.workers)
+
+            if finish_at(len(self.axes)) <= deadline:
+                return self.axes, None
+            keep = len(self.axes)
+            while keep > 0 and finish_at(keep) > deadline:
+                keep -= 1
+            reduced = self.axes[:keep]
+            message = (
+                f"time budget: {elapsed:.0f} s used of {self.seconds:.0f} s; {remaining} volume(s) "
+                f"left with {2 ** len(self.axes)} mirror passes would end near "
+                f"{finish_at(len(self.axes)):.0f} s; mirror TTA reduced to "
+                f"{_describe(reduced)} for the remaining volumes"
+            )
+            if finish_at(keep) > deadline and not self._warned_over:
+                self._warned_over = True
+                message += (
+                    f"; even so the run is predicted to end near {finish_at(keep):.0f} s, "
+                    "over the budget"
+                )
+            self.axes = reduced
+            self._log(message)
+            return reduced, message
+
+    def finished(
+        self, n_windows: int, n_flips: int, batch_size: int, seconds: float | None
+    ) -> None:
+        """Report a volume done (``seconds`` None if it failed: its time says nothing of pace)."""
+        with self._lock:
+            self._finished += 1
+            if seconds is None:
+                return
+            self._measured_batches += math.ceil(n_windows * n_flips / batch_size)
+            self._measured_seconds += seconds
+            self._windows_seen += n_windows
+            self._volumes_seen += 1
+
+    def _pace(self) -> float:
+        if self._measured_batches:
+            return self._measured_seconds / self._measured_batches
+        return self._batch_seconds_guess
+
+
+def _describe(axes: tuple[int, ...]) -> str:
+    if not axes:
+        return "none (1 pass)"
+    return f"axes {axes} ({2 ** len(axes)} passes)"

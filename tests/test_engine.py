@@ -1,0 +1,345 @@
+"""The Segmenter: end-to-end blending, out-of-memory backoff, many volumes, the time budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+
+from runtime._gpu_pool import ordered_map
+from runtime._time_budget import TimeBudget
+from runtime.engine import InferenceOptions, Segmenter, VolumeResult
+from runtime.exceptions import InferenceError, VolumeError
+from runtime.models import SegmentationModel, load_model
+from runtime.probe import Platform
+from runtime.sliding_window import flip_combinations, logit_threshold
+from runtime.unet import UNet3D, UNetConfig
+from tests.test_sliding_window import assert_mask_matches, reference_logits
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unet_model(seed: int = 0) -> SegmentationModel:
+    torch.manual_seed(seed)
+    network = UNet3D(UNetConfig(channels=(4, 8), norm="none"))
+    return SegmentationModel.from_module(
+        network, name="unet", normalization=(127.5, 64.0), size_multiple=2
+    )
+
+
+def volume(shape=(20, 26, 18), seed=0, dtype=np.uint8) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) * 255).astype(dtype)
+
+
+class Simulated(torch.nn.Module):
+    """A small conv net whose failures and slowness tests switch on after construction.
+
+    Class attributes, because the engine works on deep copies of the module.
+    """
+
+    max_batch: ClassVar[int | None] = None  # batches above this raise out-of-memory
+    only_under_autocast: ClassVar[bool] = False  # ... and only under autocast
+    delay: ClassVar[float] = 0.0  # seconds per forward
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = type(self)
+        limit = cls.max_batch
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if limit is not None and x.shape[0] > limit and (autocast or not cls.only_under_autocast):
+            raise torch.OutOfMemoryError(
+                "simulated: CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"
+            )
+        if cls.delay:
+            time.sleep(cls.delay)
+        return self.conv(x)
+
+
+@pytest.fixture
+def simulated() -> SegmentationModel:
+    yield SegmentationModel.from_module(Simulated(), name="simulated", normalization=(128.0, 50.0))
+    Simulated.max_batch = None
+    Simulated.only_under_autocast = False
+    Simulated.delay = 0.0
+
+
+def small_options(**overrides) -> InferenceOptions:
+    values = {"patch_size": (12, 12, 12), "batch_size": 4}
+    values.update(overrides)
+    return InferenceOptions(**values)
+
+
+# --- one volume -----------------------------------------------------------------------------
+def test_segment_equals_the_reference_with_tta_and_a_threshold() -> None:
+    model = unet_model()
+    log: list[str] = []
+    options = InferenceOptions(
+        patch_size=(11, 16, 13), overlap=0.5, batch_size=3, threshold=0.35, tta_axes=(2, 0)
+    )
+    segmenter = Segmenter(model, options, log=log.append)
+    assert segmenter.patch_size == (12, 16, 14)  # rounded up to the U-Net's multiple of 2
+    data = volume((25, 19, 30), dtype=np.uint16)
+    result = segmenter.segment(data)
+    expected = reference_logits(
+        data, model.network, (12, 16, 14), 0.5, flip_combinations((0, 2)), (127.5, 64.0)
+    )
+    assert_mask_matches(result.mask, expected, logit_threshold(0.35))
+    assert result.tta_axes == (2, 0) and result.device == "cpu" and result.precision == "fp32"
+    assert result.foreground_fraction == pytest.approx(result.mask.mean())
+    assert result.notes == [] and result.seconds > 0
+    names = [d.name for d in segmenter.decisions]
+    for name in ("device", "patch_size", "batch_size", "precision", "compile", "tta"):
+        assert name in names
+    assert "decision: patch_size = 12x16x14 (asked, rounded up to multiples of 2)" in log
+
+
+def test_patch_size_comes_from_the_model_or_a_default() -> None:
+    model = unet_model()
+    model.recommended = {"patch_size": [8, 8, 8]}
+    assert Segmenter(model, InferenceOptions(batch_size=1)).patch_size == (8, 8, 8)
+    plain = SegmentationModel.from_module(torch.nn.Conv3d(1, 1, 1), name="plain")
+    segmenter = Segmenter(plain, InferenceOptions(batch_size=1))
+    assert segmenter.patch_size == (128, 128, 128)
+    assert "default" in next(d for d in segmenter.decisions if d.name == "patch_size").reason
+
+
+def test_an_exported_program_fixes_the_window_shape(tmp_path) -> None:
+    module = torch.nn.Conv3d(1, 1, 3, padding=1).eval()
+    program = torch.export.export(module, (torch.zeros(3, 1, 8, 8, 8),))
+    torch.export.save(program, str(tmp_path / "fixed.pt2"))
+    model = load_model(tmp_path / "fixed.pt2")
+    segmenter = Segmenter(model, InferenceOptions())
+    assert segmenter.patch_size == (8, 8, 8) and segmenter.batch_size == 3
+    result = segmenter.segment(volume((9, 17, 5)))
+    expected = reference_logits(volume((9, 17, 5)), module, (8, 8, 8), 0.5)
+    assert_mask_matches(result.mask, expected, 0.0)
+    with pytest.raises(InferenceError, match=r"exported for windows of \(8, 8, 8\) only"):
+        Segmenter(model, InferenceOptions(patch_size=(16, 16, 16)))
+
+
+def test_bad_volumes_and_options_fail_with_one_line() -> None:
+    segmenter = Segmenter(unet_model(), small_options())
+    for bad, message in [
+        (np.zeros((4, 4)), "expected a 3D"),
+        (np.zeros((0, 4, 4)), "empty"),
+        (np.array([["a"]], dtype=object).reshape(1, 1, 1), "unsupported voxel type"),
+    ]:
+        with pytest.raises(VolumeError, match=message):
+            segmenter.segment(bad)
+    with pytest.raises(InferenceError) as error:
+        Segmenter(unet_model(), InferenceOptions(overlap=1.0, threshold=0.0, tta_axes=(3,)))
+    text = str(error.value)
+    assert "\n" not in text
+    assert "overlap must be in [0, 1)" in text and "threshold" in text and "TTA axes" in text
+
+
+# --- out of memory --------------------------------------------------------------------------
+def test_out_of_memory_halves_the_batch_and_sticks(simulated: SegmentationModel) -> None:
+    data = volume((30, 20, 20))
+    expected = Segmenter(simulated, small_options(batch_size=1)).segment(data).mask
+    segmenter = Segmenter(simulated, small_options(batch_size=4))
+    Simulated.max_batch = 1
+    result = segmenter.segment(data)
+    assert result.notes == [
+        "out of memory on cpu at batch 4 (simulated: CUDA out of memory. Tried to allocate "
+        "2.00 GiB); retrying with batch 2",
+        "out of memory on cpu at batch 2 (simulated: CUDA out of memory. Tried to allocate "
+        "2.00 GiB); retrying with batch 1",
+    ]
+    np.testing.assert_array_equal(result.mask, expected)
+    assert segmenter.segment(data).notes == []  # the smaller batch is kept
+
+
+def test_out_of_memory_ends_on_the_cpu_in_fp32(simulated: SegmentationModel) -> None:
+    data = volume((16, 16, 16))
+    expected = Segmenter(simulated, small_options()).segment(data).mask
+    segmenter = Segmenter(simulated, small_options(amp="bf16", batch_size=2))
+    assert next(d for d in segmenter.decisions if d.name == "precision").value == "bf16"
+    Simulated.max_batch, Simulated.only_under_autocast = 0, True
+    result = segmenter.segment(data)
+    assert [note.split("; ")[-1] for note in result.notes] == [
+        "retrying with batch 1",
+        "retrying on the CPU (fp32, eager)",
+    ]
+    assert (result.device, result.precision, result.compiled) == ("cpu", "fp32", False)
+    np.testing.assert_array_equal(result.mask, expected)
+
+
+def test_out_of_memory_on_the_cpu_at_batch_one_is_an_error(simulated: SegmentationModel) -> None:
+    segmenter = Segmenter(simulated, small_options(batch_size=1))
+    Simulated.max_batch = 0
+    with pytest.raises(InferenceError, match="out of memory on the CPU at batch 1 .* RAM"):
+        segmenter.segment(volume((8, 8, 8)))
+
+
+def test_a_warm_up_out_of_memory_halves_the_batch(simulated: SegmentationModel) -> None:
+    Simulated.max_batch = 1
+    segmenter = Segmenter(simulated, small_options(batch_size=4))
+    halved = [d for d in segmenter.decisions if "warm-up ran out of memory" in d.reason]
+    assert [d.value for d in halved] == ["2", "1"]
+    assert segmenter.segment(volume((14, 14, 14))).notes == []
+
+
+# --- many volumes ---------------------------------------------------------------------------
+def test_segment_many_keeps_order_and_isolates_failures() -> None:
+    segmenter = Segmenter(unet_model(), small_options())
+    items = [
+        ("a", volume((12, 12, 12), seed=1)),
+        ("bad", np.zeros((3, 3))),
+        ("c", volume((20, 9, 15), seed=2)),
+    ]
+    results = list(segmenter.segment_many(items))
+    assert [name for name, _ in results] == ["a", "bad", "c"]
+    assert isinstance(results[1][1], VolumeError)
+    for (_, data), (_, result) in zip([items[0], items[2]], [results[0], results[2]], strict=True):
+        assert isinstance(result, VolumeResult)
+        np.testing.assert_array_equal(result.mask, segmenter.segment(data).mask)
+
+
+def test_an_error_from_the_items_themselves_is_raised_in_order() -> None:
+    def items():
+        yield "a", volume((12, 12, 12))
+        raise OSError("disk gone")
+
+    segmenter = Segmenter(unet_model(), small_options())
+    seen = []
+    with pytest.raises(OSError, match="disk gone"):
+        for name, result in segmenter.segment_many(items()):
+            seen.append((name, isinstance(result, VolumeResult)))
+    assert seen == [("a", True)]
+
+
+def test_ordered_map_spreads_work_over_workers_and_keeps_order() -> None:
+    used: dict[str, list[int]] = {"w0": [], "w1": []}
+
+    def worker(tag: str, delay: float):
+        def run(name: str, value: int) -> int:
+            used[tag].append(value)
+            time.sleep(delay * (1 + value % 3))
+            if value == 5:
+                raise ValueError(f"item {name} failed")
+            return value * 10
+
+        return run
+
+    items = [(f"v{i}", i) for i in range(10)]
+    results = list(ordered_map(items, [worker("w0", 0.01), worker("w1", 0.02)]))
+    assert [name for name, _ in results] == [f"v{i}" for i in range(10)]
+    values = [r for _, r in results]
+    assert isinstance(values[5], ValueError)
+    assert values[:5] + values[6:] == [0, 10, 20, 30, 40, 60, 70, 80, 90]
+    assert used["w0"] and used["w1"]
+    assert sorted(used["w0"] + used["w1"]) == list(range(10))
+
+
+def test_closing_ordered_map_early_stops_its_threads() -> None:
+    before = threading.active_count()
+    stream = ordered_map(((str(i), i) for i in range(100)), [lambda n, v: v, lambda n, v: v])
+    assert next(stream) == ("0", 0)
+    stream.close()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == before
+
+
+# --- the time budget ------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_time_budget_reduces_tta_from_the_measured_pace() -> None:
+    clock, log = FakeClock(), []
+    budget = TimeBudget(
+        100.0, (0, 1, 2), total=10, workers=1, batch_seconds=0.1, log=log.append, clock=clock
+    )
+    # 27 windows x 8 passes / batch 2 = 108 batches x 0.1 s x 10 volumes = 108 s > 90 s.
+    axes, message = budget.axes_for(27, 2)
+    assert axes == (0, 1) and "reduced to axes (0, 1) (4 passes)" in message and log == [message]
+    clock.now = 5.4
+    budget.finished(27, 4, 2, 5.4)
+    assert budget.axes_for(27, 2) == ((0, 1), None)  # on pace
+    clock.now = 25.4
+    budget.finished(27, 4, 2, 20.0)  # much slower than the warm-up said
+    axes, message = budget.axes_for(27, 2)
+    assert axes == (0,) and "25 s used of 100 s; 8 volume(s) left" in message
+    clock.now = 26.0
+    budget.finished(27, 2, 2, 0.6)  # a fast volume never brings TTA back
+    assert budget.axes_for(27, 2)[0] == (0,)
+
+
+def test_time_budget_limits() -> None:
+    log: list[str] = []
+    unknown = TimeBudget(1.0, (0, 1), total=None, workers=1, batch_seconds=10.0, log=log.append)
+    assert not unknown.active and unknown.axes_for(100, 1) == ((0, 1), None)
+    hopeless = TimeBudget(1.0, (0, 1), total=5, workers=1, batch_seconds=10.0, log=log.append)
+    axes, message = hopeless.axes_for(100, 1)
+    assert axes == () and "none (1 pass)" in message and "over the budget" in message
+    two_gpus = TimeBudget(100.0, (0,), total=10, workers=2, batch_seconds=0.5, log=log.append)
+    # 27 x 2 / 2 = 27 batches x 0.5 s = 13.5 s per volume; 5 rounds of 2 = 67.5 s fits.
+    assert two_gpus.axes_for(27, 2) == ((0,), None)
+
+
+def test_segment_many_cuts_tta_when_the_pace_would_overrun(simulated: SegmentationModel) -> None:
+    log: list[str] = []
+    options = small_options(batch_size=1, tta_axes=(0, 1, 2), time_budget=0.8)
+    segmenter = Segmenter(simulated, options, log=log.append)
+    Simulated.delay = 0.03  # the warm-up was fast; the real run is not
+    items = [(f"v{i}", volume((12, 12, 12), seed=i)) for i in range(5)]
+    results = [result for _, result in segmenter.segment_many(items)]
+    used = [result.tta_axes for result in results]
+    assert used[0] == (0, 1, 2)
+    assert len(used[-1]) < 3
+    assert all(len(a) >= len(b) for a, b in zip(used, used[1:], strict=False))
+    first_cut = next(r for r in results if len(r.tta_axes) < 3)
+    assert any(note.startswith("time budget: ") for note in first_cut.notes)
+    assert any("mirror TTA reduced to" in line for line in log)
+    assert any(d.name == "time_budget" and d.value == "0.8 s" for d in segmenter.decisions)
+
+
+def test_without_a_budget_tta_is_kept(simulated: SegmentationModel) -> None:
+    segmenter = Segmenter(simulated, small_options(tta_axes=(1,)))
+    items = ((str(i), volume((12, 12, 12), seed=i)) for i in range(3))
+    assert [r.tta_axes for _, r in segmenter.segment_many(items)] == [(1,)] * 3
+
+
+class ScarceMemory(Platform):
+    """Reports little free device memory, as a crowded GPU would."""
+
+    def __init__(self, free_bytes: int) -> None:
+        self.free_bytes = free_bytes
+
+    def free_memory(self, device: torch.device) -> tuple[int, int]:
+        return self.free_bytes, 16 * 2**30
+
+
+@pytest.mark.parametrize(("free_bytes", "mode"), [(60_000, "slab"), (1_000, "host")])
+def test_accumulation_follows_free_memory(free_bytes: int, mode: str) -> None:
+    data = volume((40, 20, 20))  # 16,000 voxels: 7 bytes each need 112 kB on the device
+    expected = Segmenter(unet_model(), small_options()).segment(data).mask
+    segmenter = Segmenter(unet_model(), small_options(), platform=ScarceMemory(free_bytes))
+    result = segmenter.segment(data)
+    assert result.notes == [
+        f"{mode} accumulation on cpu: a whole-volume fp32 accumulator for (40, 20, 20) "
+        "does not fit in free memory"
+    ]
+    np.testing.assert_array_equal(result.mask, expected)

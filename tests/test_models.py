@@ -1,0 +1,290 @@
+"""Loading the three model formats, the refusal of pickled objects, C-class logits, ensembles."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.exceptions import ModelError
+from runtime.models import SegmentationModel, load_ensemble, load_model
+from runtime.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+
+# The fixtures below make TorchScript files, which torch now deprecates but competitors still ship.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
+
+BATCH = torch.randn(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_unet_dir(
+    folder: Path,
+    *,
+    out_channels: int = 1,
+    foreground_class: int | None = None,
+    seed: int = 0,
+    **overrides: object,
+) -> UNet3D:
+    torch.manual_seed(seed)
+    config = UNetConfig(channels=(4, 8), out_channels=out_channels)
+    network = UNet3D(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(network.state_dict(), folder / "weights.pt")
+    data = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "architecture": config.to_dict(),
+        "weights": "weights.pt",
+        "normalization": {"mean": 127.5, "std": 64.0},
+        "foreground_class": foreground_class,
+        "inference": {"patch_size": [16, 16, 16], "overlap": 0.5, "threshold": 0.5},
+        **overrides,
+    }
+    (folder / "config.json").write_text(json.dumps(data))
+    return network
+
+
+class Ramp(torch.nn.Module):
+    """A scriptable, exportable module whose output depends on its weights and position."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y[:, :1] * 2.0 - y[:, 1:]
+
+
+def test_unet_folder_and_config_load_the_same_network(tmp_path: Path) -> None:
+    network = write_unet_dir(tmp_path / "m")
+    for spec in (tmp_path / "m", tmp_path / "m" / "config.json", str(tmp_path / "m")):
+        model = load_model(spec)
+        assert model.name == "m"
+        assert model.normalization == (127.5, 64.0)
+        assert model.size_multiple == 2
+        assert model.recommended == {"patch_size": [16, 16, 16], "overlap": 0.5, "threshold": 0.5}
+        with torch.no_grad():
+            torch.testing.assert_close(model.foreground_logits(BATCH), network(BATCH))
+
+
+def test_torchscript_and_export_programs_load(tmp_path: Path) -> None:
+    module = Ramp().eval()
+    with torch.no_grad():
+        expected = module(BATCH)
+    torch.jit.script(module).save(str(tmp_path / "ramp.ts"))
+    scripted = load_model(tmp_path / "ramp.ts")
+    assert scripted.static_input_shape is None and scripted.normalization == (0.0, 1.0)
+
+    torch.export.save(torch.export.export(module, (BATCH,)), str(tmp_path / "ramp.pt2"))
+    exported = load_model(tmp_path / "ramp.pt2")
+    assert exported.static_input_shape == (2, 1, 8, 8, 8)
+    assert exported.recommended == {"patch_size": [8, 8, 8], "batch_size": 2}
+
+    batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = torch.export.export(module, (BATCH,), dynamic_shapes=({0: batch},))
+    torch.export.save(dynamic, str(tmp_path / "dynamic.pt2"))
+    flexible = load_model(tmp_path / "dynamic.pt2")
+    assert flexible.static_input_shape == (None, 1, 8, 8, 8)
+    assert flexible.recommended == {"patch_size": [8, 8, 8]}
+
+    with torch.no_grad():
+        for model in (scripted, exported, flexible, exported.replicate("cpu")):
+            torch.testing.assert_close(model.foreground_logits(BATCH), expected)
+        torch.testing.assert_close(flexible.foreground_logits(BATCH[:1]), expected[:1])
+
+
+def test_a_program_config_gives_a_program_its_normalization(tmp_path: Path) -> None:
+    torch.jit.script(Ramp().eval()).save(str(tmp_path / "net.ts"))
+    config = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "program": "net.ts",
+        "normalization": {"mean": 10.0, "std": 2.0},
+        "inference": {"patch_size": [8, 8, 8]},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    model = load_model(tmp_path)
+    assert model.normalization == (10.0, 2.0)
+    assert model.recommended["patch_size"] == [8, 8, 8]
+    # A folder holding a single program and no config loads that program.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    torch.jit.script(Ramp().eval()).save(str(alone / "only.ts"))
+    assert load_model(alone).name == "only"
+
+
+def test_pickled_objects_are_refused_without_running_them(tmp_path: Path) -> None:
+    torch.save(Ramp(), tmp_path / "full.pt")
+    with pytest.raises(ModelError) as refused:
+        load_model(tmp_path / "full.pt")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert str(tmp_path / "full.pt") in message
+    assert "refused" in message and "arbitrary code" in message
+    assert "Ramp" in message and "state_dict()" in message
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):  # what a hostile checkpoint does
+            return (os.mkdir, (str(marker),))
+
+    torch.save({"weights": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="refused"):
+        load_model(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+    # The same protection holds for a config's weights file.
+    write_unet_dir(tmp_path / "m")
+    torch.save({"weights": Payload()}, tmp_path / "m" / "weights.pt")
+    with pytest.raises(ModelError, match="weights.pt: refused"):
+        load_model(tmp_path / "m")
+    assert not marker.exists()
+
+
+def test_bare_state_dicts_and_other_files_get_a_clear_error(tmp_path: Path) -> None:
+    torch.save(Ramp().state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(ModelError, match="bare state_dict has no architecture; put it beside"):
+        load_model(tmp_path / "sd.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ModelError, match="junk.pt: not a TorchScript, torch.export or torch"):
+        load_model(tmp_path / "junk.pt")
+    with pytest.raises(ModelError, match="not found: give 'demo'"):
+        load_model(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"format": "other"}, "'format' must be 'kaggle-offline-unet'"),
+        ({"format_version": 2}, "format_version 2 is not supported"),
+        ({"normalisation": {}}, "unknown key\\(s\\) 'normalisation'"),
+        ({"weights": "nope.pt"}, "weights file 'nope.pt' not found"),
+        ({"normalization": {"mean": 0, "std": 0}}, "std must be a positive"),
+        ({"inference": {"patch_size": [16, 16]}}, "patch_size must be 3 positive integers"),
+        ({"architecture": {"channels": [4, 8], "depth": 3}}, "unknown U-Net config key"),
+        ({"architecture": {"channels": [4, 16]}}, "weights do not match the architecture"),
+        ({"foreground_class": 1}, "foreground_class 1 given, but the model has one output"),
+    ],
+)
+def test_config_errors_name_the_file_and_the_problem(
+    tmp_path: Path, edit: dict, expected: str
+) -> None:
+    write_unet_dir(tmp_path / "m", **edit)
+    with pytest.raises(ModelError, match=expected) as error:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(error.value)
+    assert "m/config.json" in str(error.value) or "weights.pt" in str(error.value)
+
+
+def test_c_class_logits_become_foreground_log_odds(tmp_path: Path) -> None:
+    network = write_unet_dir(tmp_path / "m", out_channels=3, foreground_class=1)
+    model = load_model(tmp_path / "m")
+    with torch.no_grad():
+        log_odds = model.foreground_logits(BATCH)
+        probabilities = torch.softmax(network(BATCH), dim=1)
+    assert log_odds.shape == (2, 1, 8, 8, 8)
+    torch.testing.assert_close(torch.sigmoid(log_odds), probabilities[:, 1:2])
+    # The argument overrides the config's class.
+    other = load_model(tmp_path / "m", foreground_class=2)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.sigmoid(other.foreground_logits(BATCH)), probabilities[:, 2:3]
+        )
+    write_unet_dir(tmp_path / "n", out_channels=3)
+    with pytest.raises(ModelError, match="3 class logits but no foreground class"):
+        load_model(tmp_path / "n")
+    with pytest.raises(ModelError, match="out of range for 3"):
+        load_model(tmp_path / "m", foreground_class=3)
+
+
+def test_two_class_program_without_a_class_fails_at_the_first_forward(tmp_path: Path) -> None:
+    module = torch.nn.Conv3d(1, 2, 1).eval()
+    torch.jit.script(module).save(str(tmp_path / "two.ts"))
+    with pytest.raises(ModelError, match="outputs 2 class logits.*--foreground-class"):
+        load_model(tmp_path / "two.ts").foreground_logits(BATCH)
+    picked = load_model(tmp_path / "two.ts", foreground_class=1)
+    with torch.no_grad():
+        out = module(BATCH)
+        torch.testing.assert_close(picked.foreground_logits(BATCH), out[:, 1:] - out[:, :1])
+
+
+def test_ensembles_average_probabilities_or_logits(tmp_path: Path) -> None:
+    first = write_unet_dir(tmp_path / "a", seed=1)
+    second = write_unet_dir(tmp_path / "b", seed=2)
+    with torch.no_grad():
+        la, lb = first(BATCH), second(BATCH)
+        by_probability = load_ensemble([tmp_path / "a", tmp_path / "b"], weights=[3, 1])
+        torch.testing.assert_close(
+            torch.sigmoid(by_probability.foreground_logits(BATCH)),
+            0.75 * torch.sigmoid(la) + 0.25 * torch.sigmoid(lb),
+        )
+        by_logit = load_ensemble([tmp_path / "a", tmp_path / "b"], mode="logits")
+        torch.testing.assert_close(by_logit.foreground_logits(BATCH), (la + lb) / 2)
+        # Confident members do not saturate: the log-odds of the mean stay finite.
+        huge = by_probability.foreground_logits(BATCH * 1e4)
+        assert torch.isfinite(huge).all()
+        single = load_ensemble([tmp_path / "a"])
+        torch.testing.assert_close(single.foreground_logits(BATCH), la)
+    assert by_probability.normalization == (127.5, 64.0)
+    assert by_probability.name == "a+b"
+
+
+def test_ensemble_members_with_different_normalizations(tmp_path: Path) -> None:
+    first = write_unet_dir(tmp_path / "a", seed=1)
+    second = write_unet_dir(tmp_path / "b", seed=2, normalization={"mean": 0.0, "std": 255.0})
+    ensemble = load_ensemble([tmp_path / "a", tmp_path / "b"], mode="logits")
+    assert ensemble.normalization == (0.0, 1.0)  # raw voxels in, each member normalizes
+    raw = torch.rand(1, 1, 8, 8, 8) * 255
+    with torch.no_grad():
+        expected = (first((raw - 127.5) / 64.0) + second(raw / 255.0)) / 2
+        torch.testing.assert_close(ensemble.foreground_logits(raw), expected)
+        replica = ensemble.replicate("cpu")
+        torch.testing.assert_close(replica.foreground_logits(raw), expected)
+
+
+def test_ensemble_arguments_are_checked(tmp_path: Path) -> None:
+    write_unet_dir(tmp_path / "a")
+    with pytest.raises(ModelError, match="2 ensemble weights given for 1 models"):
+        load_ensemble([tmp_path / "a"], weights=[1, 2])
+    with pytest.raises(ModelError, match="must be positive"):
+        load_ensemble([tmp_path / "a", tmp_path / "a"], weights=[1, -1])
+    with pytest.raises(ModelError, match="unknown ensemble mode 'mean'"):
+        load_ensemble([tmp_path / "a"], mode="mean")
+    with pytest.raises(ModelError, match="at least one"):
+        load_ensemble([])
+
+
+def test_replicas_are_independent() -> None:
+    model = SegmentationModel.from_module(torch.nn.Conv3d(1, 1, 3, padding=1), name="c")
+    replica = model.replicate("cpu").to_channels_last()
+    with torch.no_grad():
+        replica.network.weight.add_(1.0)
+        assert not torch.equal(replica.network.weight, model.network.weight)
+    assert replica.network.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_the_demo_model_loads() -> None:
+    from runtime.demo import DEMO_DIR
+
+    if not (DEMO_DIR / "config.json").is_file():
+        pytest.skip("runtime/demo has no trained model yet")
+    model = load_model("demo")
+    assert model.name == "demo"
+    multiple = model.size_multiple
+    with torch.no_grad():
+        out = model.foreground_logits(torch.zeros(1, 1, multiple * 2, multiple * 2, multiple * 2))
+    assert out.shape == (1, 1, multiple * 2, multiple * 2, multiple * 2)
