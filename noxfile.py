@@ -247,19 +247,23 @@ def _attach_kaggle_image(session: nox.Session, venv: Path) -> list[str]:
 def _kaggle_image(session: nox.Session) -> list[str]:
     """Build the simulated image once (torch included) and reuse it; returns its site dirs."""
     stamp = KAGGLE_IMAGE / ".complete"
-    wanted = "\n".join(KAGGLE_IMAGE_PACKAGES)
+    wanted = "\n".join(("image-format 2", *KAGGLE_IMAGE_PACKAGES))
     python = _python_of(KAGGLE_IMAGE)
     if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
         # Reuse the host's torch where it already has torch 2.13.0 instead of installing it again.
         host_has_torch = _host_has("torch", "2.13.0")
         venv_args = ["--system-site-packages"] if host_has_torch else []
         session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} (once)")
+        # No pip or setuptools of its own: a second setuptools on the kernels' sys.path confuses
+        # distutils, which torch.compile's C++ toolchain imports. The host's pip installs into it.
         session.run(
-            sys.executable, "-m", "venv", "--clear", *venv_args, str(KAGGLE_IMAGE), external=True
-        )
+            sys.executable, "-m", "venv", "--clear", "--without-pip", *venv_args, str(KAGGLE_IMAGE),
+            external=True,
+        )  # fmt: skip
         session.run(
-            str(python), "-m", "pip", "install", "-q", *KAGGLE_IMAGE_PACKAGES, external=True
-        )
+            sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+            *KAGGLE_IMAGE_PACKAGES, external=True,
+        )  # fmt: skip
         stamp.write_text(wanted)
     output = subprocess.run(
         [str(python), "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],

@@ -172,12 +172,9 @@ def write_json_atomically(path: Path, data: Any) -> None:
 
 
 def _packaging_modules() -> tuple[Any, Any]:
-    # pip vendors packaging, and every kernel has pip; a standalone packaging is the fallback.
-    try:
-        from pip._vendor.packaging import markers, tags
-    except ImportError:
-        from packaging import markers, tags  # type: ignore[no-redef]
-    return markers, tags
+    from runtime.versions import packaging_module  # deferred: versions imports this module
+
+    return packaging_module("markers"), packaging_module("tags")
 
 
 def current_marker_environment() -> dict[str, str]:

@@ -1,7 +1,9 @@
-"""PEP 440 versions, specifiers and PEP 508 requirements, from the ``packaging`` that pip vendors.
+"""PEP 440 versions, specifiers and PEP 508 requirements, from ``packaging``.
 
-Every kernel has pip, so ``pip._vendor.packaging`` is always there even where nothing else is;
-a standalone ``packaging`` is the fallback for interpreters whose pip is missing or unvendored.
+A standalone ``packaging`` (>= 22) is preferred; every kernel has pip, so ``pip._vendor.packaging``
+is the fallback that is always there. Not the other way round: on Python < 3.12, importing ``pip``
+makes setuptools' distutils shim switch itself off for the rest of the process, and a later
+``torch.compile`` then fails inside its C++ toolchain (setuptools asserts on stdlib distutils).
 The import is deferred: the "nothing to install" path often needs no version arithmetic at all.
 """
 
@@ -18,15 +20,26 @@ from runtime.profile import canonical_name
 
 @cache
 def packaging_module(module: str) -> ModuleType:
-    """``packaging.<module>``, pip's vendored copy first.
+    """``packaging.<module>``: the standalone copy when recent enough, else pip's vendored one.
 
     Modules are imported one by one: ``markers`` (so ``requirements`` too) pulls in pyparsing in
-    older pips, which costs more than all the rest, and most plans never need it.
+    older versions, which costs more than all the rest, and most plans never need it.
     """
-    try:
-        return importlib.import_module(f"pip._vendor.packaging.{module}")
-    except ImportError:
+    if _standalone_packaging_is_usable():
         return importlib.import_module(f"packaging.{module}")
+    return importlib.import_module(f"pip._vendor.packaging.{module}")
+
+
+@cache
+def _standalone_packaging_is_usable() -> bool:
+    try:
+        from importlib.metadata import version
+
+        major = int(version("packaging").split(".")[0])
+        importlib.import_module("packaging")
+    except Exception:  # absent, unreadable metadata, or a broken install: use pip's copy
+        return False
+    return major >= 22  # LegacyVersion and non-PEP 440 parsing went away in 22
 
 
 def parse_version(text: str) -> Any | None:
