@@ -103,15 +103,28 @@ def _kaggle_gpu_packages() -> dict[str, str]:
     return packages
 
 
-def _kaggle_py312() -> TargetProfile:
+def _kaggle_profile(
+    version: tuple[int, int], full_version: str, description: str, source: str
+) -> TargetProfile:
+    python = f"{version[0]}.{version[1]}"
     return TargetProfile(
-        name="kaggle-py312",
-        python_version="3.12",
+        name=f"kaggle-py{version[0]}{version[1]}",
+        python_version=python,
         implementation="cp",
-        abi="cp312",
-        tags=cpython_linux_tags((3, 12), manylinux_platforms()),
-        markers=kaggle_markers("3.12.12"),
+        abi=f"cp{version[0]}{version[1]}",
+        tags=cpython_linux_tags(version, manylinux_platforms()),
+        markers=kaggle_markers(full_version),
         preinstalled=_kaggle_gpu_packages(),
+        description=description,
+        source=source,
+        site_packages=f"/usr/local/lib/python{python}/dist-packages",
+    )
+
+
+def _kaggle_py312() -> TargetProfile:
+    return _kaggle_profile(
+        (3, 12),
+        "3.12.12",
         description=(
             "Kaggle's current notebook image (Python 3.12, since December 2025), GPU build: "
             "torch 2.10.0+cu128, numpy 2.4.6, tifffile 2026.3.3; glibc 2.35 x86_64"
@@ -121,19 +134,13 @@ def _kaggle_py312() -> TargetProfile:
             "2026) with torch/torchvision/torchaudio +cpu -> +cu128; python 3.12.12 and uname "
             "values are representative"
         ),
-        site_packages="/usr/local/lib/python3.12/dist-packages",
     )
 
 
 def _kaggle_py311() -> TargetProfile:
-    return TargetProfile(
-        name="kaggle-py311",
-        python_version="3.11",
-        implementation="cp",
-        abi="cp311",
-        tags=cpython_linux_tags((3, 11), manylinux_platforms()),
-        markers=kaggle_markers("3.11.13"),
-        preinstalled=_kaggle_gpu_packages(),
+    return _kaggle_profile(
+        (3, 11),
+        "3.11.13",
         description=(
             "Kaggle notebooks pinned to an image from before December 2025 (Python 3.11); "
             "UNCONFIRMED preinstalled set"
@@ -142,7 +149,6 @@ def _kaggle_py311() -> TargetProfile:
             f"UNCONFIRMED: preinstalled set copied from the Python 3.12 list bundler/data/"
             f"{PACKAGE_LIST}; the real pre-December-2025 image differs; {_CAPTURE_HINT}"
         ),
-        site_packages="/usr/local/lib/python3.11/dist-packages",
     )
 
 

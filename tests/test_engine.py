@@ -20,14 +20,7 @@ from runtime.sliding_window import flip_combinations, logit_threshold
 from runtime.unet import UNet3D, UNetConfig
 from tests.test_sliding_window import assert_mask_matches, reference_logits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def unet_model(seed: int = 0) -> SegmentationModel:

@@ -19,13 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:De
 BATCH = torch.randn(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_unet_dir(

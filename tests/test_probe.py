@@ -21,14 +21,7 @@ from runtime.probe import (
     torch_warnings,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NO_KERNEL = "CUDA error: no kernel image is available for execution on the device"

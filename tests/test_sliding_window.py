@@ -20,14 +20,7 @@ from runtime.sliding_window import (
     window_starts,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: a second intra-op thread only spin-waits, badly on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- a plain, obviously-correct reference ---------------------------------------------------
