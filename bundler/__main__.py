@@ -122,10 +122,12 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
     print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
         f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
-    upgrades = [e for e in manifest.wheels if e.upgrade_of]
-    if upgrades:
-        print("  upgrades  " + ", ".join(
-            f"{e.name} {e.upgrade_of} -> {e.version}" for e in upgrades))  # fmt: skip
+    replacements = [e for e in manifest.wheels if e.upgrade_of]
+    for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
+        chosen = [e for e in replacements if _is_upgrade(e.upgrade_of or "", e.version) is wanted]
+        if chosen:
+            print(f"  {label}" + ", ".join(
+                f"{e.name} {e.upgrade_of} -> {e.version}" for e in chosen))  # fmt: skip
     if manifest.skipped:
         print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
             f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
@@ -182,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _is_upgrade(installed: str, vendored: str) -> bool:
+    """A requested replacement can go either way (a pin below the kernel's version is a downgrade)."""
+    from runtime.versions import parse_version
+
+    old, new = parse_version(installed), parse_version(vendored)
+    return old is None or new is None or new >= old
 
 
 if __name__ == "__main__":

@@ -38,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--n and --shape must be positive, got --n {args.n} --shape {shape}")
     root = write_sample(args.out, n=args.n, shape=shape, seed=args.seed)
     print(f"wrote {args.n} volume(s) of shape {'x'.join(map(str, shape))} to {root}")
-    print(f"try: python -m runtime predict {root} --model demo -o {root / 'submission.zip'}")
+    # The zip goes to the working folder: on Kaggle the input tree is read-only.
+    print(f"try: python -m runtime predict {root} --model demo -o submission.zip")
     return 0
