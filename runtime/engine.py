@@ -270,6 +270,12 @@ class Segmenter:
         static_batch = self.model.static_input_shape and self.model.static_input_shape[0]
         if worker.batch_size > 1 and not static_batch:
             worker.batch_size //= 2
+            if worker.forward.compiled:
+                # The compiled graph was checked against eager for the probed batch shape only; a
+                # new one would recompile lazily and unchecked, in a worker thread that may run
+                # beside another GPU's (dynamo is not thread-safe).
+                worker.forward = worker.forward.eager()
+                return f"{where}; retrying with batch {worker.batch_size}, eager"
             return f"{where}; retrying with batch {worker.batch_size}"
         if worker.device.type != "cpu" and accumulate != "host":
             worker.accumulate = "host"

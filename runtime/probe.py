@@ -93,10 +93,18 @@ class Platform:
             torch.cuda.synchronize(device)
 
     def free_memory(self, device: torch.device) -> tuple[int, int] | None:
-        """(free, total) bytes on a CUDA device; None for the CPU."""
+        """(free, total) bytes on a CUDA device; None for the CPU.
+
+        Memory this process's caching allocator holds but does not use counts as free: the driver
+        reports it as taken, yet a new allocation reuses it (or has it released and retried before
+        failing). Without it the warm-ups' and earlier volumes' cached memory would be subtracted
+        once here and again as the forward's working memory.
+        """
         if device.type != "cuda":
             return None
-        return torch.cuda.mem_get_info(device)
+        free, total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return free + max(cached, 0), total
 
     def empty_cache(self, device: torch.device) -> None:
         if device.type == "cuda":
@@ -275,7 +283,6 @@ def prepare_forward(
         torch.backends.cudnn.benchmark = True
     sample = _warm_up_batch(model, batch_shape, device)
     want, compile_reason = planned_compile(device, compile, capability, platform)
-    baseline = _reset_peak(device)
 
     with torch.inference_mode():
         reference_forward = BatchForward(replica, device, "fp32", channels_last)
@@ -342,17 +349,26 @@ def prepare_forward(
                 )
         else:
             decisions.append(Decision("compile", "off", compile_reason))
+        peak = _forward_peak(chosen, sample)
 
-    peak = None if baseline is None else torch.cuda.max_memory_allocated(device) - baseline
     return PreparedForward(chosen, decisions, seconds, peak)
 
 
-def _reset_peak(device: torch.device) -> int | None:
-    """Bytes allocated now on a CUDA device, with the peak counter reset; None on the CPU."""
-    if device.type != "cuda":
+def _forward_peak(forward: BatchForward, sample: torch.Tensor) -> int | None:
+    """Device memory one warm forward of the chosen configuration needs; None on the CPU.
+
+    Measured on its own forward, not over the warm-ups: their peak holds cuDNN's autotuning
+    workspaces (sized from the free memory) and, under autocast, the fp32 reference forward,
+    either of which can be several times what a batch needs, and the engine would then keep
+    the accumulators off the GPU for nothing. The allocator's counters are kept on the host at
+    allocation time, so no synchronisation is needed.
+    """
+    if forward.device.type != "cuda":
         return None
-    torch.cuda.reset_peak_memory_stats(device)
-    return torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(forward.device)
+    baseline = torch.cuda.memory_allocated(forward.device)
+    forward(sample)
+    return torch.cuda.max_memory_allocated(forward.device) - baseline
 
 
 def cpu_fallback(model: SegmentationModel) -> BatchForward:
@@ -520,11 +536,16 @@ def _check_shape(output: torch.Tensor, sample: torch.Tensor, name: str) -> None:
 def _warm_up_batch(
     model: SegmentationModel, batch_shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    """Deterministic CT-like noise (uint8 range), normalized as the real windows will be."""
+    """Deterministic CT-like noise (uint8 range), normalized as the real windows will be.
+
+    An inference tensor, as the real batches are (built under inference_mode): dynamo guards on
+    that, so a plain tensor here would make the first real batch recompile, outside the guard.
+    """
     generator = torch.Generator().manual_seed(0)
-    raw = torch.randint(0, 256, batch_shape, generator=generator).float()
-    mean, std = model.normalization
-    return ((raw - mean) / std).to(device)
+    with torch.inference_mode():
+        raw = torch.randint(0, 256, batch_shape, generator=generator).float()
+        mean, std = model.normalization
+        return ((raw - mean) / std).to(device)
 
 
 def _first_line(error: BaseException) -> str:

@@ -158,6 +158,28 @@ def test_out_of_memory_halves_the_batch_and_sticks(simulated: SegmentationModel)
     assert segmenter.segment(data).notes == []  # the smaller batch is kept
 
 
+class PassThroughCompiler(Platform):
+    """A 'compiler' that returns the function itself: compilation is decided, nothing compiled."""
+
+    def compile(self, function):
+        return lambda batch: function(batch)
+
+
+def test_out_of_memory_drops_compilation_with_the_batch(simulated: SegmentationModel) -> None:
+    """A compiled graph was checked for the probed batch shape only."""
+    data = volume((30, 20, 20))
+    expected = Segmenter(simulated, small_options(batch_size=1)).segment(data).mask
+    segmenter = Segmenter(
+        simulated, small_options(batch_size=4, compile=True), platform=PassThroughCompiler()
+    )
+    assert next(d for d in segmenter.decisions if d.name == "compile").value == "on"
+    Simulated.max_batch = 2
+    result = segmenter.segment(data)
+    assert [note.split("; ")[-1] for note in result.notes] == ["retrying with batch 2, eager"]
+    assert not result.compiled
+    np.testing.assert_array_equal(result.mask, expected)
+
+
 def test_out_of_memory_ends_on_the_cpu_in_fp32(simulated: SegmentationModel) -> None:
     data = volume((16, 16, 16))
     expected = Segmenter(simulated, small_options()).segment(data).mask

@@ -14,6 +14,7 @@ from runtime.models import SegmentationModel
 from runtime.probe import (
     BatchForward,
     Platform,
+    _forward_peak,
     is_out_of_memory,
     planned_compile,
     planned_precision,
@@ -219,6 +220,65 @@ def test_a_compile_that_fails_later_switches_to_eager_and_says_so() -> None:
     assert not result.compiled
     assert result.notes == ["compiled forward failed (simulated: recompile failed); now eager"]
     np.testing.assert_array_equal(result.mask, eager.mask)
+
+
+class CountingCompiler(Platform):
+    """The real dynamo front end with a backend that only counts the graphs it is handed."""
+
+    def __init__(self) -> None:
+        from torch._dynamo.testing import CompileCounter
+
+        self.counter = CompileCounter()
+
+    def compile(self, function):
+        return torch.compile(function, backend=self.counter, dynamic=False)
+
+
+def test_the_compile_guard_covers_the_graph_the_run_uses() -> None:
+    """Real batches are inference tensors; a warm-up on a plain one made the run recompile."""
+    torch._dynamo.reset()
+    platform = CountingCompiler()
+    segmenter = Segmenter(small_model(), options(compile=True), platform=platform)
+    assert decision(segmenter, "compile").value == "on"
+    compiled = platform.counter.frame_count
+    result = segmenter.segment(volume())
+    assert result.compiled and result.notes == []
+    assert platform.counter.frame_count == compiled == 1
+
+
+def test_free_memory_and_peak_count_what_a_batch_really_needs(monkeypatch) -> None:
+    """CUDA statistics simulated: cached-but-unused memory is free; the peak is one warm forward."""
+    calls: list[tuple[str, object]] = []
+    stats = {"allocated": 200, "peak": 900}
+
+    def record(name, value):
+        def call(device=None):
+            calls.append((name, device))
+            return value() if callable(value) else value
+
+        return call
+
+    def reset(device=None):
+        calls.append(("reset", device))
+        stats["peak"] = stats["allocated"]
+
+    gpu = torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", record("mem_get_info", (1_000, 16_000)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", record("reserved", 700))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", record("allocated", stats["allocated"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", record("peak", lambda: stats["peak"]))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    assert Platform().free_memory(gpu) == (1_500, 16_000)
+    assert Platform().free_memory(torch.device("cpu")) is None
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        stats["peak"] = stats["allocated"] + 300  # what this forward allocates at most
+        return batch
+
+    model = SegmentationModel.from_module(torch.nn.Identity(), name="identity")
+    model.foreground_logits = forward  # type: ignore[method-assign]
+    assert _forward_peak(BatchForward(model, gpu, "fp32", False), torch.zeros(1, 1, 2, 2, 2)) == 300
+    assert all(device == gpu for _, device in calls)
 
 
 def test_a_working_compile_is_used() -> None:
