@@ -30,9 +30,13 @@ nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).resolve().parent
 KAGGLE_IMAGE = ROOT / ".nox" / "_kaggle-image"
-# What a Kaggle image has preinstalled that the runtime uses. torch is pinned: a bare "torch"
-# pulls the newest CUDA build (gigabytes); Kaggle's own image has torch preinstalled anyway.
-KAGGLE_IMAGE_PACKAGES = ("torch==2.13.0", "numpy", "scipy", "Pillow", "tifffile", "psutil", "tqdm")
+# What a Kaggle image has preinstalled that the runtime uses, besides torch.
+KAGGLE_IMAGE_PACKAGES = ("numpy", "scipy", "Pillow", "tifffile", "psutil", "tqdm")
+# torch is reused from the host when it has one. Otherwise it is pinned: a bare "torch" pulls the
+# newest CUDA build. Where pip only finds CUDA builds of the pin too (plain PyPI on Linux), point
+# KAGGLE_OFFLINE_TORCH_INDEX_URL at a CPU wheel index (https://download.pytorch.org/whl/cpu).
+TORCH_REQUIREMENT = "torch==2.13.0"
+TORCH_INDEX_VARIABLE = "KAGGLE_OFFLINE_TORCH_INDEX_URL"
 COMPETITION = "vesuvius-challenge-surface-detection"
 DATASET_OWNER, DATASET_SLUG = "kaggle-offline-demo", "kaggle-offline-wheels"
 # Variables that would let the kernel's pip see this machine's indexes or find-links.
@@ -247,22 +251,28 @@ def _attach_kaggle_image(session: nox.Session, venv: Path) -> list[str]:
 def _kaggle_image(session: nox.Session) -> list[str]:
     """Build the simulated image once (torch included) and reuse it; returns its site dirs."""
     stamp = KAGGLE_IMAGE / ".complete"
-    wanted = "\n".join(("image-format 2", *KAGGLE_IMAGE_PACKAGES))
+    host_torch = _host_version("torch")
+    torch_source = f"host torch {host_torch}" if host_torch else TORCH_REQUIREMENT
+    wanted = "\n".join(("image-format 3", torch_source, *KAGGLE_IMAGE_PACKAGES))
     python = _python_of(KAGGLE_IMAGE)
     if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
-        # Reuse the host's torch where it already has torch 2.13.0 instead of installing it again.
-        host_has_torch = _host_has("torch", "2.13.0")
-        venv_args = ["--system-site-packages"] if host_has_torch else []
-        session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} (once)")
+        session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} ({torch_source}, once)")
         # No pip or setuptools of its own: a second setuptools on the kernels' sys.path confuses
         # distutils, which torch.compile's C++ toolchain imports. The host's pip installs into it.
         session.run(
-            sys.executable, "-m", "venv", "--clear", "--without-pip", *venv_args, str(KAGGLE_IMAGE),
+            sys.executable, "-m", "venv", "--clear", "--without-pip",
+            *(["--system-site-packages"] if host_torch else []), str(KAGGLE_IMAGE),
             external=True,
         )  # fmt: skip
+        packages = list(KAGGLE_IMAGE_PACKAGES)
+        extra: list[str] = []
+        if not host_torch:
+            packages.insert(0, TORCH_REQUIREMENT)
+            if os.environ.get(TORCH_INDEX_VARIABLE):
+                extra = ["--extra-index-url", os.environ[TORCH_INDEX_VARIABLE]]
         session.run(
-            sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-            *KAGGLE_IMAGE_PACKAGES, external=True,
+            sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *extra,
+            *packages, external=True,
         )  # fmt: skip
         stamp.write_text(wanted)
     output = subprocess.run(
@@ -334,13 +344,14 @@ def _unshare_works() -> bool:
     return result.returncode == 0
 
 
-def _host_has(distribution: str, version: str) -> bool:
+def _host_version(distribution: str) -> str | None:
+    """The version this Python (the one running nox) has installed, if any."""
     try:
-        from importlib.metadata import version as installed_version
+        from importlib.metadata import version
 
-        return installed_version(distribution).split("+")[0] == version
+        return version(distribution)
     except Exception:
-        return False
+        return None
 
 
 def _python_of(venv: Path) -> Path:

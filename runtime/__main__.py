@@ -13,7 +13,10 @@ from runtime.exceptions import KaggleOfflineError
 
 
 def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime",
+        description="kaggle-offline in the kernel: offline installs, segmentation, submissions.",
+    )
     parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

@@ -115,7 +115,7 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
     if source is None:
         raise BootstrapError(
             f"{here}: {filename} is listed in manifest.json but missing from disk (looked in "
-            f"{wheel_dir}/ and beside the manifest); upload the whole wheelhouse folder again"
+            f"{wheel_dir}/ and beside the manifest); upload the whole wheelhouse folder again with `kaggle datasets create -p DIR --dir-mode zip` (without it Kaggle drops wheels/)"
         )
     # Hash the very bytes that get imported, so a file swapped after the check cannot run.
     target = private / filename

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runtime.environment import Environment
@@ -63,7 +64,8 @@ class Diagnosis:
         lines = [
             f"python      {py['version']} ({py['implementation']}, {py['abi']}) at {py['executable']}",
             f"tags        {py['tag_count']} accepted, most preferred: {', '.join(py['top_tags'])}",
-            f"input root  {self.input_root}",
+            f"input root  {self.input_root}"
+            + ("" if Path(self.input_root).is_dir() else " (does not exist)"),
         ]
         if not self.wheelhouses:
             lines.append("wheelhouses none found")

@@ -222,7 +222,7 @@ class _Planner:
                 raise WheelhouseError(
                     f"{wheelhouse.path}: {entry.filename} is listed in manifest.json but missing "
                     f"from disk (looked in {wheelhouse.manifest.wheel_dir}/ and beside the "
-                    "manifest); upload the whole wheelhouse folder again"
+                    "manifest); upload the whole wheelhouse folder again with `kaggle datasets create -p DIR --dir-mode zip` (without it Kaggle drops wheels/)"
                 )
             raise WheelhouseError(
                 f"{wheelhouse.path}: {entry.filename} is {problem}; "

@@ -105,11 +105,11 @@ def predict(
     options = options or PredictOptions()
     log = log or _print_line
     output = Path(output)
+    if output.is_dir():  # a folder to write into, like `cp FILE DIR`
+        output = output / "submission.zip"
     metrics_path = options.metrics_path or output.with_name("metrics.json")
     started = time.perf_counter()
 
-    if output.is_dir():
-        raise InputError(f"{output}: is a folder; give the path of the zip to write")
     inputs = find_volumes(input_path)
     for note in inputs.notes:
         log(note)

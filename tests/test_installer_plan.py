@@ -186,6 +186,7 @@ def test_a_wheel_missing_from_disk_is_named(tmp_path: Path, made: dict[str, Path
     assert str(caught.value) == (
         f"{tmp_path / 'h'}: {made['beta1'].name} is listed in manifest.json but missing from "
         "disk (looked in wheels/ and beside the manifest); upload the whole wheelhouse folder again"
+        " with `kaggle datasets create -p DIR --dir-mode zip` (without it Kaggle drops wheels/)"
     )
     # Not needed, not a problem: the kernel already has beta.
     assert [w.name for w in make_plan([house], _env(beta="1.0")).install] == ["alpha"]

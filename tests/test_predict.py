@@ -410,6 +410,16 @@ def test_command_line_writes_submission_metrics_previews_and_masks(
     assert sum(line.startswith("[") for line in completed.stderr.splitlines()) == 2
 
 
+def test_an_output_folder_gets_submission_zip_inside(tiny_model: Path, tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=10)
+    for target in (f"{tmp_path / 'new'}/", str(tmp_path / "data")):  # new with a slash; existing
+        completed = _cli(str(root), "--model", str(tiny_model), "-o", target, "--no-progress")
+        assert completed.returncode == 0, completed.stderr
+        written = Path(target) / "submission.zip"
+        assert validate_submission(written, {i: SMALL for i in _csv_ids(root)}) == []
+        assert (Path(target) / "metrics.json").is_file()
+
+
 def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=9)
     with open(root / "test.csv", "a") as handle:

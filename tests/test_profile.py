@@ -63,3 +63,39 @@ def test_an_unwritable_output_is_one_line(tmp_path: Path) -> None:
     assert code == 2 and stdout == ""
     assert stderr.startswith(f"error: {blocker / 'kernel.json'}: cannot write the profile")
     assert stderr.count("\n") == 1
+
+
+def test_packages_installed_from_attached_wheelhouses_are_not_preinstalled(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A profile captured after bootstrap.py must not claim the wheelhouse's packages as image."""
+    from runtime.profile import capture_current_profile
+    from tests.support.packages import make_wheel
+    from tests.support.wheelhouses import write_wheelhouse
+
+    venv = copy_venv(session_template(tmp_path_factory.getbasetemp()), tmp_path / "venv")
+    codec = make_wheel(tmp_path / "dist", "fancycodecs", "1.0")
+    run_checked(
+        [str(venv.python), "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(codec)]
+    )
+    input_root = tmp_path / "input"
+    write_wheelhouse(
+        input_root / "datasets" / "me" / "wheels", [codec], target=capture_current_profile("t")
+    )
+
+    output = tmp_path / "kernel.json"
+    code, _, stderr = _profile_cli(venv.python, "-o", str(output), "--input-root", str(input_root))
+    assert code == 0, stderr
+    assert "fancycodecs==1.0" in stderr
+    assert set(TargetProfile.load(output).preinstalled) == {"pip", "setuptools"}
+
+    code, _, stderr = _profile_cli(
+        venv.python,
+        "-o",
+        str(output),
+        "--input-root",
+        str(input_root),
+        "--keep-wheelhouse-packages",
+    )
+    assert code == 0, stderr
+    assert TargetProfile.load(output).preinstalled["fancycodecs"] == "1.0"

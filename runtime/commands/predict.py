@@ -7,6 +7,7 @@ instant and typos are reported before any model is loaded.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -25,9 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=_zip_path,
         default=Path("submission.zip"),
-        help="the submission zip to write (default: submission.zip)",
+        help="the submission zip to write, or a folder to write submission.zip into "
+        "(default: submission.zip)",
     )
 
     model = parser.add_argument_group("model")
@@ -292,3 +294,11 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}")
     return seconds
+
+
+def _zip_path(text: str) -> Path:
+    """``-o out/`` or an existing folder means ``out/submission.zip``, as a user would expect."""
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / "submission.zip"
+    return path

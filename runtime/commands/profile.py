@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from collections.abc import Mapping
+
+# Never part of a Kaggle image: always something a wheelhouse installed.
+_OWN_DISTRIBUTION = "kaggle-offline"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +21,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the profile's name (default: kernel-py<major><minor>)",
     )
     parser.add_argument("--description", default="", help="free text stored in the profile")
+    parser.add_argument(
+        "--input-root",
+        metavar="DIR",
+        help="where attached wheelhouses are searched (default $KAGGLE_OFFLINE_INPUT_ROOT or "
+        "/kaggle/input): what they installed is not counted as preinstalled",
+    )
+    parser.add_argument(
+        "--keep-wheelhouse-packages",
+        action="store_true",
+        help="count packages installed from attached wheelhouses as preinstalled too",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +40,19 @@ def run(args: argparse.Namespace) -> int:
 
     name = args.name or f"kernel-py{sys.version_info.major}{sys.version_info.minor}"
     profile = capture_current_profile(name, description=args.description)
+    preinstalled = {n: v for n, v in profile.preinstalled.items() if n != _OWN_DISTRIBUTION}
+    if not args.keep_wheelhouse_packages:
+        vendored = _installed_from_wheelhouses(preinstalled, args.input_root)
+        if vendored:
+            # A profile taken after bootstrap.py ran would otherwise list imagecodecs & co. as
+            # part of the image, and a rebuild for it would silently leave them out.
+            print(
+                "left out, installed from attached wheelhouses rather than by the image: "
+                + ", ".join(f"{n}=={v}" for n, v in sorted(vendored.items())),
+                file=sys.stderr,
+            )
+            preinstalled = {n: v for n, v in preinstalled.items() if n not in vendored}
+    profile = dataclasses.replace(profile, preinstalled=preinstalled)
     if args.output is None:
         print(json.dumps(profile.to_dict(), indent=2))
         return 0
@@ -37,3 +66,18 @@ def run(args: argparse.Namespace) -> int:
         f"`python -m bundler build --target {args.output} ...`"
     )
     return 0
+
+
+def _installed_from_wheelhouses(
+    versions: Mapping[str, str], input_root: str | None
+) -> dict[str, str]:
+    """Installed distributions whose exact version a wheelhouse under the input root vendors."""
+    from runtime.wheelhouses import find_wheelhouses
+
+    vendored = {
+        entry.name: entry.version
+        for house in find_wheelhouses(input_root).wheelhouses
+        if house.manifest is not None
+        for entry in house.manifest.wheels
+    }
+    return {name: version for name, version in vendored.items() if versions.get(name) == version}
