@@ -126,6 +126,7 @@ class Segmenter:
         self._decide(device_decision)
         self.patch_size = self._choose_patch()
         self.batch_size = self._choose_batch()
+        self._decide(_normalization_decision(model))
         self._workers = [self._prepare(device, first=i == 0) for i, device in enumerate(devices)]
         if devices[0].type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
@@ -452,3 +453,17 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0][:200] if lines else type(error).__name__
+
+
+def _normalization_decision(model: SegmentationModel) -> Decision:
+    # A model whose file carries no config gets raw voxel values: say so, since a model trained
+    # on [0, 1] or standardised inputs then gives silently wrong masks.
+    mean, std = model.normalization
+    if (mean, std) == (0.0, 1.0):
+        return Decision(
+            "normalization",
+            "none",
+            "raw voxel values: the model has no config.json normalization; add one if it was "
+            "trained on scaled inputs",
+        )
+    return Decision("normalization", f"(v - {mean:g}) / {std:g}", f"from model {model.name}")

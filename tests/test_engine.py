@@ -96,8 +96,10 @@ def test_segment_equals_the_reference_with_tta_and_a_threshold() -> None:
     assert result.foreground_fraction == pytest.approx(result.mask.mean())
     assert result.notes == [] and result.seconds > 0
     names = [d.name for d in segmenter.decisions]
-    for name in ("device", "patch_size", "batch_size", "precision", "compile", "tta"):
+    for name in ("device", "patch_size", "batch_size", "normalization", "precision", "compile"):
         assert name in names
+    assert "tta" in names
+    assert any(line.startswith("decision: normalization = (v - 127.5) / 64 (") for line in log)
     assert "decision: patch_size = 12x16x14 (asked, rounded up to multiples of 2)" in log
 
 
