@@ -62,7 +62,11 @@ class BlobStore:
         return self.path(sha256).is_file()
 
     def has_valid(self, sha256: str) -> bool:
-        """Present *and* still matching its hash (a hard-linked copy may have been edited)."""
+        """Present *and* still matching its hash; a damaged file is removed.
+
+        Wheelhouses get copies, but an older kaggle-offline hard-linked them to the store, so an
+        in-place edit of such a wheelhouse (or a failing disk) can still change a stored file.
+        """
         path = self.path(sha256)
         if not path.is_file():
             return False
@@ -72,7 +76,12 @@ class BlobStore:
         return False
 
     def link_to(self, sha256: str, destination: Path) -> None:
+        """A hard link where possible: only for files the bundler itself reads, never hands out."""
         link_or_copy(self.path(sha256), destination)
+
+    def copy_to(self, sha256: str, destination: Path) -> None:
+        """A copy of its own: editing ``destination`` can never reach the store."""
+        link_or_copy(self.path(sha256), destination, link=False)
 
     def add_file(self, source: Path, *, expected_sha256: str | None = None) -> str:
         """Copy ``source`` in (checked against ``expected_sha256`` when given); return its hash."""
@@ -81,7 +90,7 @@ class BlobStore:
             raise ValueError(
                 f"{source.name}: sha256 {digest} does not match the expected {expected_sha256}"
             )
-        if not self.has(digest):
+        if not self.has_valid(digest):
             # A copy, never a link: the store must not share bytes with files it does not own
             # (an index folder, --find-links), which an in-place edit of a wheelhouse would reach.
             link_or_copy(source, self.path(digest), link=False)

@@ -106,25 +106,20 @@ def build(
     if not texts and include_self is False:
         # A wheelhouse of only our own wheel is useful (the runtime alone); an empty one is not.
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
+    # Every input that can be refused without the index is checked here, before resolving and
+    # downloading (minutes, gigabytes) make a typo expensive.
+    dataset.check_id_and_title(profile.name, dataset_id, title)
+    self_entry = _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
 
     key = _resolution_key(texts, optional_names, profile, index)
-    plan_path = cache_root / "plans" / f"{key}.json"
-    plan = None if refresh else _load_plan(plan_path)
     session = _Session(profile, index, store, cache_root, optional_names, say)
-    if plan is None:
-        plan = session.plan(texts)
-        write_json_atomically(plan_path, {"format": _PLAN_FORMAT, "plan": plan.to_dict()})
-    else:
-        say(f"using the cached resolution for {profile.name} ({plan_path.name[:12]})")
-        plan = session.ensure_stored(plan)
+    plan = _stored_plan(session, texts, cache_root / "plans" / f"{key}.json", refresh=refresh)
     _check_plan_fits(plan, profile)
 
     entries = [_entry(wheel, store) for wheel in plan.wheels]
     self_filename = None
-    if include_self is not False:
-        self_path = own_wheel(cache_root, say) if include_self is True else Path(include_self)
-        self_entry = _self_entry(self_path, store, profile)
+    if self_entry is not None:
         entries = [entry for entry in entries if entry.name != self_entry.name] + [self_entry]
         self_filename = self_entry.filename
 
@@ -189,6 +184,25 @@ def _resolution_key(
         "index": index.cache_identity(),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _stored_plan(
+    session: _Session, texts: Sequence[str], plan_path: Path, *, refresh: bool
+) -> Plan:
+    """The cached resolution (or a new one), with every file it names whole in the store."""
+    cached = None if refresh else _load_plan(plan_path)
+    if cached is None:
+        plan = session.plan(texts)
+    else:
+        session.log(
+            f"using the cached resolution for {session.profile.name} ({plan_path.name[:12]})"
+        )
+        plan = cached
+    # A file the store already had was not hashed when fetched: check it now, re-fetch if damaged.
+    stored = session.ensure_stored(plan)
+    if cached is None or stored is not plan:
+        write_json_atomically(plan_path, {"format": _PLAN_FORMAT, "plan": stored.to_dict()})
+    return stored
 
 
 def _load_plan(path: Path) -> Plan | None:
@@ -402,14 +416,36 @@ def _entry(wheel: PlannedWheel, store: BlobStore) -> WheelEntry:
     )
 
 
+def _own_entry(
+    include_self: bool | Path,
+    cache_root: Path,
+    store: BlobStore,
+    profile: TargetProfile,
+    log: Callable[[str], None],
+) -> WheelEntry | None:
+    """kaggle-offline's own wheel in the store, or None when it is left out."""
+    if include_self is False:
+        return None
+    path = own_wheel(cache_root, log) if include_self is True else Path(include_self)
+    return _self_entry(path, store, profile)
+
+
 def _self_entry(path: Path, store: BlobStore, profile: TargetProfile) -> WheelEntry:
     if not path.is_file():
-        raise BundlerError(f"{path}: kaggle-offline wheel not found")
+        raise BundlerError(
+            f"{path}: kaggle-offline wheel not found; fix --self-wheel or use --no-self"
+        )
     info = read_wheel(path)
     if info.name != "kaggle-offline":
-        raise BundlerError(f"{path}: not a kaggle-offline wheel (it is {info.name})")
+        raise BundlerError(
+            f"{path}: not a kaggle-offline wheel (it is {info.name}); fix --self-wheel or use "
+            "--no-self"
+        )
     if not fits_tags(info.tags, profile) or not fits_python(info.requires_python, profile):
-        raise BundlerError(f"{path}: does not fit {describe_target(profile)}")
+        raise BundlerError(
+            f"{path}: does not fit {describe_target(profile)}; pass a kaggle-offline wheel that "
+            "does to --self-wheel, or use --no-self"
+        )
     digest = store.add_file(path)
     return WheelEntry(
         name=info.name,

@@ -55,6 +55,15 @@ def dataset_metadata(
     return data
 
 
+def check_id_and_title(profile_name: str, dataset_id: str | None, title: str | None) -> None:
+    """Refuse a bad ``dataset_id`` or ``title`` now, before a build spends time resolving.
+
+    The same rules as :func:`dataset_metadata`, which needs the finished wheel list only for the
+    description, a field with no rule to break.
+    """
+    dataset_metadata(profile_name, dataset_id, title, summary="")
+
+
 def metadata_problems(data: Mapping[str, Any]) -> list[str]:
     """One line per rule of Kaggle's that ``data`` breaks."""
     problems: list[str] = []
@@ -74,7 +83,8 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
         )
     if slug and (not 3 <= len(slug) <= 50 or not _SLUG.fullmatch(slug)):
         problems.append(
-            f"{FILENAME}: slug {slug!r} must be 3-50 lower-case letters, digits and hyphens"
+            f"{FILENAME}: slug {slug!r} must be 3-50 lower-case letters, digits and hyphens "
+            "(--dataset-id)"
         )
     licences = data.get("licenses")
     if not isinstance(licences, list) or len(licences) != 1 or "name" not in licences[0]:

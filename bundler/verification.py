@@ -1,11 +1,13 @@
 """``verify(DIR)``: is this wheelhouse complete, untampered and right for its target?
 
-Checks, each reported as one line: the manifest loads; every wheel is on disk with its sha256 and
-size; no stray or duplicate wheels; each wheel's tags and Requires-Python fit the target (read from
-the files, not the manifest); the dependency closure is complete for the target (every
-Requires-Dist that applies under the target's markers and the requested extras is met by a wheel
-in the house, a preinstalled distribution or a recorded missing optional); the lock file pins the
-same hashes; bootstrap.py is there; dataset-metadata.json is valid for ``kaggle datasets create``.
+Checks, each reported as one line: the manifest loads; a ``target`` other than the manifest's
+runs the same Python (the kernel refuses a wheelhouse built for another one); every wheel is on
+disk with its sha256 and size; no stray or duplicate wheels; each wheel's tags and Requires-Python
+fit the target (read from the files, not the manifest); the dependency closure is complete for the
+target (every Requires-Dist that applies under the target's markers and the requested extras is
+met by a wheel in the house, a preinstalled distribution or a recorded missing optional); the lock
+file pins the same hashes; bootstrap.py is there; dataset-metadata.json is valid for
+``kaggle datasets create``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def verify(wheelhouse: Path, target: TargetProfile | str | None = None) -> list[
         )
     except KaggleOfflineError as error:
         return [str(error)]
-    problems: list[str] = []
+    problems = _python_problems(wheelhouse, manifest.target, profile, target)
     infos: dict[str, WheelInfo] = {}
     for entry in manifest.wheels:
         path = locate_wheel(wheelhouse, manifest, entry)
@@ -106,6 +108,27 @@ def verify(wheelhouse: Path, target: TargetProfile | str | None = None) -> list[
         problems.append(f"{wheelhouse / BOOTSTRAP_FILENAME}: missing (rebuild the wheelhouse)")
     problems += _dataset_problems(wheelhouse)
     return problems
+
+
+def _python_problems(
+    wheelhouse: Path,
+    built_for: TargetProfile,
+    profile: TargetProfile,
+    target: TargetProfile | str | None,
+) -> list[str]:
+    """A target of another Python than the wheelhouse's own, which the kernel side refuses.
+
+    runtime/plan.py installs only a wheelhouse built for its own Python, so wheels that happen to
+    fit another target (pure-Python ones do) do not make the wheelhouse usable there.
+    """
+    if built_for.python_version == profile.python_version:
+        return []
+    hint = target if isinstance(target, str) else profile.name
+    return [
+        f"{wheelhouse}: built for Python {built_for.python_version} (profile {built_for.name}) "
+        f"but the target is Python {profile.python_version} ({profile.name}); the runtime will "
+        f"refuse it: rebuild with --target {hint}"
+    ]
 
 
 def _stray_and_duplicate_wheels(wheelhouse: Path, manifest: Manifest) -> list[str]:

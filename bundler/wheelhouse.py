@@ -1,7 +1,8 @@
 """Write the wheelhouse folder: wheels/, manifest.json, requirements.lock, bootstrap.py, metadata.
 
 Every file is written by an atomic rename, so an interrupted build leaves the previous complete
-file or the new one. Wheels are hard links into the blob store where the file system allows.
+file or the new one. Wheels are copies of the blob store's files, never hard links: a wheel edited
+in place in one wheelhouse must not change the cache, nor every other wheelhouse built from it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from bundler.blobs import BlobStore, link_or_copy, sha256_of
+from bundler.blobs import BlobStore, sha256_of
 from runtime.exceptions import BundlerError
 from runtime.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
 
@@ -23,7 +24,7 @@ _TEMP_SUFFIX = ".tmp"
 
 @dataclass(frozen=True)
 class WheelSync:
-    placed: list[str]  # linked or copied into wheels/ in this run
+    placed: list[str]  # copied into wheels/ in this run
     kept: list[str]  # already there with the right hash
     removed: list[str]  # stale wheels deleted
 
@@ -36,10 +37,10 @@ def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStor
     kept: list[str] = []
     for filename, sha256 in wanted:
         path = wheel_dir / filename
-        if path.is_file() and _same_file(path, store.path(sha256)):
+        if _intact_copy(path, sha256, store):
             kept.append(filename)
             continue
-        link_or_copy(store.path(sha256), path)
+        store.copy_to(sha256, path)
         placed.append(filename)
     names = {filename for filename, _ in wanted}
     removed: list[str] = []
@@ -53,13 +54,15 @@ def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStor
     return WheelSync(placed=placed, kept=kept, removed=removed)
 
 
-def _same_file(path: Path, stored: Path) -> bool:
+def _intact_copy(path: Path, sha256: str, store: BlobStore) -> bool:
+    """``path`` holds the wanted bytes in a file of its own (not one shared with the store)."""
+    stored = store.path(sha256)
     try:
         if path.samefile(stored):
-            return True
-    except OSError:
+            return False  # a hard link left by an older kaggle-offline: replace it with a copy
+        return path.stat().st_size == stored.stat().st_size and sha256_of(path) == sha256
+    except OSError:  # missing
         return False
-    return path.stat().st_size == stored.stat().st_size and sha256_of(path) == sha256_of(stored)
 
 
 def lock_text(manifest: Manifest) -> str:

@@ -64,7 +64,7 @@ def _bootstrap(here: Path, private: Path, args: argparse.Namespace) -> int:
     except ImportError as error:
         raise BootstrapError(
             f"{here}: cannot import kaggle-offline's installer ({error}); this wheelhouse holds no "
-            "kaggle-offline wheel, so rebuild it with the bundler's default include_self"
+            "kaggle-offline wheel, so rebuild it without --no-self"
         ) from None
     try:
         report = install(

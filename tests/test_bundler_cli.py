@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 import bundler
 from bundler.profiles import builtin_profiles, get_profile, unconfirmed_reason
-from runtime.exceptions import BundlerError
+from runtime.exceptions import BundlerError, ResolutionError
 from runtime.profile import MARKER_KEYS, capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index
 
@@ -120,3 +121,37 @@ def test_requirement_files_are_read_and_options_in_them_refused(tmp_path: Path) 
     (tmp_path / "bad.txt").write_text("ko-lib\n--index-url http://example.invalid/simple\n")
     with pytest.raises(BundlerError, match=r"bad.txt:2: option --index-url"):
         bundler.build([], tmp_path / "house", requirement_files=[tmp_path / "bad.txt"])
+
+
+@pytest.mark.parametrize(
+    ("dataset_id", "title", "message"),
+    [
+        ("tester/x", None, "slug 'x' must be 3-50 lower-case letters"),
+        ("no-owner", None, "id 'no-owner' must be OWNER/SLUG"),
+        ("tester/ko-wheels", "abc", "title 'abc' must be 6-50 characters (--title)"),
+    ],
+)
+def test_a_bad_dataset_id_or_title_is_refused_before_resolving(
+    tmp_path: Path, dataset_id: str, title: str | None, message: str
+) -> None:
+    # An index that does not exist: resolving first would fail with a ResolutionError instead.
+    with pytest.raises(BundlerError, match=re.escape(message)) as caught:
+        bundler.build(
+            ["ko-lib"], tmp_path / "house", index_url=(tmp_path / "no-index").as_uri(),
+            cache_dir=tmp_path / "cache", include_self=False, dataset_id=dataset_id, title=title,
+        )  # fmt: skip
+    assert not isinstance(caught.value, ResolutionError)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "house").exists()
+
+
+def test_the_cli_refuses_a_bad_dataset_id_in_one_line_before_resolving(tmp_path: Path) -> None:
+    completed = _cli(
+        "build", "ko-lib", "-o", str(tmp_path / "house"), "--no-self",
+        "--index-url", (tmp_path / "no-index").as_uri(), "--cache-dir", str(tmp_path / "cache"),
+        "--dataset-id", "tester/x",
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        "error: slug 'x' must be 3-50 lower-case letters, digits and hyphens (--dataset-id)"
+    ]
+    assert not (tmp_path / "cache").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,13 +26,21 @@ def world(tmp_path: Path) -> dict[str, Path | str]:
     return {"index": make_fixture_index(tmp_path), "cache": tmp_path / "cache", "root": tmp_path}
 
 
-def _build(world: dict[str, Path | str], requirements: list[str], **kwargs) -> BuildResult:
+def _build(
+    world: dict[str, Path | str], requirements: list[str], house: str = "house", **kwargs
+) -> BuildResult:
     kwargs.setdefault("include_self", False)
     kwargs.setdefault("dataset_id", "tester/ko-wheels")
     kwargs.setdefault("index_url", str(world["index"]))
     return bundler.build(
-        requirements, Path(world["root"]) / "house", cache_dir=Path(world["cache"]), **kwargs
+        requirements, Path(world["root"]) / house, cache_dir=Path(world["cache"]), **kwargs
     )
+
+
+def _stored(world: dict[str, Path | str], result: BuildResult, filename: str) -> Path:
+    """The cache's own copy of a wheel in ``result``."""
+    (entry,) = [e for e in result.manifest.wheels if e.filename == filename]
+    return Path(world["cache"]) / "blobs" / entry.sha256[:2] / entry.sha256
 
 
 def _forbid_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,15 +103,54 @@ def test_tampered_wheel_is_caught_by_verify_and_repaired_by_a_rebuild(
 ) -> None:
     result = _build(world, ["ko-app"])
     wheel = result.output_dir / "wheels" / "ko_lib-2.0-py3-none-any.whl"
-    with open(wheel, "ab") as stream:  # in place: the cache's hard link sees it too
+    with open(wheel, "ab") as stream:  # in place, as an editor or a stray script would
         stream.write(b"tampered")
     problems = bundler.verify(result.output_dir)
     assert len(problems) == 1
     assert str(wheel) in problems[0] and "sha256" in problems[0]
 
     repaired = _build(world, ["ko-app"])
+    assert repaired.downloaded == (), "the cache's copy was untouched: nothing to fetch"
+    assert bundler.verify(repaired.output_dir) == []
+
+
+def test_a_wheel_edited_in_place_reaches_no_other_wheelhouse(
+    world: dict[str, Path | str],
+) -> None:
+    first = _build(world, ["ko-app"], house="first")
+    second = _build(world, ["ko-app"], house="second")
+    with open(first.output_dir / "wheels" / "ko_lib-2.0-py3-none-any.whl", "r+b") as stream:
+        stream.write(b"PK-overwritten")  # same size, different bytes
+    assert len(bundler.verify(first.output_dir)) == 1
+    assert bundler.verify(second.output_dir) == []
+    third = _build(world, ["ko-app"], house="third")
+    assert third.downloaded == ()
+    assert bundler.verify(third.output_dir) == []
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["cached-plan", "fresh-resolution"])
+def test_a_damaged_cache_file_is_detected_and_fetched_again(
+    world: dict[str, Path | str], refresh: bool
+) -> None:
+    result = _build(world, ["ko-app"])
+    stored = _stored(world, result, "ko_lib-2.0-py3-none-any.whl")
+    with open(stored, "r+b") as stream:
+        stream.write(b"PK-damaged")
+    repaired = _build(world, ["ko-app"], house="repaired", refresh=refresh)
     assert repaired.downloaded == ("ko_lib-2.0-py3-none-any.whl",)
     assert bundler.verify(repaired.output_dir) == []
+
+
+def test_a_hard_link_left_by_an_older_build_becomes_a_copy(world: dict[str, Path | str]) -> None:
+    result = _build(world, ["ko-lib"])
+    wheel = result.output_dir / "wheels" / "ko_lib-2.0-py3-none-any.whl"
+    stored = _stored(world, result, wheel.name)
+    assert not wheel.samefile(stored)
+    wheel.unlink()
+    os.link(stored, wheel)  # how kaggle-offline 0.1.0 placed wheels
+    _build(world, ["ko-lib"])
+    assert not wheel.samefile(stored), "an edit of the wheelhouse would reach the cache"
+    assert bundler.verify(result.output_dir) == []
 
 
 def test_verify_reports_stray_wheels_two_versions_and_missing_files(
@@ -146,6 +194,22 @@ def test_verify_against_another_target_names_what_does_not_fit(
     )
     assert any("requires ko-backport" in p for p in problems), "the 3.11 marker wants the backport"
     assert bundler.verify(result.output_dir, "kaggle-py312") == []
+
+
+def test_verify_refuses_a_target_of_another_python(world: dict[str, Path | str]) -> None:
+    # ko-lib 1.0 is pure Python: every wheel fits 3.12, yet the 3.12 runtime refuses the house.
+    result = _build(world, ["ko-lib"], target="kaggle-py311")
+    house = result.output_dir
+    assert bundler.verify(house, "kaggle-py311") == []
+    completed = subprocess.run(
+        [sys.executable, "-m", "bundler", "verify", str(house), "--target", "kaggle-py312"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert completed.stdout.splitlines() == [
+        f"{house}: built for Python 3.11 (profile kaggle-py311) but the target is Python 3.12 "
+        "(kaggle-py312); the runtime will refuse it: rebuild with --target kaggle-py312"
+    ]
 
 
 def test_verify_flags_placeholder_dataset_id(world: dict[str, Path | str], monkeypatch) -> None:
