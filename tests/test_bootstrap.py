@@ -147,7 +147,7 @@ def test_bootstrap_without_our_wheel_says_how_to_fix_it(
 
     assert result.returncode == 2
     assert "cannot import kaggle-offline's installer" in result.stderr
-    assert "include_self" in result.stderr
+    assert "--no-self" in result.stderr
 
 
 def test_bootstrap_imports_only_the_standard_library() -> None:
