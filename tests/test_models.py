@@ -272,10 +272,6 @@ def test_replicas_are_independent() -> None:
 
 
 def test_the_demo_model_loads() -> None:
-    from runtime.demo import DEMO_DIR
-
-    if not (DEMO_DIR / "config.json").is_file():
-        pytest.skip("runtime/demo has no trained model yet")
     model = load_model("demo")
     assert model.name == "demo"
     multiple = model.size_multiple

@@ -86,9 +86,6 @@ class _Lines:
 
 # --- the happy path ------------------------------------------------------------------------------
 def test_demo_model_segments_a_sample_into_a_valid_submission(tmp_path: Path) -> None:
-    demo = PROJECT_ROOT / "runtime" / "demo"
-    if not (demo / "weights.pt").is_file():
-        pytest.skip("runtime/demo/weights.pt is not trained yet (python -m runtime.demo.train)")
     shape = (64, 64, 64)  # the demo's recommended patch: one window per volume on the CPU
     root = write_sample(tmp_path / "data", n=2, shape=shape, seed=11)
     out = tmp_path / "out" / "submission.zip"
