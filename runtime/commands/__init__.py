@@ -6,6 +6,8 @@ its command is chosen, so ``install`` never pays for importing numpy or torch.
 
 from __future__ import annotations
 
+import argparse
+
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "install": (
@@ -23,3 +25,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("runtime.commands.predict", "segment volumes and write a validated submission.zip"),
     "sample": ("runtime.commands.sample", "write synthetic competition-like data"),
 }
+
+
+_DEFAULT_ROOT = "default $KAGGLE_OFFLINE_INPUT_ROOT or /kaggle/input"
+
+
+def add_wheelhouse_arguments(
+    parser: argparse.ArgumentParser, *, wheelhouse_help: str | None, input_root_purpose: str
+) -> None:
+    """``--input-root`` (and ``--wheelhouse DIR``, repeatable, unless its help is None)."""
+    if wheelhouse_help is not None:
+        parser.add_argument(
+            "--wheelhouse", action="append", default=[], metavar="DIR", help=wheelhouse_help
+        )
+    parser.add_argument(
+        "--input-root", metavar="DIR", help=f"{input_root_purpose} ({_DEFAULT_ROOT})"
+    )

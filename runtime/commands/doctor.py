@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from runtime.commands import add_wheelhouse_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--wheelhouse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="also look at this wheelhouse folder (repeatable)",
-    )
-    parser.add_argument(
-        "--input-root",
-        metavar="DIR",
-        help="where to search for wheelhouses (default $KAGGLE_OFFLINE_INPUT_ROOT or /kaggle/input)",
+    add_wheelhouse_arguments(
+        parser,
+        wheelhouse_help="also look at this wheelhouse folder (repeatable)",
+        input_root_purpose="where to search for wheelhouses",
     )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.add_argument(

@@ -6,20 +6,16 @@ import argparse
 import json
 import sys
 
+from runtime.commands import add_wheelhouse_arguments
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--wheelhouse",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="a wheelhouse folder to use (repeatable); without it the input root is searched",
-    )
-    parser.add_argument(
-        "--input-root",
-        metavar="DIR",
-        help="where to search for wheelhouses (default $KAGGLE_OFFLINE_INPUT_ROOT or "
-        "/kaggle/input); searched as well as any --wheelhouse when given",
+    add_wheelhouse_arguments(
+        parser,
+        wheelhouse_help="a wheelhouse folder to use (repeatable); without it the input root is "
+        "searched",
+        input_root_purpose="where to search for wheelhouses; searched as well as any --wheelhouse "
+        "when given",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, install nothing")
     parser.add_argument(

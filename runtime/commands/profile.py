@@ -8,6 +8,8 @@ import json
 import sys
 from collections.abc import Mapping
 
+from runtime.commands import add_wheelhouse_arguments
+
 # Never part of a Kaggle image: always something a wheelhouse installed.
 _OWN_DISTRIBUTION = "kaggle-offline"
 
@@ -21,11 +23,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the profile's name (default: kernel-py<major><minor>)",
     )
     parser.add_argument("--description", default="", help="free text stored in the profile")
-    parser.add_argument(
-        "--input-root",
-        metavar="DIR",
-        help="where attached wheelhouses are searched (default $KAGGLE_OFFLINE_INPUT_ROOT or "
-        "/kaggle/input): what they installed is not counted as preinstalled",
+    add_wheelhouse_arguments(
+        parser,
+        wheelhouse_help=None,
+        input_root_purpose="where attached wheelhouses are searched; what they installed is not "
+        "counted as preinstalled",
     )
     parser.add_argument(
         "--keep-wheelhouse-packages",
