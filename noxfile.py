@@ -181,8 +181,8 @@ import io, json, sys, zipfile
 from pathlib import Path
 import numpy as np, tifffile
 from PIL import Image, ImageSequence
-from runtime.submission import validate_submission
-from runtime.volumes import read_volume
+from runtime.volumes.submission import validate_submission
+from runtime.volumes.tiff import read_volume
 
 zip_path, images = Path(sys.argv[1]), Path(sys.argv[2])
 expected = {p.stem: read_volume(p).shape for p in sorted(images.glob("*.tif"))}

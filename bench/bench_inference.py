@@ -174,8 +174,8 @@ def _tolerance(ours: dict[str, Any]) -> float:
 def _model(spec: str):
     import torch
 
-    from runtime.models import SegmentationModel, load_model
-    from runtime.unet import UNet3D, UNetConfig
+    from runtime.inference.models import SegmentationModel, load_model
+    from runtime.inference.unet import UNet3D, UNetConfig
 
     if spec == "random":
         torch.manual_seed(0)
@@ -187,7 +187,7 @@ def _model(spec: str):
 
 
 def _volume(shape: tuple[int, int, int]) -> np.ndarray:
-    from runtime.synthetic import synthetic_volume
+    from runtime.samples.synthetic import synthetic_volume
 
     return synthetic_volume(shape, 0).image
 
@@ -197,7 +197,7 @@ def _check_same_windows(shape: tuple[int, ...], patch: int, overlap: float) -> i
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
 
-    from runtime.sliding_window import plan_windows
+    from runtime.inference.sliding_window import plan_windows
 
     patches = (patch,) * 3
     interval = _get_scan_interval(shape, patches, 3, (overlap,) * 3)
@@ -275,9 +275,9 @@ def _measure_side(side: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ours(model, volume: np.ndarray, config: dict[str, Any]):
-    from runtime.engine import InferenceOptions, Segmenter
-    from runtime.probe import BatchForward
-    from runtime.sliding_window import BlendSettings, blend_volume
+    from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.inference.probe import BatchForward
+    from runtime.inference.sliding_window import BlendSettings, blend_volume
 
     options = InferenceOptions(
         patch_size=(config["patch"],) * 3,

@@ -82,7 +82,7 @@ def main() -> int:
 def _make_fixtures(workdir: Path, shape: tuple[int, int, int], volumes: int) -> float:
     """A CT-like LZW stack (written by Pillow, like the competition's) and 0/1 sheet masks."""
     sys.path.insert(0, str(PROJECT_ROOT))
-    from runtime.sample import write_lzw_stack
+    from runtime.samples.sample import write_lzw_stack
 
     rng = np.random.default_rng(0)
     z, y, x = np.indices(shape, dtype=np.float32)
@@ -121,8 +121,8 @@ def _measure(workdir: Path, repeat: int) -> dict[str, float | None]:
     import tifffile
     from PIL import Image, ImageSequence
 
-    from runtime.submission import write_submission
-    from runtime.volumes import imagecodecs_available, read_volume, write_mask
+    from runtime.volumes.submission import write_submission
+    from runtime.volumes.tiff import imagecodecs_available, read_volume, write_mask
 
     meta = json.loads((workdir / "meta.json").read_text())
     shape, volumes = tuple(meta["shape"]), meta["volumes"]

@@ -3,7 +3,10 @@
 ``build()`` resolves requirements with pip's resolver *for a target profile* (its wheel tags, its
 marker environment and its preinstalled packages) and writes a wheelhouse folder ready for
 ``kaggle datasets create -p DIR --dir-mode zip``; ``verify()`` checks one. The names below are
-imported on first use, so that pip's subprocess (``bundler._pip_for_target``) starts fast.
+imported on first use, so that pip's subprocess (``bundler.pip_shim``) starts fast.
+
+May import: the standard library, pip, ``packaging``, ``build`` and :mod:`runtime.contract`
+(the manifest and profile it writes); never the kernel's layers below it.
 """
 
 from __future__ import annotations

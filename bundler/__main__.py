@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime import __version__
-from runtime.exceptions import KaggleOfflineError
+from runtime.contract.errors import KaggleOfflineError
 
 EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
@@ -188,10 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_upgrade(installed: str, vendored: str) -> bool:
     """A requested replacement can go either way (a pin below the kernel's version is a downgrade)."""
-    from runtime.versions import parse_version
+    from packaging.version import InvalidVersion, Version
 
-    old, new = parse_version(installed), parse_version(vendored)
-    return old is None or new is None or new >= old
+    try:
+        return Version(vendored) >= Version(installed)
+    except InvalidVersion:
+        return True
 
 
 if __name__ == "__main__":

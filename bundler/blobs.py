@@ -2,48 +2,29 @@
 
 Files enter only after their hash is checked and only by an atomic rename, so a file in the store
 is always whole and right; an interrupted download leaves a ``.part`` file that the next attempt
-resumes. Standard library only: pip's process (see :mod:`bundler._pip_for_target`) uses it too.
+resumes. Standard library only: pip's process (see :mod:`bundler.pip_shim`) uses it too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+from runtime.contract.files import replacing, sha256_file
 
 
 def link_or_copy(source: Path, destination: Path, *, link: bool = True) -> None:
     """Put ``source`` at ``destination`` atomically: a hard link where possible, else a copy."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        temp.unlink()
-        try:
-            if not link:
-                raise OSError("copy requested")
-            os.link(source, temp)
-        except OSError:  # another file system, links not allowed, or a copy wanted
-            shutil.copyfile(source, temp)
-        temp.replace(destination)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with replacing(destination) as temporary:
+        if link:
+            temporary.unlink()
+            try:
+                os.link(source, temporary)
+                return
+            except OSError:  # another file system, or links not allowed: copy instead
+                pass
+        shutil.copyfile(source, temporary)
 
 
 class BlobStore:
@@ -70,7 +51,7 @@ class BlobStore:
         path = self.path(sha256)
         if not path.is_file():
             return False
-        if sha256_of(path) == sha256:
+        if sha256_file(path) == sha256:
             return True
         path.unlink()
         return False
@@ -85,7 +66,7 @@ class BlobStore:
 
     def add_file(self, source: Path, *, expected_sha256: str | None = None) -> str:
         """Copy ``source`` in (checked against ``expected_sha256`` when given); return its hash."""
-        digest = sha256_of(source)
+        digest = sha256_file(source)
         if expected_sha256 and digest != expected_sha256.lower():
             raise ValueError(
                 f"{source.name}: sha256 {digest} does not match the expected {expected_sha256}"

@@ -20,23 +20,24 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from bundler import dataset, resolution
+from bundler import dataset, resolve
 from bundler.blobs import BlobStore
-from bundler.downloads import Fetch, fetch_all
-from bundler.plan import (
-    Plan,
-    PlannedWheel,
+from bundler.bundle_plan import (
+    BundledWheel,
+    BundlePlan,
     check_no_preinstalled_replacement,
-    make_plan,
+    make_bundle_plan,
     parse_requirements,
     with_built_wheel,
 )
+from bundler.downloads import Fetch, fetch_all
+from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
+from bundler.output import sync_wheels, write_wheelhouse_files
 from bundler.profiles import get_profile, unconfirmed_reason
 from bundler.requirement_files import read_requirement_files
-from bundler.resolution import IndexSettings, Resolution, ResolvedItem
+from bundler.resolve import IndexSettings, Resolution, ResolvedItem
 from bundler.sdists import build_wheel_from_sdist
 from bundler.self_wheel import own_wheel
-from bundler.wheelhouse import sync_wheels, write_wheelhouse_files
 from bundler.wheels import (
     describe_target,
     fits_python,
@@ -46,9 +47,9 @@ from bundler.wheels import (
     wheel_tags,
 )
 from runtime import __version__
-from runtime.exceptions import BundlerError, NoWheelForTargetError, ResolutionError
-from runtime.manifest import Manifest, MissingOptional, WheelEntry
-from runtime.profile import TargetProfile, canonical_name, write_json_atomically
+from runtime.contract.files import write_json_atomically
+from runtime.contract.manifest import Manifest, MissingOptional, WheelEntry
+from runtime.contract.profile import TargetProfile, canonical_name
 
 _PLAN_FORMAT = 1
 
@@ -177,7 +178,7 @@ def _resolution_key(
     inputs = {
         "plan_format": _PLAN_FORMAT,
         "tool": __version__,
-        "pip": resolution.check_pip_version(),
+        "pip": resolve.check_pip_version(),
         "requirements": list(texts),
         "optional": list(optional_names),
         "profile": profile.to_dict(),
@@ -188,7 +189,7 @@ def _resolution_key(
 
 def _stored_plan(
     session: _Session, texts: Sequence[str], plan_path: Path, *, refresh: bool
-) -> Plan:
+) -> BundlePlan:
     """The cached resolution (or a new one), with every file it names whole in the store."""
     cached = None if refresh else _load_plan(plan_path)
     if cached is None:
@@ -205,12 +206,12 @@ def _stored_plan(
     return stored
 
 
-def _load_plan(path: Path) -> Plan | None:
+def _load_plan(path: Path) -> BundlePlan | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != _PLAN_FORMAT:
             return None
-        return Plan.from_dict(data["plan"])
+        return BundlePlan.from_dict(data["plan"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no cached resolution, or a damaged one: resolve again
 
@@ -244,7 +245,7 @@ class _Session:
         if not texts:
             return Resolution(items=[])
         self.resolutions += 1
-        result = resolution.resolve(
+        result = resolve.resolve(
             texts, self.profile, index=self.index, blob_dir=self.store.root, log=self.log
         )
         self.downloaded_hashes |= result.captured
@@ -282,7 +283,7 @@ class _Session:
         final = self._resolve(final_texts) if kept else base
         return final, missing, final_texts
 
-    def plan(self, texts: Sequence[str]) -> Plan:
+    def plan(self, texts: Sequence[str]) -> BundlePlan:
         active = list(texts)
         missing: list[MissingOptional] = []
         while True:
@@ -292,14 +293,16 @@ class _Session:
             hashes = self._fetch([_fetch_of(item) for item in result.items])
             # An index may give no hash; the file's own hash names it in the store then.
             items = [replace(item, sha256=hashes[item.filename]) for item in result.items]
-            plan = make_plan(items, parse_requirements(active), self.optional_names, self.profile)
+            plan = make_bundle_plan(
+                items, parse_requirements(active), self.optional_names, self.profile
+            )
             try:
                 wheels = [self._wheel_of(wheel) for wheel in plan.wheels]
             except _OptionalNeedsCompiling as dropped:
                 missing.append(MissingOptional(name=dropped.name, reason=_as_reason(dropped)))
                 active = [t for t in active if canonical_name(Requirement(t).name) != dropped.name]
                 continue
-            return Plan(wheels=wheels, skipped=plan.skipped, missing_optional=missing)
+            return BundlePlan(wheels=wheels, skipped=plan.skipped, missing_optional=missing)
 
     # --- fetching and building ---------------------------------------------------------------
     def _fetch(self, fetches: Sequence[Fetch]) -> dict[str, str]:
@@ -316,7 +319,7 @@ class _Session:
                 self.log(f"fetched {fetched.filename} ({fetched.downloaded_bytes} bytes)")
         return hashes
 
-    def _wheel_of(self, wheel: PlannedWheel) -> PlannedWheel:
+    def _wheel_of(self, wheel: BundledWheel) -> BundledWheel:
         if wheel.filename.endswith(".whl"):
             return wheel
         assert wheel.sha256 is not None
@@ -339,7 +342,7 @@ class _Session:
             self.built.append(filename)
         return with_built_wheel(wheel, filename, digest)
 
-    def ensure_stored(self, plan: Plan) -> Plan:
+    def ensure_stored(self, plan: BundlePlan) -> BundlePlan:
         """A cached plan's files, back in the store if it lost them (or they were edited)."""
         wanted = [wheel for wheel in plan.wheels if not self.store.has_valid(wheel.sha256 or "")]
         if not wanted:
@@ -382,7 +385,7 @@ def _fetch_of(item: ResolvedItem) -> Fetch:
     return Fetch(item.url, item.filename, item.sha256)
 
 
-def _check_plan_fits(plan: Plan, profile: TargetProfile) -> None:
+def _check_plan_fits(plan: BundlePlan, profile: TargetProfile) -> None:
     """pip chose these for the target; check again from the files' own names and metadata."""
     for wheel in plan.wheels:
         tags = wheel_tags(wheel.filename)
@@ -398,7 +401,7 @@ def _check_plan_fits(plan: Plan, profile: TargetProfile) -> None:
             )
 
 
-def _entry(wheel: PlannedWheel, store: BlobStore) -> WheelEntry:
+def _entry(wheel: BundledWheel, store: BlobStore) -> WheelEntry:
     assert wheel.sha256 is not None
     return WheelEntry(
         name=wheel.name,

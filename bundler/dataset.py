@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runtime.exceptions import BundlerError
+from bundler.errors import BundlerError
 
 FILENAME = "dataset-metadata.json"
 PLACEHOLDER_OWNER = "INSERT_OWNER"

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bundler.blobs import BlobStore, sha256_of
+from bundler.blobs import BlobStore
+from bundler.errors import DownloadError
 from runtime import __version__
-from runtime.exceptions import DownloadError
+from runtime.contract.files import sha256_file
 
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60.0
@@ -134,7 +135,7 @@ def _fetch_http(item: Fetch, store: BlobStore, log: Callable[[str], None]) -> Fe
             f"network failure downloading {item.filename} from {host}: the connection closed "
             f"after {start + received} of {total} bytes; re-run the same command to resume"
         )
-    digest = sha256_of(part)
+    digest = sha256_file(part)
     if item.sha256 and digest != item.sha256:
         part.unlink(missing_ok=True)
         raise DownloadError(

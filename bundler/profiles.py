@@ -13,8 +13,8 @@ from pathlib import Path
 
 from packaging import tags as packaging_tags
 
-from runtime.exceptions import UnknownProfileError
-from runtime.profile import TargetProfile, canonical_name
+from bundler.errors import UnknownProfileError
+from runtime.contract.profile import TargetProfile, canonical_name
 
 PACKAGE_LIST = "kaggle-image-packages-2026-06.txt"
 _GLIBC_MINOR = 35  # Kaggle's images are Ubuntu 22.04 based: glibc 2.35
@@ -154,10 +154,6 @@ def _kaggle_py311() -> TargetProfile:
 
 _BUILT_INS = {"kaggle-py312": _kaggle_py312, "kaggle-py311": _kaggle_py311}
 DEFAULT_PROFILE = "kaggle-py312"
-
-
-def builtin_profile_names() -> tuple[str, ...]:
-    return tuple(_BUILT_INS)
 
 
 def builtin_profiles() -> list[TargetProfile]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.exceptions import BundlerError
+from bundler.errors import BundlerError
 
 
 def read_requirement_files(paths: Sequence[Path]) -> list[str]:

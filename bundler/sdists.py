@@ -21,9 +21,9 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from bundler.blobs import BlobStore
+from bundler.errors import SdistBuildError
 from bundler.wheels import describe_target, fits_tags, wheel_tags
-from runtime.exceptions import SdistBuildError
-from runtime.profile import TargetProfile
+from runtime.contract.profile import TargetProfile
 
 # What pip assumes for a project without pyproject.toml (PEP 517's legacy fallback).
 _LEGACY_REQUIRES = ("setuptools>=40.8.0",)

@@ -11,7 +11,6 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +23,8 @@ from importlib import metadata
 from pathlib import Path
 
 from bundler.blobs import link_or_copy
-from runtime.exceptions import BundlerError
+from bundler.errors import BundlerError
+from runtime.contract.files import replacing
 
 DISTRIBUTION = "kaggle-offline"
 _SOURCES = ("pyproject.toml", "README.md", "bundler", "runtime")
@@ -237,22 +237,15 @@ def _write_wheel(files: Sequence[tuple[str, bytes]], dist_info: str, destination
     ordered = sorted(files, key=lambda item: (item[0].startswith(f"{dist_info}/"), item[0]))
     record_name = f"{dist_info}/RECORD"
     members = [*ordered, (record_name, _record_text(ordered, record_name))]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent
-    )
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members:
-                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, data)
-        Path(temp_name).replace(destination)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with (
+        replacing(destination) as temporary,
+        zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+    ):
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
 
 
 def _wheel_filename(version: str, tag: str) -> str:

@@ -20,11 +20,10 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from bundler.blobs import sha256_of
 from bundler.dataset import FILENAME as DATASET_FILENAME
 from bundler.dataset import metadata_problems, top_level_problems
+from bundler.output import BOOTSTRAP_FILENAME, LOCK_FILENAME
 from bundler.profiles import get_profile
-from bundler.wheelhouse import BOOTSTRAP_FILENAME, LOCK_FILENAME
 from bundler.wheels import (
     WheelInfo,
     describe_target,
@@ -33,9 +32,10 @@ from bundler.wheels import (
     python_full_version,
     read_wheel,
 )
-from runtime.exceptions import KaggleOfflineError
-from runtime.manifest import MANIFEST_FILENAME, Manifest, locate_wheel
-from runtime.profile import TargetProfile, canonical_name
+from runtime.contract.errors import KaggleOfflineError
+from runtime.contract.files import sha256_file
+from runtime.contract.manifest import MANIFEST_FILENAME, Manifest, locate_wheel
+from runtime.contract.profile import TargetProfile, canonical_name
 
 _USER = "the requested requirements"
 
@@ -62,7 +62,7 @@ def verify(wheelhouse: Path, target: TargetProfile | str | None = None) -> list[
             problems.append(f"{entry.filename}: listed in the manifest but missing from the folder")
             continue
         size = path.stat().st_size
-        digest = sha256_of(path)
+        digest = sha256_file(path)
         if digest != entry.sha256:
             problems.append(
                 f"{path}: sha256 {digest} differs from the manifest's {entry.sha256} "

@@ -10,8 +10,8 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from runtime.exceptions import WheelhouseError
-from runtime.profile import TargetProfile, canonical_name
+from runtime.contract.errors import WheelhouseError
+from runtime.contract.profile import TargetProfile, canonical_name
 
 
 @dataclass(frozen=True)

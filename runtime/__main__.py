@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from runtime import __version__
 from runtime.commands import COMMANDS
-from runtime.exceptions import KaggleOfflineError
+from runtime.contract.errors import KaggleOfflineError
 
 
 def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
@@ -19,11 +19,11 @@ def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=command.help, description=command.help)
         # Only the chosen command's module is imported, so `install` stays standard-library-only.
         if name == chosen:
-            importlib.import_module(module_name).configure(command_parser)
+            importlib.import_module(command.module).configure(command_parser)
     return parser
 
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((arg for arg in argv if arg in COMMANDS), None)
     args = _build_parser(chosen).parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
+    module = importlib.import_module(COMMANDS[args.command].module)
     try:
         return int(module.run(args) or 0)
     except KaggleOfflineError as error:

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import bundler
+from bundler.errors import BundlerError, ResolutionError
 from bundler.profiles import builtin_profiles, get_profile, unconfirmed_reason
-from runtime.exceptions import BundlerError, ResolutionError
-from runtime.profile import MARKER_KEYS, capture_current_profile
+from runtime.contract.profile import MARKER_KEYS
+from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index
 
 ROOT = Path(__file__).resolve().parent.parent

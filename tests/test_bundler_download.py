@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import bundler
-from runtime.exceptions import DownloadError, ResolutionError
+from bundler.errors import DownloadError, ResolutionError
 from tests.support.http_index import add_core_metadata, serve_index
 from tests.support.packages import make_index, make_wheel
 

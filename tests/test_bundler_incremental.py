@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import bundler
-from bundler import resolution
+from bundler import resolve
 from bundler.builder import BuildResult
-from runtime.manifest import Manifest
-from runtime.profile import capture_current_profile
+from runtime.contract.manifest import Manifest
+from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index
 from tests.support.packages import make_wheel
 
@@ -47,7 +47,7 @@ def _forbid_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("pip was run although the cached resolution applies")
 
-    monkeypatch.setattr(resolution, "resolve", refuse)
+    monkeypatch.setattr(resolve, "resolve", refuse)
 
 
 def test_second_build_runs_no_pip_and_downloads_nothing(

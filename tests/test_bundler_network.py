@@ -8,7 +8,7 @@ import pytest
 from packaging.version import Version
 
 import bundler
-from runtime.exceptions import NoWheelForTargetError
+from bundler.errors import NoWheelForTargetError
 
 pytestmark = pytest.mark.network
 REQUESTED = ["tifffile>=2026.11", "imagecodecs", "psutil"]

@@ -12,14 +12,14 @@ import pytest
 
 import bundler
 from bundler.builder import BuildResult
-from runtime.exceptions import (
+from bundler.errors import (
     NoWheelForTargetError,
     PreinstalledConflictError,
     ResolutionError,
     SdistBuildError,
     UnknownProfileError,
 )
-from runtime.manifest import Manifest
+from runtime.contract.manifest import Manifest
 from tests.support.bundler_fixtures import CP311_ABI3, CP312_ONLY, make_fixture_index
 
 PROFILES = ("kaggle-py312", "kaggle-py311")
@@ -132,7 +132,7 @@ def test_wheelhouse_folder_is_complete_and_verifies(
     for entry in result.manifest.wheels:
         assert f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}" in lock
     assert (out / "bootstrap.py").read_text() == (
-        Path(__file__).parent.parent / "runtime" / "bootstrap.py"
+        Path(__file__).parent.parent / "runtime" / "installer" / "bootstrap.py"
     ).read_text()
     assert result.manifest.target.name == profile
     assert result.manifest.requested == tuple(REQUESTED)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import bundler
-from runtime.exceptions import BundlerError
+from bundler.errors import BundlerError
 from tests.support.bundler_fixtures import make_fixture_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,14 +141,14 @@ def test_an_installed_bundler_rebuilds_its_own_wheel(
     # (bootstrap.py's way, with no site-packages at all).
     kernel = _bare_venv(tmp_path / "kernel-venv")
     _pip_install(kernel, wheel)
-    imported = _run([kernel, "-c", "import runtime.installer; print(runtime.installer.__file__)"],
+    imported = _run([kernel, "-c", "import runtime.installer.core; print(runtime.installer.core.__file__)"],
                     cwd=elsewhere)  # fmt: skip
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.startswith(str(_site_packages(kernel)))
     zipped = _run(
         [BASE_PYTHON, "-S", "-c",
-         f"import sys; sys.path.insert(0, {str(wheel)!r}); import runtime.installer; "
-         "print(runtime.installer.__file__)"],
+         f"import sys; sys.path.insert(0, {str(wheel)!r}); import runtime.installer.core; "
+         "print(runtime.installer.core.__file__)"],
         cwd=elsewhere,
     )  # fmt: skip
     assert zipped.returncode == 0, zipped.stderr
@@ -164,7 +164,7 @@ def test_an_installed_bundler_rebuilds_its_own_wheel(
 def test_an_edited_installation_is_refused_before_resolving(
     tmp_path: Path, installed_bundler: Path
 ) -> None:
-    edited = _site_packages(installed_bundler) / "runtime" / "metrics.py"
+    edited = _site_packages(installed_bundler) / "runtime" / "volumes" / "run_metrics.py"
     edited.write_text(edited.read_text() + "\n# patched by hand\n")
     missing_index = (tmp_path / "no-index").as_uri()  # resolving would fail with another error
     completed = _run(

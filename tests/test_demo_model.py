@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.demo import DEMO_DIR
-from runtime.metrics import dice_score
-from runtime.synthetic import synthetic_volume
-from runtime.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.samples.demo import DEMO_DIR
+from runtime.samples.synthetic import synthetic_volume
+from runtime.volumes.scoring import dice_score
 
 # Neither the training shape (64^3) nor the validation one, anisotropic and not a multiple of the
 # network's size multiple; seeds from 20_000 were never used for training or validation.
@@ -50,8 +50,8 @@ def test_weights_are_small_and_load_without_unpickling() -> None:
 
 
 def test_demo_segments_fresh_volumes_through_the_engine() -> None:
-    from runtime.engine import InferenceOptions, Segmenter
-    from runtime.models import load_model
+    from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.inference.models import load_model
 
     segmenter = Segmenter(load_model("demo"), InferenceOptions(device="cpu"))
     scores = []
@@ -70,9 +70,9 @@ def test_demo_segments_fresh_volumes_through_the_engine() -> None:
 
 def test_importing_the_demo_package_stays_cheap() -> None:
     code = (
-        "import sys, runtime.demo; "
+        "import sys, runtime.samples.demo; "
         "heavy = {'numpy', 'torch'} & set(sys.modules); "
-        "assert not heavy, heavy; print(runtime.demo.DEMO_DIR)"
+        "assert not heavy, heavy; print(runtime.samples.demo.DEMO_DIR)"
     )
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
@@ -91,7 +91,7 @@ def test_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "runtime.demo.train",
+            "runtime.samples.demo.train",
             "--out",
             str(out),
             "--steps",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.doctor import diagnose, gpu_info
-from runtime.environment import Environment
+from runtime.inference.devices import gpu_info
+from runtime.installer.doctor import diagnose
+from runtime.installer.interpreter import Interpreter
 from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, runtime_source_path, session_template
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
@@ -47,9 +48,9 @@ def input_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_diagnosis_lists_wheelhouses_packages_and_problems(input_root: Path) -> None:
-    environment = Environment(versions={"alpha": "1.0", "beta": "1.5"})
+    interpreter = Interpreter(versions={"alpha": "1.0", "beta": "1.5"})
 
-    diagnosis = diagnose(input_root=input_root, environment=environment, probe_gpu=False)
+    diagnosis = diagnose(input_root=input_root, interpreter=interpreter)
 
     houses = {Path(house["path"]).name: house for house in diagnosis.wheelhouses}
     assert set(houses) == {"wheels", "wheels-py312"}
@@ -70,12 +71,11 @@ def test_diagnosis_lists_wheelhouses_packages_and_problems(input_root: Path) -> 
 
 
 def test_diagnosis_shows_the_plan_when_it_can_be_made(input_root: Path) -> None:
-    environment = Environment(versions={"beta": "2.1"})
+    interpreter = Interpreter(versions={"beta": "2.1"})
     diagnosis = diagnose(
         [input_root / "datasets" / "me" / "wheels"],
         input_root=input_root / "nothing-here",
-        environment=environment,
-        probe_gpu=False,
+        interpreter=interpreter,
     )
     assert diagnosis.plan["install"] == ["alpha 1.0", "fancycodecs 1.0"]
     assert diagnosis.problems == []

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from runtime._gpu_pool import ordered_map
-from runtime._time_budget import TimeBudget
-from runtime.engine import InferenceOptions, Segmenter, VolumeResult
-from runtime.exceptions import InferenceError, VolumeError
-from runtime.models import SegmentationModel, load_model
-from runtime.probe import Platform
-from runtime.sliding_window import flip_combinations, logit_threshold
-from runtime.unet import UNet3D, UNetConfig
+from runtime.contract.errors import InferenceError, VolumeError
+from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
+from runtime.inference.models import SegmentationModel, load_model
+from runtime.inference.probe import Platform
+from runtime.inference.sliding_window import flip_combinations, logit_threshold
+from runtime.inference.time_budget import TimeBudget
+from runtime.inference.unet import UNet3D, UNetConfig
+from runtime.inference.workers import ordered_map
 from tests.test_sliding_window import assert_mask_matches, reference_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.exceptions import ManifestError, WheelhouseError
-from runtime.wheelhouses import (
+from runtime.contract.errors import ManifestError, WheelhouseError
+from runtime.installer.discovery import (
     INPUT_ROOT_VARIABLE,
     MAX_OTHER_FILES,
     default_input_root,

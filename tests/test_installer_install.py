@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.environment import Environment, installed_versions
-from runtime.installer import install
+from runtime.installer.core import install
+from runtime.installer.interpreter import Interpreter, installed_versions
 from tests.support.netns import offline, require_netns
 from tests.support.venvs import Venv, copy_venv, run_checked, runtime_source_path, session_template
 from tests.support.wheelhouses import bundle, kernel_profile, session_index
@@ -331,14 +331,14 @@ def test_the_fast_path_starts_no_process_among_a_thousand_distributions(
         (site / f"filler_{index}-1.{index}.dist-info").mkdir(parents=True)
     for name, version in (("alpha", "1.0"), ("beta", "2.5"), ("gamma", "1.0")):
         (site / f"{name}-{version}.dist-info").mkdir()
-    environment = Environment(versions=installed_versions([str(site)]))
+    interpreter = Interpreter(versions=installed_versions([str(site)]))
 
     def _no_process(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"a process was started: {args}")
 
     monkeypatch.setattr(subprocess, "run", _no_process)
     monkeypatch.setattr(subprocess, "Popen", _no_process)
-    report = install([bare_house], environment=environment)
+    report = install([bare_house], interpreter=interpreter)
 
     assert not report.pip_ran and report.installed == ()
     assert {skip.name for skip in report.skipped} == {"alpha", "beta", "gamma"}

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from runtime.environment import Environment, installed_versions
-from runtime.exceptions import ManifestError, PlanConflictError, WheelhouseError
-from runtime.manifest import SkippedRequirement
-from runtime.plan import make_plan
-from runtime.wheelhouses import Wheelhouse, open_wheelhouse
+from runtime.contract.errors import ManifestError, PlanConflictError, WheelhouseError
+from runtime.contract.manifest import SkippedRequirement
+from runtime.installer.discovery import Wheelhouse, open_wheelhouse
+from runtime.installer.interpreter import Interpreter, installed_versions
+from runtime.installer.plan import make_plan
 from tests.support.packages import make_wheel
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
 
 
-def _env(**versions: str) -> Environment:
-    return Environment(versions={name.replace("_", "-"): v for name, v in versions.items()})
+def _env(**versions: str) -> Interpreter:
+    return Interpreter(versions={name.replace("_", "-"): v for name, v in versions.items()})
 
 
 def _house(folder: Path, wheels: list[Path], **claims: object) -> Wheelhouse:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from runtime.exceptions import ModelError
-from runtime.models import SegmentationModel, load_ensemble, load_model
-from runtime.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.contract.errors import ModelError
+from runtime.inference.models import SegmentationModel, load_ensemble, load_model
+from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
 
 # The fixtures below make TorchScript files, which torch now deprecates but competitors still ship.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.postprocess import (
+from runtime.volumes.postprocess import (
     PostprocessOptions,
     close_mask,
     fill_holes,
@@ -98,7 +98,7 @@ def test_without_scipy_the_steps_are_skipped_with_a_warning(tmp_path: Path) -> N
         """
         import warnings
         import numpy as np
-        from runtime.postprocess import PostprocessOptions, postprocess, scipy_available
+        from runtime.volumes.postprocess import PostprocessOptions, postprocess, scipy_available
         assert not scipy_available()
         mask = np.load("mask.npy")
         heard = []

@@ -20,17 +20,17 @@ import tifffile
 import torch
 from PIL import Image
 
-import runtime.volumes
-from runtime.engine import InferenceOptions, Segmenter, VolumeResult
-from runtime.exceptions import InputError, SubmissionError
-from runtime.metrics import dice_score
-from runtime.models import load_model
-from runtime.postprocess import PostprocessOptions
-from runtime.predict import PredictOptions, predict
-from runtime.sample import write_sample
-from runtime.submission import partial_path, validate_submission
-from runtime.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
-from runtime.volumes import read_volume
+import runtime.volumes.tiff
+from runtime.contract.errors import InputError, SubmissionError
+from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
+from runtime.inference.models import load_model
+from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.pipeline import PredictOptions, predict
+from runtime.samples.sample import write_sample
+from runtime.volumes.postprocess import PostprocessOptions
+from runtime.volumes.scoring import dice_score
+from runtime.volumes.submission import partial_path, validate_submission
+from runtime.volumes.tiff import read_volume
 from tests.test_volumes import PROJECT_ROOT, run_with_hidden_modules
 
 SMALL = (16, 24, 24)
@@ -314,7 +314,10 @@ def test_reading_and_writing_run_beside_the_engine(
     root = write_sample(tmp_path / "data", n=3, shape=SMALL, seed=7)
     events: list[tuple[str, str, str]] = []  # (stage, volume id, thread name)
     lock = threading.Lock()
-    real_read, real_write = runtime.volumes.read_volume_with_header, runtime.volumes.write_mask
+    real_read, real_write = (
+        runtime.volumes.tiff.read_volume_with_header,
+        runtime.volumes.tiff.write_mask,
+    )
 
     def recording_read(source, *, name=None):  # type: ignore[no-untyped-def]
         result = real_read(source, name=name)
@@ -328,8 +331,8 @@ def test_reading_and_writing_run_beside_the_engine(
         with lock:
             events.append(("write", Path(path).stem, threading.current_thread().name))
 
-    monkeypatch.setattr(runtime.volumes, "read_volume_with_header", recording_read)
-    monkeypatch.setattr(runtime.volumes, "write_mask", recording_write)
+    monkeypatch.setattr(runtime.volumes.tiff, "read_volume_with_header", recording_read)
+    monkeypatch.setattr(runtime.volumes.tiff, "write_mask", recording_write)
 
     class _Recording(Segmenter):
         def segment_many(self, items, total=None):  # type: ignore[no-untyped-def]
@@ -456,7 +459,7 @@ def test_predict_without_imagecodecs_reads_the_lzw_inputs_with_pillow(
 
 
 def test_preview_shows_input_mask_and_overlay_side_by_side(tmp_path: Path) -> None:
-    from runtime.preview import write_preview
+    from runtime.volumes.preview import write_preview
 
     volume = np.zeros((5, 40, 50), np.uint16)
     volume[:, :, 25:] = 1000  # right half bright

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.engine import InferenceOptions, Segmenter
-from runtime.exceptions import DeviceError, InferenceError
-from runtime.models import SegmentationModel
-from runtime.probe import (
+from runtime.contract.errors import DeviceError, InferenceError
+from runtime.inference.engine import InferenceOptions, Segmenter
+from runtime.inference.models import SegmentationModel
+from runtime.inference.probe import (
     BatchForward,
     Platform,
     _forward_peak,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.profile import TargetProfile
+from runtime.contract.profile import TargetProfile
 from tests.support.venvs import copy_venv, run_checked, runtime_source_path, session_template
 
 
@@ -69,7 +69,7 @@ def test_packages_installed_from_attached_wheelhouses_are_not_preinstalled(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A profile captured after bootstrap.py must not claim the wheelhouse's packages as image."""
-    from runtime.profile import capture_current_profile
+    from runtime.installer.capture import capture_current_profile
     from tests.support.packages import make_wheel
     from tests.support.wheelhouses import write_wheelhouse
 

@@ -12,8 +12,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from runtime.sample import write_sample
-from runtime.volumes import find_volumes, read_volume
+from runtime.samples.sample import write_sample
+from runtime.volumes.inputs import find_volumes
+from runtime.volumes.tiff import read_volume
 from tests.test_volumes import PROJECT_ROOT, run_with_hidden_modules
 
 SHAPE = (12, 20, 16)
@@ -69,7 +70,7 @@ def test_sample_reads_identically_without_imagecodecs(tmp_path: Path) -> None:
         {"imagecodecs"},
         f"""
         import numpy as np
-        from runtime.volumes import read_volume_with_header
+        from runtime.volumes.tiff import read_volume_with_header
         header, data = read_volume_with_header({str(path)!r})
         np.save("image.npy", data)
         print(header.decoder)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.exceptions import ModelError, VolumeError
-from runtime.sliding_window import (
+from runtime.contract.errors import ModelError, VolumeError
+from runtime.inference.sliding_window import (
     BlendSettings,
     blend_volume,
     choose_accumulation,

@@ -13,14 +13,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-from runtime.exceptions import SubmissionError
-from runtime.submission import (
+from runtime.contract.errors import SubmissionError
+from runtime.volumes.submission import (
     check_submission,
     partial_path,
     validate_submission,
     write_submission,
 )
-from runtime.volumes import write_mask
+from runtime.volumes.tiff import write_mask
 
 SHAPES = {"101": (4, 12, 10), "202": (3, 8, 8)}
 

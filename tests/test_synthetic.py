@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from runtime.synthetic import IGNORE_LABEL, SURFACE_LABEL, SyntheticVolume, synthetic_volume
+from runtime.samples.synthetic import IGNORE_LABEL, SURFACE_LABEL, SyntheticVolume, synthetic_volume
 
 SHAPE = (32, 48, 40)
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from runtime.exceptions import ModelError
-from runtime.unet import UNet3D, UNetConfig
+from runtime.contract.errors import ModelError
+from runtime.inference.unet import UNet3D, UNetConfig
 
 SMALL = UNetConfig(channels=(4, 8), convs_per_level=1)
 

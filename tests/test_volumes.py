@@ -14,9 +14,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from runtime.exceptions import InputError, VolumeError
-from runtime.volumes import (
-    find_volumes,
+from runtime.contract.errors import InputError, VolumeError
+from runtime.volumes.inputs import find_volumes
+from runtime.volumes.tiff import (
     read_volume,
     read_volume_header,
     read_volume_with_header,
@@ -197,7 +197,7 @@ def test_without_imagecodecs_lzw_and_packbits_are_read_by_pillow_identically(
         {"imagecodecs"},
         f"""
         import json, numpy as np
-        from runtime.volumes import imagecodecs_available, read_volume_with_header
+        from runtime.volumes.tiff import imagecodecs_available, read_volume_with_header
         assert not imagecodecs_available()
         decoders = {{}}
         for name in {sorted(cases)!r}:
@@ -229,8 +229,8 @@ def test_without_imagecodecs_an_undecodable_codec_names_file_and_codec(tmp_path:
     output = run_with_hidden_modules(
         {"imagecodecs"},
         """
-        from runtime.exceptions import VolumeError
-        from runtime.volumes import read_volume
+        from runtime.contract.errors import VolumeError
+        from runtime.volumes.tiff import read_volume
         try:
             read_volume("vol.tif")
         except VolumeError as error:
@@ -251,7 +251,7 @@ def test_without_imagecodecs_masks_round_trip(tmp_path: Path) -> None:
         {"imagecodecs"},
         """
         import numpy as np
-        from runtime.volumes import read_volume, write_mask
+        from runtime.volumes.tiff import read_volume, write_mask
         mask = np.load("mask.npy")
         write_mask("m.tif", mask)
         assert np.array_equal(read_volume("m.tif"), mask)

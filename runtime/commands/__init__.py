@@ -7,23 +7,37 @@ its command is chosen, so ``install`` never pays for importing numpy or torch.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-# command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "install": (
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    help: str
+    # Runs in a kernel before anything is installed: the module and everything it imports, inside
+    # functions too, must be standard library only (tests/test_layers.py checks it).
+    standard_library_only: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "install": Command(
         "runtime.commands.install",
         "install missing packages from attached wheelhouses, offline",
+        standard_library_only=True,
     ),
-    "doctor": (
+    "doctor": Command(
         "runtime.commands.doctor",
         "show wheelhouses, installed/missing packages, tags and GPU",
     ),
-    "profile": (
+    "profile": Command(
         "runtime.commands.profile",
         "capture this interpreter's target profile for the bundler",
+        standard_library_only=True,
     ),
-    "predict": ("runtime.commands.predict", "segment volumes and write a validated submission.zip"),
-    "sample": ("runtime.commands.sample", "write synthetic competition-like data"),
+    "predict": Command(
+        "runtime.commands.predict", "segment volumes and write a validated submission.zip"
+    ),
+    "sample": Command("runtime.commands.sample", "write synthetic competition-like data"),
 }
 
 

@@ -21,8 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.doctor import diagnose
+    from runtime.inference.devices import gpu_info
+    from runtime.installer.doctor import diagnose
 
-    diagnosis = diagnose(args.wheelhouse, input_root=args.input_root, probe_gpu=not args.no_gpu)
+    gpu = {} if args.no_gpu else gpu_info()
+    diagnosis = diagnose(args.wheelhouse, input_root=args.input_root, gpu=gpu)
     print(json.dumps(diagnosis.to_dict(), indent=2) if args.json else diagnosis.render())
     return 0

@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.installer import install
+    from runtime.installer.core import install
 
     report = install(
         args.wheelhouse,

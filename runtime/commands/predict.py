@@ -187,9 +187,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.engine import InferenceOptions
-    from runtime.postprocess import PostprocessOptions
-    from runtime.predict import PredictOptions, predict
+    from runtime.inference.engine import InferenceOptions
+    from runtime.pipeline import PredictOptions, predict
+    from runtime.volumes.postprocess import PostprocessOptions
 
     inference = InferenceOptions(
         patch_size=args.patch_size,

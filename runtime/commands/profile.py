@@ -37,8 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.exceptions import ProfileError
-    from runtime.profile import capture_current_profile
+    from runtime.contract.errors import ProfileError
+    from runtime.installer.capture import capture_current_profile
 
     name = args.name or f"kernel-py{sys.version_info.major}{sys.version_info.minor}"
     profile = capture_current_profile(name, description=args.description)
@@ -74,7 +74,7 @@ def _installed_from_wheelhouses(
     versions: Mapping[str, str], input_root: str | None
 ) -> dict[str, str]:
     """Installed distributions whose exact version a wheelhouse under the input root vendors."""
-    from runtime.wheelhouses import find_wheelhouses
+    from runtime.installer.discovery import find_wheelhouses
 
     vendored = {
         entry.name: entry.version

@@ -30,8 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.exceptions import InputError
-    from runtime.sample import DEFAULT_SHAPE, write_sample
+    from runtime.contract.errors import InputError
+    from runtime.samples.sample import DEFAULT_SHAPE, write_sample
 
     shape = tuple(args.shape) if args.shape else DEFAULT_SHAPE
     if args.n < 1 or any(n < 1 for n in shape):

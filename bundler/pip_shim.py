@@ -1,0 +1,251 @@
+"""Run pip's resolver *for a target kernel*: ``python -m bundler.pip_shim SPEC.json -- ARGS``.
+
+pip's ``--platform``/``--python-version`` change only which wheel tags it accepts; markers are
+still evaluated for the interpreter running pip (pip issues #11664, #13442) and the packages
+installed here, not in the kernel, count as satisfied. This module patches pip in its own process
+before running it, the way pex does:
+
+1. the PEP 508 marker environment -> the target's;
+2. the supported wheel tags -> exactly the profile's;
+3. the Python version used for Requires-Python -> the target's;
+4. the installed environment -> fake ``.dist-info`` folders for the kernel's preinstalled set, so a
+   requirement the kernel satisfies is not vendored and everything else is chosen to fit it;
+5. file fetching -> a sha256-keyed store: files already there are served without a download and
+   files pip downloads (whole wheels, where the index serves no PEP 658 metadata) are kept, so the
+   bundler never moves the same bytes twice.
+
+It also records each link pip rejected and why (to name the versions and tags seen when nothing
+fits). SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``.
+Only pip's internals are touched, and only here: run in a subprocess, never imported by the
+bundler itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
+EXIT_UNPATCHABLE = 86
+UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
+
+
+class _Unpatchable(Exception):
+    pass
+
+
+def _require(module: Any, attribute: str) -> Any:
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise _Unpatchable(f"{module.__name__}.{attribute} is missing") from None
+
+
+def _write_fake_installed(folder: Path, preinstalled: dict[str, str]) -> None:
+    """One ``name-version.dist-info/METADATA`` per preinstalled distribution: all pip reads."""
+    for name, version in preinstalled.items():
+        dist_info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+        dist_info.mkdir(parents=True, exist_ok=True)
+        (dist_info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+        )
+
+
+def _replace_everywhere(original: Any, replacement: Any) -> None:
+    """Rebind every ``from x import original`` already executed inside pip's modules."""
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith("pip."):
+            continue
+        for attribute, value in list(vars(module).items()):
+            if value is original:
+                setattr(module, attribute, replacement)
+
+
+def _python_version_info(full_version: str) -> tuple[int, ...]:
+    numbers: list[int] = []
+    for part in full_version.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        numbers.append(int(digits or 0))
+    return tuple(numbers)
+
+
+class _Record:
+    def __init__(self) -> None:
+        self.rejected: list[dict[str, str]] = []
+        self.captured: list[str] = []
+        self.served: list[str] = []
+        self.unfetched: list[dict[str, str]] = []
+
+    def dump(self, path: str) -> None:
+        data = {
+            "rejected": self.rejected,
+            "captured": self.captured,
+            "served": self.served,
+            "unfetched": self.unfetched,
+        }
+        Path(path).write_text(json.dumps(data), encoding="utf-8")
+
+
+def _patch_markers(markers: dict[str, str]) -> None:
+    from pip._vendor.packaging import markers as vendored_markers
+
+    original = _require(vendored_markers, "default_environment")
+
+    def default_environment() -> dict[str, str]:
+        return dict(markers)
+
+    vendored_markers.default_environment = default_environment
+    _replace_everywhere(original, default_environment)
+
+
+def _patch_tags(tag_strings: list[str]) -> None:
+    from pip._internal.utils import compatibility_tags
+    from pip._vendor.packaging.tags import Tag
+
+    tags = [Tag(*text.split("-", 2)) for text in tag_strings]
+    original = _require(compatibility_tags, "get_supported")
+
+    def get_supported(*args: Any, **kwargs: Any) -> list[Any]:
+        return list(tags)
+
+    compatibility_tags.get_supported = get_supported
+    _replace_everywhere(original, get_supported)
+
+
+def _patch_python_version(version_info: tuple[int, ...]) -> None:
+    import inspect
+
+    from pip._internal.models.target_python import TargetPython
+    from pip._internal.resolution.resolvelib.candidates import RequiresPythonCandidate
+
+    for cls in (TargetPython, RequiresPythonCandidate):
+        original_init = cls.__init__
+        signature = inspect.signature(original_init)
+        if "py_version_info" not in signature.parameters:
+            raise _Unpatchable(f"{cls.__name__}.__init__ has no py_version_info parameter")
+
+        def patched_init(
+            self: Any, *args: Any, _original: Any = original_init, _sig: Any = signature, **kw: Any
+        ) -> None:
+            bound = _sig.bind(self, *args, **kw)
+            if bound.arguments.get("py_version_info") is None:
+                bound.arguments["py_version_info"] = version_info
+            _original(*bound.args, **bound.kwargs)
+
+        cls.__init__ = patched_init  # type: ignore[method-assign]
+
+
+def _patch_installed(folder: Path) -> None:
+    from pip._internal import metadata
+
+    original = _require(metadata, "get_default_environment")
+    backend = _require(metadata, "select_backend")()
+    environment = backend.Environment.from_paths([str(folder)])
+
+    def get_default_environment() -> Any:
+        return environment
+
+    metadata.get_default_environment = get_default_environment
+    _replace_everywhere(original, get_default_environment)
+
+
+def _patch_fetching(blob_dir: Path, record: _Record) -> None:
+    from pip._internal.operations import prepare
+
+    from bundler.blobs import BlobStore
+
+    store = BlobStore(blob_dir)
+    original = _require(prepare, "get_http_url")
+    file_class = _require(prepare, "File")
+    serving_dir = Path(tempfile.mkdtemp(prefix="kaggle-offline-serve-"))
+
+    def get_http_url(
+        link: Any, download: Any, download_dir: str | None = None, hashes: Any = None
+    ) -> Any:
+        sha256 = link.hash if link.hash_name == "sha256" else None
+        if sha256 and store.has(sha256):
+            # A link under the real file name: pip reads wheel and archive names from paths.
+            served = serving_dir / sha256 / link.filename
+            served.parent.mkdir(exist_ok=True)
+            if not served.exists():
+                store.link_to(sha256, served)
+            if hashes:
+                hashes.check_against_path(str(served))
+            record.served.append(sha256)
+            return file_class(str(served), None)
+        fetched = original(link, download, download_dir, hashes)
+        digest = store.add_file(Path(fetched.path), expected_sha256=sha256)
+        record.captured.append(digest)
+        return fetched
+
+    prepare.get_http_url = get_http_url
+
+
+def _patch_link_evaluation(record: _Record) -> None:
+    from pip._internal.index.package_finder import LinkEvaluator, LinkType
+
+    original = _require(LinkEvaluator, "evaluate_link")
+    candidate = _require(LinkType, "candidate")
+
+    def evaluate_link(self: Any, link: Any) -> Any:
+        result = original(self, link)
+        if result[0] is not candidate:
+            record.rejected.append(
+                {"project": self.project_name, "filename": link.filename, "reason": result[1]}
+            )
+        return result
+
+    LinkEvaluator.evaluate_link = evaluate_link  # type: ignore[method-assign]
+
+
+def _patch_index_failures(record: _Record) -> None:
+    """Note index pages pip could not fetch: "unreachable" beats "no such package" in errors."""
+    from pip._internal.index import collector
+
+    original = getattr(collector, "_handle_get_simple_fail", None)
+    if original is None:  # only error messages lose detail without it
+        return
+
+    def handle_get_simple_fail(link: Any, reason: Any, meth: Any = None) -> None:
+        record.unfetched.append({"url": str(link), "reason": str(reason)})
+        original(link, reason, meth)
+
+    collector._handle_get_simple_fail = handle_get_simple_fail
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] != "--":
+        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    pip_args = argv[2:]
+    record = _Record()
+    installed = Path(tempfile.mkdtemp(prefix="kaggle-offline-preinstalled-"))
+    _write_fake_installed(installed, spec["preinstalled"])
+    try:
+        # Order matters: names patched before pip's command modules import them need no sweep.
+        _patch_markers(spec["markers"])
+        _patch_tags(spec["tags"])
+        _patch_installed(installed)
+        _patch_python_version(_python_version_info(spec["python_full_version"]))
+        _patch_fetching(Path(spec["blob_dir"]), record)
+        _patch_link_evaluation(record)
+        _patch_index_failures(record)
+        from pip._internal.cli.main import main as pip_main
+    except (_Unpatchable, ImportError) as error:
+        print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
+        return EXIT_UNPATCHABLE
+    # pip must not mistake the host's site-packages for the kernel's: user site too.
+    os.environ["PIP_USER"] = "0"
+    try:
+        return int(pip_main(pip_args) or 0)
+    finally:
+        record.dump(spec["record"])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,11 @@
+"""The offline install path: find wheelhouses, plan what is missing, verify, run pip once.
+
+``discovery`` finds wheelhouses under ``/kaggle/input``; ``interpreter`` is the installed-
+distribution view of this Python; ``plan`` decides what to install before anything is touched;
+``staging`` hash-checks private copies; ``pip_step`` runs pip offline; ``core.install`` joins
+them and ``report`` says what happened. ``bootstrap.py`` (copied verbatim into every wheelhouse),
+``doctor`` and ``capture`` (profiles) are the entry points of a kernel.
+
+May import: the standard library and :mod:`runtime.contract` only (checked by
+``tests/test_layers.py``), inside functions too: it runs before numpy, torch or packaging exist.
+"""

@@ -1,0 +1,153 @@
+"""kaggle-offline bootstrap: the first cell of an offline kernel.
+
+    !python /kaggle/input/<your-wheelhouse-dataset>/bootstrap.py
+
+The bundler copies this file verbatim into every wheelhouse. It runs where nothing of ours is
+installed, so it uses the standard library only: it reads the manifest beside itself, checks
+kaggle-offline's own wheel against the manifest's sha256, imports the installer straight from a
+private copy of that wheel (zipimport), then finds every wheelhouse under the input root, plans
+what is missing and installs it, our own wheel included, and prints a one-line summary.
+Exit status: 0 on success, 2 on an error (printed as one line; nothing is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILENAME = "manifest.json"
+_CHUNK = 1 << 20
+
+
+class BootstrapError(Exception):
+    """A problem found before the installer could even be imported; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, install nothing")
+    parser.add_argument(
+        "--input-root",
+        metavar="DIR",
+        help="where to search for wheelhouses (default $KAGGLE_OFFLINE_INPUT_ROOT or /kaggle/input)",
+    )
+    parser.add_argument(
+        "--only-here", action="store_true", help="use this wheelhouse only, search nothing else"
+    )
+    args = parser.parse_args(argv)
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-") as private:
+        try:
+            return _bootstrap(here, Path(private), args)
+        except BootstrapError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        finally:
+            _forget_private_copy(private)
+
+
+def _bootstrap(here: Path, private: Path, args: argparse.Namespace) -> int:
+    manifest = _read_manifest(here / MANIFEST_FILENAME)
+    wheel = _private_self_wheel(here, manifest, private)
+    if wheel is not None:
+        _forget_private_copy("")  # a runtime imported earlier in this process must not shadow ours
+        sys.path.insert(0, str(wheel))
+    try:
+        from runtime.contract.errors import KaggleOfflineError
+        from runtime.installer.core import install
+    except ImportError as error:
+        raise BootstrapError(
+            f"{here}: cannot import kaggle-offline's installer ({error}); this wheelhouse holds no "
+            "kaggle-offline wheel, so rebuild it without --no-self"
+        ) from None
+    try:
+        report = install(
+            [here],
+            input_root=args.input_root,
+            search=not args.only_here,
+            dry_run=args.dry_run,
+        )
+    except KaggleOfflineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BootstrapError(
+            f"{path}: manifest not found; bootstrap.py must stay beside its manifest.json"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BootstrapError(f"{path}: unreadable manifest ({error})") from None
+    except json.JSONDecodeError as error:
+        raise BootstrapError(f"{path}: corrupt manifest, not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("wheels"), list):
+        raise BootstrapError(f"{path}: not a kaggle-offline manifest (no list of wheels)")
+    return data
+
+
+def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> Path | None:
+    """A verified private copy of kaggle-offline's wheel, or None if the manifest names none."""
+    filename = manifest.get("self_wheel")
+    if not filename:
+        return None
+    origin = here / MANIFEST_FILENAME
+    entry = next(
+        (w for w in manifest["wheels"] if isinstance(w, dict) and w.get("filename") == filename),
+        None,
+    )
+    if entry is None or not entry.get("sha256"):
+        raise BootstrapError(f"{origin}: self_wheel {filename} has no wheel entry with a sha256")
+    wheel_dir = str(manifest.get("wheel_dir") or "wheels")
+    source = next((p for p in (here / wheel_dir / filename, here / filename) if p.is_file()), None)
+    if source is None:
+        raise BootstrapError(
+            f"{here}: {filename} is listed in manifest.json but missing from disk (looked in "
+            f"{wheel_dir}/ and beside the manifest); upload the whole wheelhouse folder again with `kaggle datasets create -p DIR --dir-mode zip` (without it Kaggle drops wheels/)"
+        )
+    # Hash the very bytes that get imported, so a file swapped after the check cannot run.
+    target = private / filename
+    digest = hashlib.sha256()
+    with source.open("rb") as stream, target.open("wb") as copy:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+            copy.write(chunk)
+    expected = str(entry["sha256"]).lower()
+    if digest.hexdigest() != expected:
+        raise BootstrapError(
+            f"{source}: sha256 {digest.hexdigest()[:16]}... does not match the manifest's "
+            f"{expected[:16]}...: the wheel was altered or truncated, so nothing was installed; "
+            "re-attach the dataset or rebuild the wheelhouse"
+        )
+    return target
+
+
+def _forget_private_copy(private: str) -> None:
+    """Drop the private wheel from sys.path and its modules from sys.modules.
+
+    With ``%run bootstrap.py`` the kernel's own process goes on after this script; its later
+    ``import runtime`` must find the installed package, not a deleted temporary zip. Called with
+    "" it forgets every loaded ``runtime`` module so that the private copy is imported fresh.
+    """
+    if private:
+        sys.path[:] = [entry for entry in sys.path if not entry.startswith(private)]
+    for name in [n for n in sys.modules if n == "runtime" or n.startswith("runtime.")]:
+        module_file = getattr(sys.modules[name], "__file__", None) or ""
+        if not private or module_file.startswith(private):
+            del sys.modules[name]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

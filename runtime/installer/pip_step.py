@@ -1,0 +1,60 @@
+"""The one pip run of an install: offline by construction, no resolution, no index.
+
+pip installs the verified copies with ``--no-index --no-deps`` and its configuration cut off, so
+it never reaches for the network and never resolves anything on its own. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+__all__ = ["offline_pip_environment", "pip_command", "run_pip"]
+
+# pip reads these from the environment; a kernel (or a user's shell) may point them at an index.
+# Every PIP_* variable is dropped and these are set, so the one pip run is offline by construction.
+_PIP_ENVIRONMENT = {
+    "PIP_NO_INDEX": "1",
+    "PIP_CONFIG_FILE": os.devnull,
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_INPUT": "1",
+    "PIP_ROOT_USER_ACTION": "ignore",
+    "PIP_NO_WARN_SCRIPT_LOCATION": "1",
+}
+
+
+def pip_command(executable: str, *, compile_bytecode: bool = False) -> list[str]:
+    """The one pip invocation, less its wheel files: no index, no dependency resolution."""
+    return [
+        executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir",
+        "--disable-pip-version-check", "--no-input", "--only-binary=:all:",
+        "--compile" if compile_bytecode else "--no-compile",
+    ]  # fmt: skip
+
+
+def offline_pip_environment() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env.update(_PIP_ENVIRONMENT)
+    return env
+
+
+def run_pip(argv: list[str]) -> str | None:
+    """Run pip; None on success, else the line of its output that says what went wrong."""
+    result = subprocess.run(
+        argv,
+        env=offline_pip_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode == 0:
+        return None
+    return _pip_error_line(result.stderr, result.stdout)
+
+
+def _pip_error_line(stderr: str, stdout: str) -> str:
+    lines = [line.strip() for line in (stderr + "\n" + stdout).splitlines() if line.strip()]
+    if any("No module named pip" in line for line in lines):
+        return "pip is not installed for this interpreter (python -m ensurepip can add it)"
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or ["pip exited with an error and printed nothing"])[0]

@@ -1,0 +1,639 @@
+"""Volumes in, validated submission.zip out: the pipeline behind ``python -m runtime predict``.
+
+Three stages run at once so the accelerator never waits for disk: a reader thread decodes the
+next volume, the engine segments the current one, and a writer thread post-processes and writes
+the previous mask. Queues between them hold at most ``prefetch`` volumes, so host memory stays
+bounded however many volumes there are.
+
+Failure policy (one bad volume must not cost the submission):
+
+* a volume that cannot be read or segmented but whose shape is known from its header gets an
+  all-zero mask, so the zip stays valid; the error is logged and recorded in metrics.json.
+* a volume with no usable shape (an id from test.csv with no file, a non-TIFF, a 2D image, a
+  broken header) cannot get a mask. The others are still processed, then the run fails naming
+  those ids and keeps the zip as ``<name>.partial.zip``: a zip missing an id scores nothing, so it
+  is never written under the real name. ``allow_missing`` writes it there anyway.
+* ``strict`` turns every error into a failure: missing ids stop the run before any work, and a
+  zero-mask stand-in makes it end with an error and a ``.partial.zip`` instead of submission.zip.
+
+metrics.json is written whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.contract.errors import (
+    InputError,
+    KaggleOfflineError,
+    SubmissionError,
+    VolumeError,
+    first_line,
+)
+from runtime.volumes.postprocess import PostprocessOptions
+from runtime.volumes.run_metrics import VolumeRecord
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from runtime.inference.engine import InferenceOptions, Segmenter
+
+__all__ = ["PredictOptions", "PredictReport", "predict"]
+
+Log = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class PredictOptions:
+    """Everything ``predict`` needs besides the input and the output path."""
+
+    models: Sequence[str] = ("demo",)  # one spec, or several for an ensemble
+    ensemble_mode: str = "probabilities"
+    ensemble_weights: Sequence[float] | None = None
+    foreground_class: int | None = None
+    inference: InferenceOptions | None = None  # the engine's options (None: its defaults)
+    # None: the model's recommendation (config.json "inference"), else ``inference``'s value
+    overlap: float | None = None
+    threshold: float | None = None
+    postprocess: PostprocessOptions = dataclasses.field(default_factory=PostprocessOptions)
+    strict: bool = False
+    allow_missing: bool = False
+    preview_dir: Path | None = None
+    metrics_path: Path | None = None  # None: metrics.json beside the zip
+    workdir: Path | None = None  # None: a temporary folder beside the zip, removed afterwards
+    prefetch: int = 1  # volumes read ahead of (and masks queued behind) the engine
+    progress_bar: bool | None = None  # None: a tqdm bar when installed and on a terminal
+
+
+@dataclasses.dataclass
+class PredictReport:
+    """What a successful run produced."""
+
+    submission: Path
+    sha256: str
+    metrics: Path
+    volumes: list[VolumeRecord]
+    seconds: float
+
+    @property
+    def failed(self) -> list[VolumeRecord]:
+        return [record for record in self.volumes if record.errors]
+
+
+def predict(
+    input_path: Path | str,
+    output: Path | str,
+    options: PredictOptions | None = None,
+    *,
+    log: Log | None = None,
+    segmenter: Segmenter | None = None,
+) -> PredictReport:
+    """Segment every volume under ``input_path`` and write a validated submission zip.
+
+    ``segmenter`` reuses an engine that is already set up (its model and options win over
+    ``options.models`` and ``options.inference``). Raises :class:`InputError` for unusable
+    inputs, :class:`SubmissionError` when the zip would be incomplete or ``strict`` saw errors,
+    and :class:`ModelError` from model loading. metrics.json is written in every case that got
+    as far as finding the inputs.
+    """
+    from runtime.volumes.inputs import find_volumes
+
+    options = options or PredictOptions()
+    log = log or _print_line
+    output = Path(output)
+    if output.is_dir():  # a folder to write into, like `cp FILE DIR`
+        output = output / "submission.zip"
+    metrics_path = options.metrics_path or output.with_name("metrics.json")
+    started = time.perf_counter()
+
+    inputs = find_volumes(input_path)
+    for note in inputs.notes:
+        log(note)
+    records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
+    for record in records:
+        if record.path is None:
+            _fail(record, f"{record.id}: listed in {inputs.csv_path} but no file found", log)
+            record.status = "no-mask"
+
+    run: dict[str, Any] = {
+        "input": str(input_path),
+        "output": str(output),
+        "options": _options_summary(options),
+        "outcome": "failed",
+    }
+    workdir, own_workdir = _workdir(options.workdir, output)
+    from runtime.volumes.run_metrics import PeakMemory
+
+    with PeakMemory() as memory:
+        try:
+            if inputs.missing and options.strict:  # the run would fail: fail before the work
+                raise InputError(_missing_message(inputs.missing, inputs.csv_path))
+            if segmenter is None:
+                segmenter = _build_segmenter(options, log)
+            _run_pipeline(records, segmenter, options, workdir, log)
+            report = _assemble(records, output, metrics_path, options, workdir, log, run)
+            report.seconds = time.perf_counter() - started
+            return report
+        except BaseException as error:
+            run["error"] = str(error) if isinstance(error, KaggleOfflineError) else repr(error)
+            raise
+        finally:
+            decisions = getattr(segmenter, "decisions", None) or []
+            run["decisions"] = [_plain(decision) for decision in decisions]
+            run["seconds"] = round(time.perf_counter() - started, 3)
+            _write_run_metrics(metrics_path, run, records, memory, log)
+            if own_workdir:
+                _clean_workdir(
+                    workdir, zipped="submission_sha256" in run or "partial_zip" in run, log=log
+                )
+
+
+# --- the three stages ----------------------------------------------------------------------------
+_DONE = object()  # end of a queue
+
+
+@dataclasses.dataclass
+class _Item:
+    """A volume travelling from the reader to the writer."""
+
+    record: VolumeRecord
+    volume: np.ndarray | None = None  # dropped once handed to the engine
+    preview_slice: np.ndarray | None = None  # the input's middle z slice, kept for the preview
+    mask: np.ndarray | None = None  # None with a known shape: the writer writes zeros
+
+
+def _run_pipeline(
+    records: list[VolumeRecord],
+    segmenter: Segmenter,
+    options: PredictOptions,
+    workdir: Path,
+    log: Log,
+) -> None:
+    readable = [record for record in records if record.path is not None]
+    stop = threading.Event()
+    read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
+    write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
+    progress = _Progress(len(records), options.progress_bar, log)
+    log = progress.log
+    for record in records:
+        if record.status == "no-mask":
+            progress.done(record)
+
+    reader = threading.Thread(
+        target=_guarded(_read_all, stop),
+        args=(readable, read_queue, stop, options.preview_dir is not None),
+        name="predict-reader",
+        daemon=True,
+    )
+    writer = threading.Thread(
+        target=_guarded(_write_all, stop),
+        args=(write_queue, stop, options, workdir, progress, log),
+        name="predict-writer",
+        daemon=True,
+    )
+    reader.start()
+    writer.start()
+    in_flight: dict[str, _Item] = {}
+    feed = _EngineFeed(read_queue, write_queue, in_flight, stop, log)
+    try:
+        for volume_id, outcome in segmenter.segment_many(feed, total=len(readable)):
+            item = in_flight.pop(volume_id)
+            _take_result(item, outcome, log)
+            if stop.is_set() or not _put(write_queue, item, stop):
+                break  # the reader or writer died; its error is raised below
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        _put(write_queue, _DONE, stop, force=True)
+        writer.join()
+        stop.set()  # releases a reader still blocked on a full queue after an engine failure
+        reader.join()
+        progress.close()
+    if getattr(writer, "error", None) is not None:
+        raise writer.error  # type: ignore[attr-defined]
+    if getattr(reader, "error", None) is not None:
+        raise reader.error  # type: ignore[attr-defined]
+
+
+def _read_all(
+    records: list[VolumeRecord], out: queue.Queue[Any], stop: threading.Event, keep_slice: bool
+) -> None:
+    """Reader thread: decode each volume in order; a bad one travels on with its error."""
+    from runtime.volumes.tiff import read_volume_header, read_volume_with_header
+
+    for record in records:
+        if stop.is_set():
+            return
+        item = _Item(record)
+        started = time.perf_counter()
+        try:
+            header, volume = read_volume_with_header(Path(record.path or ""), name=record.path)
+            item.volume = volume
+            if keep_slice:
+                item.preview_slice = volume[volume.shape[0] // 2].copy()
+        except VolumeError as error:
+            record.errors.append(str(error))
+            try:  # a header that parses still gives the shape for an all-zero stand-in
+                header = read_volume_header(Path(record.path or ""), name=record.path)
+            except VolumeError:
+                header = None
+        except MemoryError as error:  # one huge volume must not end the run
+            record.errors.append(f"{record.path}: out of host memory reading it ({error})")
+            header = None
+        record.read_seconds = time.perf_counter() - started
+        if header is not None:
+            record.shape = list(header.shape)
+            record.dtype, record.compression = header.dtype, header.compression
+            record.decoder = header.decoder
+        if not _put(out, item, stop):
+            return
+    _put(out, _DONE, stop, force=True)
+
+
+class _EngineFeed:
+    """The iterable handed to ``segment_many``: readable volumes only, in input order.
+
+    Volumes that failed to read bypass the engine and go straight to the writer. A lock makes
+    it safe for an engine that pulls from several threads.
+    """
+
+    def __init__(
+        self,
+        source: queue.Queue[Any],
+        bypass: queue.Queue[Any],
+        in_flight: dict[str, _Item],
+        stop: threading.Event,
+        log: Log,
+    ) -> None:
+        self._source, self._bypass, self._in_flight = source, bypass, in_flight
+        self._stop, self._log = stop, log
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[str, np.ndarray]:
+        with self._lock:
+            while not self._finished:
+                item = _get(self._source, self._stop)
+                if item is _DONE or item is None:
+                    self._finished = True
+                    break
+                if item.volume is None:
+                    for error in item.record.errors:
+                        self._log(f"error: {error}")
+                    _put(self._bypass, item, self._stop)
+                    continue
+                volume, item.volume = item.volume, None  # the engine holds the only reference
+                self._in_flight[item.record.id] = item
+                return item.record.id, volume
+            raise StopIteration
+
+
+def _take_result(item: _Item, outcome: Any, log: Log) -> None:
+    """Record what the engine returned for one volume (a VolumeResult or an Exception)."""
+    record = item.record
+    if isinstance(outcome, BaseException):
+        _fail(record, f"{record.path}: segmentation failed: {first_line(outcome)}", log)
+        return
+    record.infer_seconds = float(outcome.seconds)
+    record.device, record.precision = str(outcome.device), str(outcome.precision)
+    record.compiled = bool(outcome.compiled)
+    record.tta_axes = [int(axis) for axis in outcome.tta_axes]
+    record.notes.extend(str(note) for note in outcome.notes)
+    mask = outcome.mask
+    if record.shape is not None and tuple(mask.shape) != tuple(record.shape):
+        _fail(record, f"{record.path}: engine returned a mask of shape {mask.shape}", log)
+        return
+    item.mask = mask
+
+
+def _write_all(
+    source: queue.Queue[Any],
+    stop: threading.Event,
+    options: PredictOptions,
+    workdir: Path,
+    progress: _Progress,
+    log: Log,
+) -> None:
+    """Writer thread: post-process, write the mask TIFF and the preview, report progress."""
+    import numpy as np
+
+    from runtime.volumes.postprocess import postprocess
+    from runtime.volumes.tiff import write_mask
+
+    warned: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        if message not in warned:
+            warned.add(message)
+            log(f"warning: {message}")
+
+    while True:
+        item = _get(source, stop, wait_for_done=True)
+        if item is _DONE or item is None:
+            return
+        record: VolumeRecord = item.record
+        if record.shape is None:
+            record.status = "no-mask"
+            progress.done(record)
+            continue
+        mask = item.mask
+        if mask is not None:
+            started = time.perf_counter()
+            try:
+                mask = postprocess(mask, options.postprocess, warn=warn_once)
+            except Exception as error:  # keep the raw mask rather than lose the volume
+                _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
+            record.postprocess_seconds = time.perf_counter() - started
+        else:
+            mask = np.zeros(record.shape, dtype=np.uint8)
+        record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
+        started = time.perf_counter()
+        try:
+            write_mask(workdir / f"{record.id}.tif", mask)
+            record.status = "zero-mask" if item.mask is None else "ok"
+        except (VolumeError, OSError) as error:
+            _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
+            record.status = "no-mask"
+        record.write_seconds = time.perf_counter() - started
+        if options.preview_dir is not None and item.preview_slice is not None:
+            _preview(options.preview_dir, record, item.preview_slice, mask, log)
+        progress.done(record)
+
+
+def _preview(
+    folder: Path, record: VolumeRecord, plane: np.ndarray, mask: np.ndarray, log: Log
+) -> None:
+    from runtime.volumes.preview import write_preview
+
+    middle = mask.shape[0] // 2
+    try:
+        write_preview(folder / f"{record.id}.png", plane[None], mask[middle : middle + 1])
+    except Exception as error:  # a preview is a nicety; never fail a volume for it
+        log(f"warning: {record.id}: preview not written: {first_line(error)}")
+
+
+# --- the zip -------------------------------------------------------------------------------------
+def _assemble(
+    records: list[VolumeRecord],
+    output: Path,
+    metrics_path: Path,
+    options: PredictOptions,
+    workdir: Path,
+    log: Log,
+    run: dict[str, Any],
+) -> PredictReport:
+    from runtime.volumes.submission import partial_path, write_submission
+
+    masked = [r for r in records if r.status in ("ok", "zero-mask")]
+    without = [r for r in records if r.status not in ("ok", "zero-mask")]
+    failed = [r for r in records if r.errors]
+    members = [(r.id, workdir / f"{r.id}.tif") for r in masked]
+    shapes = {r.id: r.shape for r in masked if r.shape is not None}
+
+    blockers: list[str] = []
+    if without and not options.allow_missing:
+        blockers.append(f"no mask for {len(without)} id(s): {_ids(without)}")
+    if failed and options.strict:
+        blockers.append(f"--strict: {len(failed)} volume(s) failed: {_ids(failed)}")
+    if blockers:
+        if not members:
+            raise SubmissionError(f"{output} not written: {'; '.join(blockers)}")
+        partial = partial_path(output)
+        started = time.perf_counter()
+        write_submission(partial, members, shapes)
+        run["zip_seconds"] = round(time.perf_counter() - started, 3)
+        run["partial_zip"] = str(partial)
+        raise SubmissionError(
+            f"{output} not written: {'; '.join(blockers)}; the {len(members)} mask(s) made are in "
+            f"{partial}, and metrics in {metrics_path}"
+        )
+
+    started = time.perf_counter()
+    digest = write_submission(output, members, shapes)
+    run["zip_seconds"] = round(time.perf_counter() - started, 3)
+    run["submission_sha256"] = digest
+    run["submission_bytes"] = output.stat().st_size
+    run["outcome"] = "ok" if not failed else "ok-with-stand-ins"
+    summary = f"wrote {output} ({len(members)} masks, sha256 {digest[:12]})"
+    stand_ins = [r for r in masked if r.status == "zero-mask"]
+    other = [r for r in masked if r.errors and r.status != "zero-mask"]
+    if stand_ins:
+        summary += f"; all-zero stand-ins for {len(stand_ins)} failed volume(s): {_ids(stand_ins)}"
+    if other:
+        summary += f"; errors (mask kept) for: {_ids(other)}"
+    if without:
+        summary += f"; left out (no shape known): {_ids(without)}"
+    log(summary)
+    return PredictReport(output, digest, metrics_path, records, 0.0)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+class _Progress:
+    """One line per finished volume; a tqdm bar too where tqdm is installed and wanted."""
+
+    def __init__(self, total: int, bar: bool | None, log: Log) -> None:
+        self.total, self.count, self._log = total, 0, log
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        if bar is not False:
+            try:
+                from tqdm import tqdm
+
+                # disable=None: only on a terminal, unless asked for explicitly
+                self._bar = tqdm(total=total, unit="vol", disable=None if bar is None else False)
+            except ImportError:
+                pass
+
+    def log(self, message: str) -> None:
+        """Log a line; above a live bar when logging goes to our own stderr printer."""
+        if self._bar is not None and not self._bar.disable and self._log is _print_line:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            self._log(message)
+
+    def done(self, record: VolumeRecord) -> None:
+        with self._lock:
+            self.count += 1
+            self.log(f"[{self.count}/{self.total}] {_record_line(record)}")
+            if self._bar is not None:
+                self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _record_line(record: VolumeRecord) -> str:
+    shape = "x".join(str(n) for n in record.shape) if record.shape else "?"
+    parts = [f"{record.id} {shape}", record.status]
+    if record.status != "no-mask":
+        parts.append(
+            f"read {record.read_seconds:.2f}s infer {record.infer_seconds:.2f}s "
+            f"post {record.postprocess_seconds:.2f}s write {record.write_seconds:.2f}s"
+        )
+    if record.foreground_fraction is not None:
+        parts.append(f"fg {100 * record.foreground_fraction:.2f}%")
+    if record.device:
+        engine = f"{record.device} {record.precision}"
+        engine += " compiled" if record.compiled else ""
+        engine += f" tta {','.join(map(str, record.tta_axes))}" if record.tta_axes else ""
+        parts.append(engine)
+    return " | ".join(parts)
+
+
+def _build_segmenter(options: PredictOptions, log: Log) -> Segmenter:
+    from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.inference.models import load_ensemble, load_model
+
+    specs = list(options.models) or ["demo"]
+    if len(specs) == 1:
+        model = load_model(specs[0], foreground_class=options.foreground_class)
+    else:
+        model = load_ensemble(
+            specs,
+            weights=options.ensemble_weights,
+            mode=options.ensemble_mode,
+            foreground_class=options.foreground_class,
+        )
+    log(f"model: {getattr(model, 'name', specs)}")
+    inference = options.inference or InferenceOptions()
+    recommended = getattr(model, "recommended", {}) or {}
+    chosen = {}
+    for key in ("overlap", "threshold"):
+        given = getattr(options, key)
+        if given is not None:
+            chosen[key] = float(given)
+        elif recommended.get(key) is not None:
+            chosen[key] = float(recommended[key])
+            log(f"{key} = {chosen[key]:g} (recommended by the model)")
+    return Segmenter(model, dataclasses.replace(inference, **chosen), log=log)
+
+
+def _write_run_metrics(
+    path: Path, run: dict[str, Any], records: list[VolumeRecord], memory: Any, log: Log
+) -> None:
+    from runtime.volumes.run_metrics import gpu_peak_memory, library_versions, write_metrics
+
+    run = dict(run)
+    run["peak_host_rss_bytes"] = memory.peak_bytes
+    run["peak_host_rss_source"] = memory.source
+    run["peak_gpu_memory_bytes"] = gpu_peak_memory()
+    run["environment"] = library_versions()
+    run["counts"] = {
+        status: sum(r.status == status for r in records)
+        for status in ("ok", "zero-mask", "no-mask", "pending")
+    }
+    try:
+        write_metrics(path, {"run": run, "volumes": [r.to_dict() for r in records]})
+    except OSError as error:  # never let metrics mask the real outcome
+        log(f"warning: metrics not written to {path}: {error}")
+
+
+def _options_summary(options: PredictOptions) -> dict[str, Any]:
+    inference = options.inference
+    return {
+        "models": [str(m) for m in options.models],
+        "ensemble_mode": options.ensemble_mode,
+        "ensemble_weights": list(options.ensemble_weights) if options.ensemble_weights else None,
+        "foreground_class": options.foreground_class,
+        "overlap": options.overlap,
+        "threshold": options.threshold,
+        "inference": dataclasses.asdict(inference) if dataclasses.is_dataclass(inference) else None,
+        "postprocess": dataclasses.asdict(options.postprocess),
+        "strict": options.strict,
+        "allow_missing": options.allow_missing,
+    }
+
+
+def _workdir(requested: Path | None, output: Path) -> tuple[Path, bool]:
+    if requested is not None:
+        requested.mkdir(parents=True, exist_ok=True)
+        return requested, False
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{output.stem}-masks-", dir=output.parent)), True
+
+
+def _clean_workdir(workdir: Path, *, zipped: bool, log: Log) -> None:
+    """Remove our temporary mask folder, unless it holds masks that no zip holds yet."""
+    if zipped or not any(workdir.glob("*.tif")):
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        log(f"masks written so far are kept in {workdir}")
+
+
+def _plain(decision: Any) -> Any:
+    if dataclasses.is_dataclass(decision) and not isinstance(decision, type):
+        return dataclasses.asdict(decision)
+    return str(decision)
+
+
+def _fail(record: VolumeRecord, message: str, log: Log) -> None:
+    record.errors.append(message)
+    log(f"error: {message}")
+
+
+def _missing_message(missing: list[str], csv_path: Path | None) -> str:
+    where = f" (listed in {csv_path})" if csv_path else ""
+    return f"no file for {len(missing)} id(s){where}: {', '.join(missing[:20])}"
+
+
+def _ids(records: list[VolumeRecord]) -> str:
+    ids = [r.id for r in records]
+    return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+
+
+def _put(
+    target: queue.Queue[Any], item: Any, stop: threading.Event, *, force: bool = False
+) -> bool:
+    """Put without blocking forever: give up once ``stop`` is set (unless ``force``)."""
+    while True:
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            if stop.is_set() and not force:
+                return False
+            if stop.is_set() and force:
+                with contextlib.suppress(queue.Empty):  # after a stop, nobody needs what is queued
+                    target.get_nowait()
+
+
+def _get(source: queue.Queue[Any], stop: threading.Event, *, wait_for_done: bool = False) -> Any:
+    """Get, returning None once ``stop`` is set, unless waiting for the end marker."""
+    while True:
+        try:
+            return source.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set() and not wait_for_done:
+                return None
+
+
+def _guarded(function: Callable[..., None], stop: threading.Event) -> Callable[..., None]:
+    """Run a stage, keeping an unexpected exception on the thread for the main thread to raise."""
+
+    def run(*args: Any) -> None:
+        try:
+            function(*args)
+        except BaseException as error:
+            threading.current_thread().error = error  # type: ignore[attr-defined]
+            stop.set()
+
+    return run
+
+
+def _print_line(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
