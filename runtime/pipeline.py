@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.volumes.inputs import VolumeInputs
+    from runtime.volumes.outputs import Output
 
 __all__ = ["PredictOptions", "PredictReport", "predict"]
 
@@ -107,6 +109,7 @@ def predict(
     as far as finding the inputs.
     """
     from runtime.volumes.inputs import find_volumes
+    from runtime.volumes.outputs import check_outputs
 
     options = options or PredictOptions()
     log = log or _print_line
@@ -117,6 +120,7 @@ def predict(
     started = time.perf_counter()
 
     inputs = find_volumes(input_path)
+    check_outputs(_outputs(output, metrics_path, options, inputs), _read_files(inputs, options))
     for note in inputs.notes:
         log(note)
     records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
@@ -131,6 +135,9 @@ def predict(
         "options": _options_summary(options),
         "outcome": "failed",
     }
+    previous = _set_aside_earlier_submission(output, log)
+    if previous is not None:
+        run["previous_submission"] = str(previous)
     workdir, own_workdir = _workdir(options.workdir, output)
     from runtime.volumes.run_metrics import PeakMemory
 
@@ -557,6 +564,65 @@ def _options_summary(options: PredictOptions) -> dict[str, Any]:
         "strict": options.strict,
         "allow_missing": options.allow_missing,
     }
+
+
+def _outputs(
+    output: Path, metrics_path: Path, options: PredictOptions, inputs: VolumeInputs
+) -> list[Output]:
+    """Every path the run writes: one line here per new output."""
+    from runtime.volumes.outputs import Output
+    from runtime.volumes.submission import MASK_SUFFIX, partial_path
+
+    ids = tuple(source.id for source in inputs.sources)
+    outputs = [
+        Output("-o", output),
+        Output("-o (its .partial.zip)", partial_path(output)),
+        Output("-o (the earlier zip set aside)", _previous_path(output)),
+        Output("--metrics", metrics_path),
+    ]
+    if options.workdir is not None:
+        outputs.append(
+            Output("--workdir", options.workdir, tuple(f"{i}{MASK_SUFFIX}" for i in ids))
+        )
+    if options.preview_dir is not None:
+        outputs.append(Output("--preview", options.preview_dir, tuple(f"{i}.png" for i in ids)))
+    return outputs
+
+
+def _read_files(inputs: VolumeInputs, options: PredictOptions) -> list[Path]:
+    """Every file the run reads: the volumes, test.csv, and the files of each model given."""
+    files = [source.path for source in inputs.sources if source.path is not None]
+    if inputs.csv_path is not None:
+        files.append(inputs.csv_path)
+    for spec in options.models:
+        path = Path(spec)
+        if str(spec) != "demo" and path.is_dir():
+            files.extend(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def _previous_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.previous{output.suffix or '.zip'}")
+
+
+def _set_aside_earlier_submission(output: Path, log: Log) -> Path | None:
+    """Move an earlier run's zip out of the way, so that a failed run never leaves it looking
+    like this run's (the scorer takes whatever submission.zip it finds). Returns where it went.
+    """
+    from runtime.volumes.submission import partial_path
+
+    stale_partial = partial_path(output)
+    if stale_partial.is_file():
+        stale_partial.unlink()
+        log(f"removed {stale_partial}, left by an earlier run")
+    if not output.is_file():
+        return None
+    previous = _previous_path(output)
+    output.replace(previous)
+    log(f"moved the earlier {output} to {previous}: this run writes a new one or none")
+    return previous
 
 
 def _workdir(requested: Path | None, output: Path) -> tuple[Path, bool]:

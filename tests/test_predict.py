@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 import threading
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 
 import runtime.volumes.tiff
-from runtime.contract.errors import InputError, SubmissionError
+from runtime.contract.errors import InputError, OutputError, SubmissionError
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.models import load_model
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
@@ -518,3 +519,147 @@ def test_command_line_values_parse_into_engine_options() -> None:
     ):
         with pytest.raises(SystemExit):
             parser.parse_args(["in", *bad])
+
+
+# --- outputs, earlier runs and one-line errors ---------------------------------------------------
+def test_outputs_that_would_overwrite_inputs_or_each_other_are_refused_before_any_work(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=13)
+    (volume_id,) = _csv_ids(root)
+    images = root / "test_images"
+    volume = images / f"{volume_id}.tif"
+    before = volume.read_bytes()
+    out = tmp_path / "out" / "submission.zip"
+    out.parent.mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    cases = [
+        (volume, {}, f"-o {volume} would overwrite the input {volume}"),
+        (out, {"metrics_path": out}, f"-o {out} and --metrics {out} would both write"),
+        (out, {"workdir": images}, f"--workdir {images} would overwrite the input {volume}"),
+        (tiny_model / "weights.pt", {"models": [str(tiny_model)]}, "would overwrite the input"),
+        (out, {"metrics_path": root / "test.csv"}, "would overwrite the input"),
+        (out, {"preview_dir": tmp_path / "a-file"}, "is a file, not a folder"),
+        (out, {"metrics_path": tmp_path / "out"}, "is a folder, not a file"),
+    ]
+    for target, changes, expected in cases:
+        # A model that does not exist: the check must come before loading anything.
+        options = _options(Path("/nonexistent-model"), **changes)
+        with pytest.raises(OutputError) as refused:
+            predict(root, target, options, log=_Lines())
+        assert expected in str(refused.value), str(refused.value)
+        assert "\n" not in str(refused.value)
+    assert volume.read_bytes() == before and (tiny_model / "weights.pt").stat().st_size > 0
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.zip"))
+
+
+def test_a_failed_run_never_leaves_an_earlier_submission_in_place(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=14)
+    out = tmp_path / "submission.zip"
+    predict(root, out, _options(tiny_model), log=_Lines())
+    earlier = out.read_bytes()
+    with open(root / "test.csv", "a") as handle:
+        handle.write("4242,1\n")  # now an id has no file: this run cannot write submission.zip
+    log = _Lines()
+    with pytest.raises(SubmissionError):
+        predict(root, out, _options(tiny_model), log=log)
+    assert not out.exists() and partial_path(out).exists()
+    previous = tmp_path / "submission.previous.zip"
+    assert previous.read_bytes() == earlier
+    assert f"moved the earlier {out} to {previous}" in "\n".join(log.lines)
+    assert _metrics(tmp_path / "metrics.json")["run"]["previous_submission"] == str(previous)
+    # The next good run removes the stale partial zip, and says so.
+    (root / "test.csv").write_text((root / "test.csv").read_text().replace("4242,1\n", ""))
+    log = _Lines()
+    predict(root, out, _options(tiny_model), log=log)
+    assert out.exists() and not partial_path(out).exists()
+    assert f"removed {partial_path(out)}, left by an earlier run" in log.lines
+
+
+def _read_only_folder_reason() -> str | None:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if probe.returncode == 0 else f"no mount namespaces here: {probe.stderr.strip()}"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
+def test_unwritable_outputs_and_a_failing_warm_up_are_one_line_errors(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=15)
+    (tmp_path / "a-file").write_text("x")
+    under_a_file = _cli(str(root), "--model", str(tiny_model), "-o", f"{tmp_path}/a-file/s.zip")
+    assert under_a_file.returncode == 2 and "Traceback" not in under_a_file.stderr
+    assert under_a_file.stderr.splitlines()[-1] == (
+        f"error: -o {tmp_path}/a-file/s.zip: cannot be written, {tmp_path}/a-file is a file, "
+        "not a folder"
+    )
+
+    torch.jit.script(_RaisesInForward()).save(str(tmp_path / "raises.ts"))
+    broken = _cli(str(root), "--model", str(tmp_path / "raises.ts"), "-o", str(tmp_path / "s.zip"))
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    last = broken.stderr.splitlines()[-1]
+    assert last.startswith("error: model raises: its warm-up forward of a 2-window batch of")
+    assert "failed on cpu" in last and "the network is broken" in last
+
+    reason = _read_only_folder_reason()
+    if reason is not None:
+        pytest.skip(f"a read-only folder needs a mount namespace: {reason}")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    command = [sys.executable, "-m", "runtime", "predict", str(root), "--model", str(tiny_model)]
+    script = (
+        f"mount -t tmpfs -o ro tmpfs {read_only} && cd {PROJECT_ROOT} && "
+        f"{' '.join(command)} -o {read_only}/s.zip; "
+        f"{' '.join(command)} -o {tmp_path}/s.zip --workdir {read_only}/masks"
+    )
+    completed = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: -o {read_only}/s.zip: cannot write in {read_only} (Read-only file system); "
+        "choose a writable place (on Kaggle, /kaggle/working)",
+        f"error: --workdir {read_only}/masks: cannot write in {read_only}/masks (Read-only file "
+        "system); choose a writable place (on Kaggle, /kaggle/working)",
+    ]
+
+
+class _RaisesInForward(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            raise RuntimeError("the network is broken")
+        return x
+
+
+def test_predict_without_torch_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=16)
+    code = f"""
+        import sys
+        class _NoTorch:  # what a Python without torch looks like to import
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, _NoTorch())
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from runtime.__main__ import main
+        sys.exit(main(["predict", {str(root)!r}, "-o", {str(tmp_path / "s.zip")!r}]))
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith("error: python -m runtime predict needs the Python package 'torch'")
+    assert "every Kaggle notebook image has it" in line and "pip install torch" in line

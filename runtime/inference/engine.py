@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from runtime.contract.errors import InferenceError, VolumeError, first_line
+from runtime.contract.errors import (
+    InferenceError,
+    KaggleOfflineError,
+    ModelError,
+    VolumeError,
+    first_line,
+)
 from runtime.inference.models import SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
@@ -340,9 +346,14 @@ class Segmenter:
                     platform=self._platform,
                 )
                 break
+            except KaggleOfflineError:
+                raise
             except Exception as error:
                 if not is_out_of_memory(error):
-                    raise
+                    raise ModelError(
+                        f"model {self.model.name}: its warm-up forward of a {batch}-window batch "
+                        f"of {_shape_text(self.patch_size)} failed on {device}: {_error_text(error)}"
+                    ) from None
                 reason = first_line(error)
             self._platform.empty_cache(device)
             if batch > 1 and not static_batch:
@@ -447,6 +458,14 @@ def _check_volume(volume: np.ndarray) -> None:
         raise VolumeError(f"unsupported voxel type {volume.dtype}: expected integers or floats")
     if np.issubdtype(volume.dtype, np.complexfloating):
         raise VolumeError(f"unsupported voxel type {volume.dtype}: expected integers or floats")
+
+
+def _error_text(error: BaseException) -> str:
+    """One line for a model's own error; TorchScript puts the Python error on its last line."""
+    lines = str(error).strip().splitlines()
+    if isinstance(error, torch.jit.Error) and lines:
+        return first_line(lines[-1])
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
