@@ -110,6 +110,7 @@ def predict(
     """
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
+    from runtime.volumes.submission import id_problem
 
     options = options or PredictOptions()
     log = log or _print_line
@@ -127,6 +128,9 @@ def predict(
     for record in records:
         if record.path is None:
             _fail(record, f"{record.id}: listed in {inputs.csv_path} but no file found", log)
+            record.status = "no-mask"
+        elif (problem := id_problem(record.id)) is not None:
+            _fail(record, f"{record.path}: cannot be in the zip: {problem}; rename it", log)
             record.status = "no-mask"
 
     run: dict[str, Any] = {
@@ -186,7 +190,7 @@ def _run_pipeline(
     workdir: Path,
     log: Log,
 ) -> None:
-    readable = [record for record in records if record.path is not None]
+    readable = [record for record in records if record.status != "no-mask"]
     stop = threading.Event()
     read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
     write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
@@ -244,20 +248,17 @@ def _read_all(
             return
         item = _Item(record)
         started = time.perf_counter()
+        header = None
         try:
-            header, volume = read_volume_with_header(Path(record.path or ""), name=record.path)
-            item.volume = volume
+            header, item.volume = read_volume_with_header(Path(record.path or ""), name=record.path)
             if keep_slice:
-                item.preview_slice = volume[volume.shape[0] // 2].copy()
-        except VolumeError as error:
-            record.errors.append(str(error))
-            try:  # a header that parses still gives the shape for an all-zero stand-in
+                item.preview_slice = item.volume[item.volume.shape[0] // 2].copy()
+        except Exception as error:  # one volume's failure, whatever its kind, is that volume's
+            item.volume = item.preview_slice = None
+            record.errors.append(_read_error(record, error))
+            with contextlib.suppress(Exception):
+                # A header that parses (and is plausible) still gives the shape for a stand-in.
                 header = read_volume_header(Path(record.path or ""), name=record.path)
-            except VolumeError:
-                header = None
-        except MemoryError as error:  # one huge volume must not end the run
-            record.errors.append(f"{record.path}: out of host memory reading it ({error})")
-            header = None
         record.read_seconds = time.perf_counter() - started
         if header is not None:
             record.shape = list(header.shape)
@@ -266,6 +267,19 @@ def _read_all(
         if not _put(out, item, stop):
             return
     _put(out, _DONE, stop, force=True)
+
+
+def _read_error(record: VolumeRecord, error: Exception) -> str:
+    if isinstance(error, VolumeError):
+        return str(error)  # names the file already
+    return f"{record.path}: cannot read it: {_problem(error)}"
+
+
+def _problem(error: Exception) -> str:
+    """One line for an unexpected error of one volume."""
+    if isinstance(error, MemoryError):
+        return "out of host memory"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 class _EngineFeed:
@@ -336,11 +350,6 @@ def _write_all(
     log: Log,
 ) -> None:
     """Writer thread: post-process, write the mask TIFF and the preview, report progress."""
-    import numpy as np
-
-    from runtime.volumes.postprocess import postprocess
-    from runtime.volumes.tiff import write_mask
-
     warned: set[str] = set()
 
     def warn_once(message: str) -> None:
@@ -353,32 +362,54 @@ def _write_all(
         if item is _DONE or item is None:
             return
         record: VolumeRecord = item.record
-        if record.shape is None:
+        try:
+            _write_one(item, options, workdir, warn_once, log)
+        except Exception as error:  # memory included: this volume's failure, not the run's
+            item.mask = None
+            _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
             record.status = "no-mask"
-            progress.done(record)
-            continue
-        mask = item.mask
-        if mask is not None:
-            started = time.perf_counter()
-            try:
-                mask = postprocess(mask, options.postprocess, warn=warn_once)
-            except Exception as error:  # keep the raw mask rather than lose the volume
-                _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
-            record.postprocess_seconds = time.perf_counter() - started
-        else:
-            mask = np.zeros(record.shape, dtype=np.uint8)
-        record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
+        progress.done(record)
+
+
+def _write_one(
+    item: _Item, options: PredictOptions, workdir: Path, warn: Callable[[str], None], log: Log
+) -> None:
+    """Post-process and write one volume's mask (all zeros if it failed but has a shape)."""
+    import numpy as np
+
+    from runtime.volumes.postprocess import postprocess
+    from runtime.volumes.tiff import write_mask
+
+    record = item.record
+    if record.shape is None:
+        record.status = "no-mask"
+        return
+    mask = item.mask
+    if mask is not None:
         started = time.perf_counter()
         try:
-            write_mask(workdir / f"{record.id}.tif", mask)
-            record.status = "zero-mask" if item.mask is None else "ok"
-        except (VolumeError, OSError) as error:
-            _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
+            mask = postprocess(mask, options.postprocess, warn=warn)
+        except Exception as error:  # keep the raw mask rather than lose the volume
+            _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
+        record.postprocess_seconds = time.perf_counter() - started
+    else:
+        try:
+            mask = np.zeros(record.shape, dtype=np.uint8)
+        except MemoryError:
+            _fail(record, f"{record.id}: its all-zero stand-in does not fit in memory", log)
             record.status = "no-mask"
-        record.write_seconds = time.perf_counter() - started
-        if options.preview_dir is not None and item.preview_slice is not None:
-            _preview(options.preview_dir, record, item.preview_slice, mask, log)
-        progress.done(record)
+            return
+    record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
+    started = time.perf_counter()
+    try:
+        write_mask(workdir / f"{record.id}.tif", mask)
+        record.status = "zero-mask" if item.mask is None else "ok"
+    except (VolumeError, OSError) as error:
+        _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
+        record.status = "no-mask"
+    record.write_seconds = time.perf_counter() - started
+    if options.preview_dir is not None and item.preview_slice is not None:
+        _preview(options.preview_dir, record, item.preview_slice, mask, log)
 
 
 def _preview(

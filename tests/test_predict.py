@@ -663,3 +663,108 @@ def test_predict_without_torch_says_what_is_missing_and_how_to_get_it(tmp_path: 
     (line,) = completed.stderr.splitlines()
     assert line.startswith("error: python -m runtime predict needs the Python package 'torch'")
     assert "every Kaggle notebook image has it" in line and "pip install torch" in line
+
+
+# --- one bad volume never costs the others, whatever goes wrong ----------------------------------
+def _lying_tiff(path: Path, side: int = 1 << 20) -> None:
+    """A small LZW stack whose header claims pages of side x side (3 TiB at the default)."""
+    data = (np.random.default_rng(0).random((3, 16, 16)) * 255).astype(np.uint8)
+    tifffile.imwrite(path, data, compression="lzw", photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for page in tif.pages:
+            for tag in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+                page.tags[tag].overwrite(side)
+
+
+def test_a_header_that_lies_about_its_size_costs_only_its_own_volume(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=17)
+    good = _csv_ids(root)
+    _lying_tiff(root / "test_images" / "666.tif")
+    with open(root / "test.csv", "a") as handle:
+        handle.write("666,1\n")
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=r"no mask for 1 id\(s\): 666"):
+        predict(root, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(partial_path(out), dict.fromkeys(good, SMALL)) == []
+    by_id = {v["id"]: v for v in _metrics(tmp_path / "metrics.json")["volumes"]}
+    assert by_id["666"]["status"] == "no-mask" and by_id["666"]["shape"] is None
+    (error,) = by_id["666"]["errors"]
+    assert "corrupt header: it claims 3x1048576x1048576 uint8 voxels (3.0 TiB" in error
+    assert "at LZW's best ratio" in error
+
+
+def test_memory_and_other_errors_while_reading_or_writing_stay_with_their_volume(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_sample(tmp_path / "data", n=4, shape=SMALL, seed=18)
+    short, odd, unwritable, fine = _csv_ids(root)
+    real_read, real_write = (
+        runtime.volumes.tiff.read_volume_with_header,
+        runtime.volumes.tiff.write_mask,
+    )
+
+    def read(source, *, name=None):  # type: ignore[no-untyped-def]
+        if isinstance(source, Path) and source.stem == short:
+            raise MemoryError("simulated")
+        if isinstance(source, Path) and source.stem == odd:
+            raise RuntimeError("simulated: a bug in a decoder")
+        return real_read(source, name=name)
+
+    def write(path, mask):  # type: ignore[no-untyped-def]
+        if Path(path).stem == unwritable:
+            raise MemoryError("simulated")
+        real_write(path, mask)
+
+    monkeypatch.setattr(runtime.volumes.tiff, "read_volume_with_header", read)
+    monkeypatch.setattr(runtime.volumes.tiff, "write_mask", write)
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=rf"no mask for 1 id\(s\): {unwritable}"):
+        predict(root, out, _options(tiny_model), log=_Lines())
+    by_id = {v["id"]: v for v in _metrics(tmp_path / "metrics.json")["volumes"]}
+    # A MemoryError while reading keeps the promised all-zero stand-in (the header is cheap).
+    assert by_id[short]["status"] == "zero-mask" and by_id[short]["shape"] == list(SMALL)
+    assert by_id[short]["errors"] == [
+        f"{root / 'test_images' / short}.tif: cannot read it: out of host memory"
+    ]
+    assert by_id[odd]["status"] == "zero-mask"
+    assert "cannot read it: RuntimeError: simulated: a bug in a decoder" in by_id[odd]["errors"][0]
+    assert by_id[unwritable]["status"] == "no-mask"
+    assert by_id[unwritable]["errors"] == [f"{unwritable}: no mask written: out of host memory"]
+    assert by_id[fine]["status"] == "ok"
+    shapes = {short: SMALL, odd: SMALL, fine: SMALL}
+    assert validate_submission(partial_path(out), shapes) == []
+
+
+def test_bool_and_complex_volumes_get_masks(tiny_model: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(19)
+    tifffile.imwrite(images / "1.tif", rng.random(SMALL) > 0.5, photometric="minisblack")
+    tifffile.imwrite(images / "2.tif", rng.random(SMALL).astype(np.complex64))
+    out = tmp_path / "submission.zip"
+    report = predict(images, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(out, {"1": SMALL, "2": SMALL}) == []
+    statuses = {record.id: record.status for record in report.volumes}
+    assert statuses == {"1": "ok", "2": "zero-mask"}  # bool voxels are segmented
+    (problem,) = report.volumes[1].errors
+    assert "unsupported voxel type complex64" in problem
+
+
+def test_an_id_that_cannot_name_a_zip_member_costs_only_its_volume(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    volume = (np.random.default_rng(20).random(SMALL) * 255).astype(np.uint8)
+    for name in ("1.tif", "odd\\name.tif"):
+        tifffile.imwrite(images / name, volume, photometric="minisblack")
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=r"no mask for 1 id\(s\): odd\\name"):
+        predict(images, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(partial_path(out), {"1": SMALL}) == []  # the zip's check holds
+    report = predict(images, out, _options(tiny_model, allow_missing=True), log=_Lines())
+    (failed,) = report.failed
+    assert failed.status == "no-mask" and "holds a path separator" in failed.errors[0]
+    assert validate_submission(out, {"1": SMALL}) == []
