@@ -333,7 +333,15 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
     record.device, record.precision = str(outcome.device), str(outcome.precision)
     record.compiled = bool(outcome.compiled)
     record.tta_axes = [int(axis) for axis in outcome.tta_axes]
+    record.batch_size = int(outcome.batch_size) or None
+    record.accumulation = str(outcome.accumulation)
     record.notes.extend(str(note) for note in outcome.notes)
+    record.nonfinite_voxels = int(outcome.nonfinite_voxels)
+    if record.nonfinite_voxels:
+        log(
+            f"warning: {record.path}: {record.nonfinite_voxels} NaN or inf voxel(s) replaced by "
+            "the model's normalization mean before inference (recorded in metrics.json)"
+        )
     mask = outcome.mask
     if record.shape is not None and tuple(mask.shape) != tuple(record.shape):
         _fail(record, f"{record.path}: engine returned a mask of shape {mask.shape}", log)

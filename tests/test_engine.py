@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.contract.errors import InferenceError, VolumeError
+from runtime.contract.errors import InferenceError, ModelError, VolumeError
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.models import SegmentationModel, load_model
 from runtime.inference.probe import Platform
@@ -43,6 +43,7 @@ class Simulated(torch.nn.Module):
 
     max_batch: ClassVar[int | None] = None  # batches above this raise out-of-memory
     only_under_autocast: ClassVar[bool] = False  # ... and only under autocast
+    hot: ClassVar[float | None] = None  # ... and only for batches holding a value above this
     delay: ClassVar[float] = 0.0  # seconds per forward
 
     def __init__(self) -> None:
@@ -54,7 +55,13 @@ class Simulated(torch.nn.Module):
         cls = type(self)
         limit = cls.max_batch
         autocast = torch.is_autocast_enabled(x.device.type)
-        if limit is not None and x.shape[0] > limit and (autocast or not cls.only_under_autocast):
+        hot = cls.hot is None or float(x.amax()) > cls.hot
+        if (
+            limit is not None
+            and x.shape[0] > limit
+            and (autocast or not cls.only_under_autocast)
+            and hot
+        ):
             raise torch.OutOfMemoryError(
                 "simulated: CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"
             )
@@ -68,6 +75,7 @@ def simulated() -> SegmentationModel:
     yield SegmentationModel.from_module(Simulated(), name="simulated", normalization=(128.0, 50.0))
     Simulated.max_batch = None
     Simulated.only_under_autocast = False
+    Simulated.hot = None
     Simulated.delay = 0.0
 
 
@@ -144,20 +152,46 @@ def test_bad_volumes_and_options_fail_with_one_line() -> None:
 
 
 # --- out of memory --------------------------------------------------------------------------
-def test_out_of_memory_halves_the_batch_and_sticks(simulated: SegmentationModel) -> None:
+def test_out_of_memory_halves_the_batch_for_that_volume_only(simulated: SegmentationModel) -> None:
     data = volume((30, 20, 20))
     expected = Segmenter(simulated, small_options(batch_size=1)).segment(data).mask
     segmenter = Segmenter(simulated, small_options(batch_size=4))
     Simulated.max_batch = 1
     result = segmenter.segment(data)
-    assert result.notes == [
+    steps = [
         "out of memory on cpu at batch 4 (simulated: CUDA out of memory. Tried to allocate "
         "2.00 GiB); retrying with batch 2",
         "out of memory on cpu at batch 2 (simulated: CUDA out of memory. Tried to allocate "
         "2.00 GiB); retrying with batch 1",
     ]
+    assert result.notes == steps and result.batch_size == 1
     np.testing.assert_array_equal(result.mask, expected)
-    assert segmenter.segment(data).notes == []  # the smaller batch is kept
+    # Every volume starts again from the probed batch, and reports its own back-off.
+    assert segmenter.segment(data).notes == steps
+    Simulated.max_batch = None
+    again = segmenter.segment(data)
+    assert again.notes == [] and again.batch_size == 4
+
+
+def test_a_back_off_on_the_second_of_three_volumes_is_that_volumes_own(
+    simulated: SegmentationModel,
+) -> None:
+    """Out of memory under autocast on the middle volume only: it ends on the CPU in fp32."""
+    segmenter = Segmenter(simulated, small_options(amp="bf16", batch_size=2))
+    Simulated.max_batch, Simulated.only_under_autocast = 0, True
+    Simulated.hot = 100.0  # normalized: only a voxel far above the uint16 ramp of volume 2
+    volumes = [volume((16, 16, 16), seed=i, dtype=np.uint16) for i in range(3)]
+    volumes[1][8, 8, 8] = 60_000
+    results = [r for _, r in segmenter.segment_many((str(i), v) for i, v in enumerate(volumes))]
+    assert [type(r) for r in results] == [VolumeResult] * 3
+    first, second, third = results
+    assert first.notes == [] and third.notes == []
+    assert (third.device, third.precision, third.batch_size) == ("cpu", "bf16", 2)
+    assert [note.split("; ")[-1] for note in second.notes] == [
+        "retrying with batch 1",
+        "retrying on the CPU (fp32, eager)",
+    ]
+    assert (second.precision, second.batch_size) == ("fp32", 2)
 
 
 class PassThroughCompiler(Platform):
@@ -373,3 +407,61 @@ def test_kept_probabilities_come_with_the_same_mask() -> None:
     assert np.array_equal(kept.mask, (kept.probability > 0.4).astype(np.uint8)) or (
         np.mean(kept.mask != (kept.probability > 0.4)) < 1e-4  # float rounding at the cut only
     )
+
+
+# --- non-finite numbers ---------------------------------------------------------------------
+def test_nan_and_inf_voxels_are_replaced_by_the_normalization_mean_and_counted() -> None:
+    model = unet_model(seed=5)
+    segmenter = Segmenter(model, small_options())
+    clean = volume((20, 20, 20), seed=5).astype(np.float32)
+    dirty = clean.copy()
+    dirty[10, 10, 10], dirty[0, 3, 4], dirty[19, 0, 0] = np.nan, np.inf, -np.inf
+    filled = clean.copy()
+    filled[10, 10, 10] = filled[0, 3, 4] = filled[19, 0, 0] = 127.5  # the model's mean
+    result = segmenter.segment(dirty)
+    assert result.nonfinite_voxels == 3
+    assert result.notes == [
+        "3 non-finite voxel(s) (NaN or inf) replaced by 127.5, the model's normalization mean"
+    ]
+    np.testing.assert_array_equal(result.mask, segmenter.segment(filled).mask)
+    assert np.isnan(dirty[10, 10, 10])  # the caller's array is left as it was
+    assert segmenter.segment(clean).nonfinite_voxels == 0
+
+
+class NonFinite(torch.nn.Module):
+    """Returns inf where the input is above 1000 (never in warm-ups); under autocast only, if so
+    configured."""
+
+    only_under_autocast: ClassVar[bool] = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if autocast or not type(self).only_under_autocast:
+            return torch.where(x > 1000.0, torch.full_like(x, float("inf")), x)
+        return x
+
+
+def test_non_finite_outputs_are_an_error_of_that_volume() -> None:
+    model = SegmentationModel.from_module(NonFinite(), name="nonfinite", normalization=(0, 1))
+    segmenter = Segmenter(model, small_options(batch_size=1))
+    calm, wild = np.zeros((12, 12, 12), np.float32), np.zeros((12, 12, 12), np.float32)
+    wild[3, 3, 3] = 5000.0
+    results = dict(segmenter.segment_many([("calm", calm), ("wild", wild)]))
+    assert isinstance(results["calm"], VolumeResult)
+    assert isinstance(results["wild"], ModelError)
+    assert "returned non-finite values (NaN or inf)" in str(results["wild"])
+
+
+def test_non_finite_outputs_under_autocast_are_retried_in_fp32() -> None:
+    NonFinite.only_under_autocast = True
+    try:
+        model = SegmentationModel.from_module(NonFinite(), name="nonfinite", normalization=(0, 1))
+        segmenter = Segmenter(model, small_options(batch_size=1, amp="bf16"))
+        wild = np.zeros((12, 12, 12), np.float32)
+        wild[3, 3, 3] = 5000.0
+        result = segmenter.segment(wild)
+    finally:
+        NonFinite.only_under_autocast = False
+    assert result.precision == "fp32" and result.mask[3, 3, 3] == 1
+    (note,) = result.notes
+    assert note.endswith("under bf16; retrying in fp32")

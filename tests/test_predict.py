@@ -768,3 +768,28 @@ def test_an_id_that_cannot_name_a_zip_member_costs_only_its_volume(
     (failed,) = report.failed
     assert failed.status == "no-mask" and "holds a path separator" in failed.errors[0]
     assert validate_submission(out, {"1": SMALL}) == []
+
+
+def test_nan_voxels_are_warned_and_recorded_and_never_erase_the_mask(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    clean = np.random.default_rng(21).normal(127, 40, SMALL).astype(np.float32)
+    dirty = clean.copy()
+    dirty[8, 12, 12] = np.nan
+    tifffile.imwrite(images / "1.tif", dirty, photometric="minisblack")
+    filled = clean.copy()
+    filled[8, 12, 12] = 127.5  # the tiny model's normalization mean
+    log = _Lines()
+    predict(
+        images, tmp_path / "submission.zip", _options(tiny_model, workdir=tmp_path / "m"), log=log
+    )
+    engine = Segmenter(load_model(tiny_model), InferenceOptions(device="cpu"), log=_Lines())
+    np.testing.assert_array_equal(
+        read_volume(tmp_path / "m" / "1.tif"), engine.segment(filled).mask
+    )
+    (volume,) = _metrics(tmp_path / "metrics.json")["volumes"]
+    assert volume["status"] == "ok" and volume["nonfinite_voxels"] == 1
+    assert any("replaced by 127.5" in note for note in volume["notes"])
+    assert f"warning: {images / '1.tif'}: 1 NaN or inf voxel(s) replaced" in "\n".join(log.lines)

@@ -3,8 +3,13 @@
 :class:`Segmenter` probes the devices and settles precision and compilation with warm-up
 forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inference.sliding_window.blend_volume` per
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
-CPU. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in input
-order, and reduces mirror TTA when the measured pace would overrun the time budget.
+CPU; that back-off is the volume's own, and the next volume starts again from the probed settings
+on its device. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in
+input order, and reduces mirror TTA when the measured pace would overrun the time budget.
+
+Non-finite numbers: NaN and inf input voxels are replaced by the model's normalization mean (what
+the model reads as "no information"), counted, and noted on the volume; non-finite model outputs
+are an error of that volume (after one retry in fp32 when they came from fp16 or bf16).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +48,7 @@ from runtime.inference.probe import (
 from runtime.inference.sliding_window import (
     Blended,
     BlendSettings,
+    NonFiniteOutput,
     WindowPlan,
     blend_volume,
     blend_volume_with_probability,
@@ -94,11 +101,14 @@ class VolumeResult:
     tta_axes: tuple[int, ...]  # what was actually used (the time budget may reduce it)
     notes: list[str] = field(default_factory=list)  # fallbacks taken
     probability: np.ndarray | None = None  # float32 foreground probability, if kept
+    batch_size: int = 0  # windows per forward this volume ended with (after any back-off)
+    accumulation: str = "device"  # where its accumulator lived: "device", "slab" or "host"
+    nonfinite_voxels: int = 0  # NaN/inf input voxels, replaced by the normalization mean
 
 
 @dataclass
 class _Worker:
-    """One device's forward and its current (possibly backed-off) settings."""
+    """One device's forward and the settings its warm-up settled; every volume starts from them."""
 
     device: torch.device
     forward: BatchForward
@@ -106,7 +116,21 @@ class _Worker:
     batch_seconds: float
     peak_bytes: int | None  # device memory of one warm-up forward of ``probe_batch`` windows
     probe_batch: int
-    accumulate: str | None = None  # None: chosen per volume from free memory
+
+
+@dataclass
+class _Attempt:
+    """One volume's settings: the worker's, until an out-of-memory back-off changes them."""
+
+    worker: _Worker
+    device: torch.device
+    forward: BatchForward
+    batch_size: int
+    accumulate: str | None = None  # None: chosen from free memory; "host" once backed off
+
+    @classmethod
+    def starting(cls, worker: _Worker) -> _Attempt:
+        return cls(worker, worker.device, worker.forward, worker.batch_size)
 
 
 class Segmenter:
@@ -130,6 +154,8 @@ class Segmenter:
         self._log = log or _logger.info
         self._platform = platform or Platform()
         self.decisions: list[Decision] = []
+        self._cpu_fallback: BatchForward | None = None
+        self._cpu_lock = threading.Lock()
         self._check_options()
         # In the order given: a time budget drops axes from the end.
         self.tta_axes = tuple(dict.fromkeys(self.options.tta_axes))
@@ -218,10 +244,13 @@ class Segmenter:
     ) -> VolumeResult:
         _check_volume(volume)
         start = time.perf_counter()
+        volume, replaced = self._finite(volume, notes)
         plan = self._plan(volume)
         flips = flip_combinations(axes)
+        # A back-off is this volume's only: the next one starts again from the probed settings.
+        attempt = _Attempt.starting(worker)
         with _on(worker.device):
-            blended = self._blend_with_backoff(worker, volume, plan, flips, notes)
+            blended, accumulate = self._blend_with_backoff(attempt, volume, plan, flips, notes)
         mask = blended.mask
         assert mask is not None
         return VolumeResult(
@@ -229,26 +258,50 @@ class Segmenter:
             probability=blended.probability,
             foreground_fraction=float(mask.mean()),
             seconds=time.perf_counter() - start,
-            device=str(worker.device),
-            precision=worker.forward.precision,
-            compiled=worker.forward.compiled,
+            device=str(attempt.device),
+            precision=attempt.forward.precision,
+            compiled=attempt.forward.compiled,
             tta_axes=axes,
             notes=notes,
+            batch_size=attempt.batch_size,
+            accumulation=accumulate,
+            nonfinite_voxels=replaced,
         )
+
+    def _finite(self, volume: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
+        """The volume with NaN and inf voxels replaced, and how many there were.
+
+        A NaN fed to a convolution spreads over every window that sees it and then compares
+        false with the threshold, erasing the mask around it; the model's normalization mean
+        is what the model reads as "no information" (0 after normalization).
+        """
+        if volume.dtype.kind != "f":
+            return volume, 0
+        bad = ~np.isfinite(volume)
+        count = int(np.count_nonzero(bad))
+        if not count:
+            return volume, 0
+        fill = self.model.normalization[0]
+        note = (
+            f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
+            "normalization mean"
+        )
+        notes.append(note)
+        return np.where(bad, volume.dtype.type(fill), volume), count
 
     def _blend_with_backoff(
         self,
-        worker: _Worker,
+        attempt: _Attempt,
         volume: np.ndarray,
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
-    ) -> Blended:
+    ) -> tuple[Blended, str]:
         while True:
-            accumulate = worker.accumulate or self._accumulation(worker, plan, volume.dtype)
-            if accumulate != "device" and worker.accumulate is None:
+            accumulate = attempt.accumulate or self._accumulation(attempt, plan, volume.dtype)
+            if accumulate != "device" and attempt.accumulate is None:
                 note = (
-                    f"{accumulate} accumulation on {worker.device}: a whole-volume fp32 "
+                    f"{accumulate} accumulation on {attempt.device}: a whole-volume fp32 "
                     f"accumulator for {plan.padded_shape} does not fit in free memory"
                 )
                 notes.append(note)
@@ -256,68 +309,86 @@ class Segmenter:
             settings = BlendSettings(
                 patch=self.patch_size,
                 overlap=self.options.overlap,
-                batch_size=worker.batch_size,
+                batch_size=attempt.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
                 normalization=self.model.normalization,
                 accumulate=accumulate,
             )
-            seen = len(worker.forward.notes)
+            forward = attempt.forward
+            seen = len(forward.notes)
             try:
                 if self.options.keep_probability:
                     blended = blend_volume_with_probability(
-                        volume, worker.forward, settings, worker.device
+                        volume, forward, settings, attempt.device
                     )
                 else:
-                    mask = blend_volume(volume, worker.forward, settings, worker.device)
+                    mask = blend_volume(volume, forward, settings, attempt.device)
                     blended = Blended(mask=mask)
-                notes.extend(worker.forward.notes[seen:])
-                return blended
+                notes.extend(forward.notes[seen:])
+                return blended, accumulate
+            except NonFiniteOutput as error:
+                if forward.precision == "fp32":
+                    raise
+                # fp16 overflows where fp32 does not: this volume is tried again in fp32.
+                note = f"{first_line(error)} under {forward.precision}; retrying in fp32"
+                attempt.forward = forward.in_fp32()
+                notes.append(note)
+                self._log(note)
+                continue
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
                 reason = first_line(error)
             # Outside the except block the traceback, and the tensors its frames hold, are gone.
-            self._platform.empty_cache(worker.device)
-            note = self._back_off(worker, accumulate, reason, volume.shape)
+            self._platform.empty_cache(attempt.device)
+            note = self._back_off(attempt, accumulate, reason, volume.shape)
             notes.append(note)
             self._log(note)
 
     def _back_off(
-        self, worker: _Worker, accumulate: str, reason: str, shape: tuple[int, ...]
+        self, attempt: _Attempt, accumulate: str, reason: str, shape: tuple[int, ...]
     ) -> str:
-        """Take the next step of the out-of-memory chain; it sticks for later volumes."""
-        where = f"out of memory on {worker.device} at batch {worker.batch_size} ({reason})"
+        """Take the next step of the out-of-memory chain, for this volume only."""
+        where = f"out of memory on {attempt.device} at batch {attempt.batch_size} ({reason})"
         static_batch = self.model.static_input_shape and self.model.static_input_shape[0]
-        if worker.batch_size > 1 and not static_batch:
-            worker.batch_size //= 2
-            if worker.forward.compiled:
+        if attempt.batch_size > 1 and not static_batch:
+            attempt.batch_size //= 2
+            if attempt.forward.compiled:
                 # The compiled graph was checked against eager for the probed batch shape only; a
                 # new one would recompile lazily and unchecked, in a worker thread that may run
                 # beside another GPU's (dynamo is not thread-safe).
-                worker.forward = worker.forward.eager()
-                return f"{where}; retrying with batch {worker.batch_size}, eager"
-            return f"{where}; retrying with batch {worker.batch_size}"
-        if worker.device.type != "cpu" and accumulate != "host":
-            worker.accumulate = "host"
+                attempt.forward = attempt.forward.eager()
+                return f"{where}; retrying with batch {attempt.batch_size}, eager"
+            return f"{where}; retrying with batch {attempt.batch_size}"
+        if attempt.device.type != "cpu" and accumulate != "host":
+            attempt.accumulate = "host"
             return f"{where}; retrying with accumulation on the host"
-        current = worker.forward
+        current = attempt.forward
         if current.device.type != "cpu" or current.precision != "fp32" or current.compiled:
-            worker.forward = cpu_fallback(self.model)
-            worker.device = torch.device("cpu")
-            worker.batch_size = self.batch_size
-            worker.accumulate = None
+            attempt.forward = self._cpu_forward()
+            attempt.device = torch.device("cpu")
+            attempt.batch_size = self.batch_size
+            attempt.accumulate = None
             return f"{where}; retrying on the CPU (fp32, eager)"
         raise InferenceError(
             f"out of memory on the CPU at batch 1 ({reason}) for a volume of shape "
             f"{tuple(shape)}: it needs more RAM than this machine has"
         )
 
-    def _accumulation(self, worker: _Worker, plan: WindowPlan, dtype: np.dtype) -> str:
-        memory = self._platform.free_memory(worker.device)  # None: the CPU, RAM is plenty
+    def _cpu_forward(self) -> BatchForward:
+        """The last resort, made once and shared by every worker that falls back to it."""
+        with self._cpu_lock:
+            if self._cpu_fallback is None:
+                self._cpu_fallback = cpu_fallback(self.model)
+            return self._cpu_fallback
+
+    def _accumulation(self, attempt: _Attempt, plan: WindowPlan, dtype: np.dtype) -> str:
+        memory = self._platform.free_memory(attempt.device)  # None: the CPU, RAM is plenty
         if memory is None:
             return "device"
-        working = (worker.peak_bytes or 0) * worker.batch_size // worker.probe_batch
+        worker = attempt.worker
+        working = (worker.peak_bytes or 0) * attempt.batch_size // worker.probe_batch
         mode = choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),

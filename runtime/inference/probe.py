@@ -237,6 +237,10 @@ class BatchForward:
         """The same forward without compilation."""
         return BatchForward(self.model, self.device, self.precision, self.channels_last)
 
+    def in_fp32(self) -> BatchForward:
+        """The same replica, eager and without autocast."""
+        return BatchForward(self.model, self.device, "fp32", self.channels_last)
+
     def _run(
         self, function: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
     ) -> torch.Tensor:
