@@ -465,3 +465,93 @@ def test_non_finite_outputs_under_autocast_are_retried_in_fp32() -> None:
     assert result.precision == "fp32" and result.mask[3, 3, 3] == 1
     (note,) = result.notes
     assert note.endswith("under bf16; retrying in fp32")
+
+
+# --- several GPUs (simulated) ---------------------------------------------------------------
+class FakeT4s(Platform):
+    """``count`` T4s that pass their test op; the warm-ups are simulated (see below)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def torch_version(self) -> str:
+        return "2.10.0+cu128"
+
+    def cuda_device_count(self) -> int:
+        return self.count
+
+    def device_name(self, index: int) -> str:
+        return "Tesla T4"
+
+    def capability(self, index: int) -> tuple[int, int]:
+        return (7, 5)
+
+    def smoke_test(self, device: str) -> None:
+        pass
+
+    def empty_cache(self, device: torch.device) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("gpus", "failing", "expected"),
+    [(2, {"cuda:1"}, ["cuda:0"]), (2, {"cuda:0"}, ["cuda:1"]), (1, {"cuda:0"}, ["cpu"])],
+)
+def test_a_gpu_whose_warm_up_runs_out_of_memory_is_dropped_unless_no_gpu_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+    simulated: SegmentationModel,
+    gpus: int,
+    failing: set[str],
+    expected: list[str],
+) -> None:
+    import runtime.inference.engine as engine
+
+    real = engine.prepare_forward
+
+    def warm_up(model, device, batch_shape, **_):  # type: ignore[no-untyped-def]
+        if str(device) in failing:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        # A working fake GPU warms up on the CPU: only the engine's choice of workers is tested.
+        return real(model, torch.device("cpu"), batch_shape, amp="off", compile=False)
+
+    monkeypatch.setattr(engine, "prepare_forward", warm_up)
+    segmenter = Segmenter(simulated, small_options(batch_size=2), platform=FakeT4s(gpus))
+    assert segmenter.devices == expected
+    (dropped,) = [d for d in segmenter.decisions if d.value.endswith(" dropped")]
+    assert dropped.value == f"{min(failing)} dropped"
+    assert "warm-up ran out of memory at batch 1" in dropped.reason
+    devices = [d.value for d in segmenter.decisions if d.name == "device"]
+    assert devices[-1] == (expected[0] if expected == ["cpu"] else f"{min(failing)} dropped")
+
+
+# --- the time budget, from the start of the run ---------------------------------------------
+def test_the_time_budget_counts_from_the_start_and_reserves_the_zipping() -> None:
+    def first_axes(**changes) -> tuple[int, ...]:
+        clock = FakeClock()
+        clock.now = 50.0
+        values = {"total": 10, "workers": 1, "batch_seconds": 0.01, "log": [].append}
+        values.update(changes)
+        budget = TimeBudget(100.0, (0, 1, 2), clock=clock, **values)  # type: ignore[arg-type]
+        return budget.axes_for(27, 2)[0]
+
+    # 27 windows x 8 passes / batch 2 = 108 batches x 0.01 s x 10 volumes = 10.8 s.
+    assert first_axes() == (0, 1, 2)  # started now: 10.8 s of 90 s
+    assert first_axes(start=0.0) == (0, 1, 2)  # 50 s spent loading: 60.8 s still fits
+    assert first_axes(start=0.0, after=lambda: 30.0) == (0, 1)  # 90.8 s with the zipping
+
+
+def test_a_budget_without_tta_to_cut_says_so_and_warns_once_when_over(
+    simulated: SegmentationModel,
+) -> None:
+    log: list[str] = []
+    budget = TimeBudget(10.0, (), total=5, workers=1, batch_seconds=1.0, log=log.append)
+    # 4 windows / batch 2 = 2 batches x 1 s x 5 volumes = 10 s, over 90% of 10 s.
+    axes, message = budget.axes_for(4, 2)
+    assert axes == () and "over the budget, and there is no mirror TTA to cut" in message
+    assert log == [f"warning: {message}"]
+    assert budget.axes_for(4, 2) == ((), None)  # once
+
+    segmenter = Segmenter(simulated, small_options(time_budget=3600.0))
+    list(segmenter.segment_many([("a", volume((12, 12, 12)))]))
+    (decision,) = [d for d in segmenter.decisions if d.name == "time_budget"]
+    assert decision.value == "3600 s, warning only" and "no mirror TTA to cut" in decision.reason

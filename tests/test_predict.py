@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -793,3 +794,29 @@ def test_nan_voxels_are_warned_and_recorded_and_never_erase_the_mask(
     assert volume["status"] == "ok" and volume["nonfinite_voxels"] == 1
     assert any("replaced by 127.5" in note for note in volume["notes"])
     assert f"warning: {images / '1.tif'}: 1 NaN or inf voxel(s) replaced" in "\n".join(log.lines)
+
+
+def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime.inference.models
+
+    real_load = runtime.inference.models.load_model
+
+    def slow_load(spec, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(2.0)  # a big model takes a while to load: the budget counts it
+        return real_load(spec, **kwargs)
+
+    monkeypatch.setattr(runtime.inference.models, "load_model", slow_load)
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=22)
+    options = _options(tiny_model, inference=InferenceOptions(device="cpu", time_budget=0.5))
+    log = _Lines()
+    predict(root, tmp_path / "submission.zip", options, log=log)
+    warnings = [line for line in log.lines if line.startswith("warning: time budget: ")]
+    assert len(warnings) == 1 and "there is no mirror TTA to cut" in warnings[0]
+    used = float(warnings[0].split("time budget: ")[1].split(" s used")[0])
+    assert used >= 2  # the 2 s of loading (and the warm-ups) are in the count
+    decisions = _metrics(tmp_path / "metrics.json")["run"]["decisions"]
+    assert {"name": "time_budget", "value": "0.5 s, warning only"}.items() <= next(
+        d for d in decisions if d["name"] == "time_budget"
+    ).items()

@@ -86,6 +86,9 @@ class InferenceOptions:
     amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
     compile: bool | None = None  # None = decided by the probe
     time_budget: float | None = None  # seconds for the whole run (segment_many)
+    # time.monotonic() when the run began, which the budget counts from (None: when the
+    # Segmenter was created, so model loading is not counted but warm-ups are).
+    time_budget_start: float | None = None
     # Also return each volume's blended foreground probability (float32, the volume's shape).
     keep_probability: bool = False
 
@@ -149,6 +152,7 @@ class Segmenter:
         *,
         platform: Platform | None = None,
     ) -> None:
+        self._created = time.monotonic()
         self.model = model
         self.options = options or InferenceOptions()
         self._log = log or _logger.info
@@ -164,8 +168,8 @@ class Segmenter:
         self.patch_size = self._choose_patch()
         self.batch_size = self._choose_batch()
         self._decide(_normalization_decision(model))
-        self._workers = [self._prepare(device, first=i == 0) for i, device in enumerate(devices)]
-        if devices[0].type == "cpu":
+        self._workers = self._prepare_all(devices)
+        if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
         passes = 2 ** len(self.tta_axes)
         self._decide(
@@ -193,15 +197,21 @@ class Segmenter:
         return self._segment(self._workers[0], volume, self.tta_axes, [])
 
     def segment_many(
-        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
+        self,
+        items: Iterable[tuple[str, np.ndarray]],
+        total: int | None = None,
+        *,
+        after_seconds: Callable[[], float] | None = None,
     ) -> Iterator[tuple[str, VolumeResult | Exception]]:
         """Segment ``(name, volume)`` pairs, spread over the devices, yielded in input order.
 
         A volume that fails yields its exception and the others go on. ``total`` (or ``len`` of
-        ``items``) lets the time budget predict the end of the run.
+        ``items``) lets the time budget predict the end of the run; ``after_seconds`` says how
+        long the caller will still need after the last volume (zipping), asked at each check.
         """
         if total is None and hasattr(items, "__len__"):
             total = len(items)  # type: ignore[arg-type]
+        start = self.options.time_budget_start
         budget = TimeBudget(
             self.options.time_budget,
             self.tta_axes,
@@ -209,15 +219,23 @@ class Segmenter:
             workers=len(self._workers),
             batch_seconds=self._workers[0].batch_seconds,
             log=self._log,
+            start=self._created if start is None else start,
+            after=after_seconds,
         )
         if self.options.time_budget is not None:
-            if budget.active:
+            seconds = f"{self.options.time_budget:g} s"
+            if not budget.active:
+                reason = "the number of volumes is unknown"
+                self._decide(Decision("time_budget", "inactive", reason))
+            elif self.tta_axes:
                 reason = "mirror TTA is cut for the remaining volumes if the pace would overrun"
-                self._decide(Decision("time_budget", f"{self.options.time_budget:g} s", reason))
+                self._decide(Decision("time_budget", seconds, reason))
             else:
-                self._decide(
-                    Decision("time_budget", "inactive", "the number of volumes is unknown")
+                reason = (
+                    "no mirror TTA to cut (--tta): the budget can only warn when the run is "
+                    "predicted to overrun it"
                 )
+                self._decide(Decision("time_budget", f"{seconds}, warning only", reason))
         workers = [functools.partial(self._segment_budgeted, w, budget) for w in self._workers]
         return ordered_map(items, workers)
 
@@ -229,7 +247,8 @@ class Segmenter:
         n_windows = self._plan(volume).n_windows
         axes, message = budget.axes_for(n_windows, worker.batch_size)
         if message:
-            self.decisions.append(Decision("tta", _axes_text(axes), message))
+            name = "tta" if self.tta_axes else "time_budget"
+            self.decisions.append(Decision(name, _axes_text(axes), message))
         batch = worker.batch_size
         try:
             result = self._segment(worker, volume, axes, [message] if message else [])
@@ -402,8 +421,24 @@ class Segmenter:
         return plan_windows(volume.shape, self.patch_size, self.options.overlap)
 
     # --- set-up ---------------------------------------------------------------------------
-    def _prepare(self, device: torch.device, *, first: bool) -> _Worker:
-        """Warm up on ``device``; a warm-up out of memory halves the batch, then uses the CPU."""
+    def _prepare_all(self, devices: list[torch.device]) -> list[_Worker]:
+        """One worker per device that warms up; the CPU only if no GPU does.
+
+        A GPU that runs out of memory even at batch 1 is dropped: beside GPUs that work, a CPU
+        worker would take volumes at a fraction of their pace and finish last.
+        """
+        prepared = [self._prepare(device, first=i == 0) for i, device in enumerate(devices)]
+        workers = [worker for worker in prepared if worker is not None]
+        if workers:
+            return workers
+        reason = "no GPU's warm-up fits in its memory, even at batch 1; using the CPU"
+        self._decide(Decision("device", "cpu", reason))
+        cpu = self._prepare(torch.device("cpu"), first=False)
+        assert cpu is not None  # the CPU raises rather than being dropped
+        return [cpu]
+
+    def _prepare(self, device: torch.device, *, first: bool) -> _Worker | None:
+        """Warm up on ``device``; out of memory halves the batch, then drops a GPU (None)."""
         batch = self.batch_size
         static_batch = bool(self.model.static_input_shape and self.model.static_input_shape[0])
         while True:
@@ -437,9 +472,9 @@ class Segmenter:
                     f"the warm-up forward of a {batch}-window batch of {self.patch_size} ran out "
                     f"of memory on the CPU ({reason}); use a smaller patch size"
                 )
-            why = f"{device} ran out of memory at batch {batch} ({reason}); using the CPU"
-            self._decide(Decision("device", "cpu", why))
-            device, batch, first = torch.device("cpu"), self.batch_size, False
+            why = f"its warm-up ran out of memory at batch {batch} ({reason})"
+            self._decide(Decision("device", f"{device} dropped", why))
+            return None
         for decision in prepared.decisions:
             if not first:
                 decision.reason = f"{device}: {decision.reason}"
