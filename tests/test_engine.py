@@ -555,3 +555,51 @@ def test_a_budget_without_tta_to_cut_says_so_and_warns_once_when_over(
     list(segmenter.segment_many([("a", volume((12, 12, 12)))]))
     (decision,) = [d for d in segmenter.decisions if d.name == "time_budget"]
     assert decision.value == "3600 s, warning only" and "no mirror TTA to cut" in decision.reason
+
+
+# --- windows too big for any memory, and models that return probabilities -------------------
+class LittleMemory(Platform):
+    def host_free_memory(self) -> int:
+        return 2**30
+
+
+def test_a_window_that_fits_in_no_memory_is_refused_before_any_warm_up() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InferenceError) as refused:
+        Segmenter(
+            unet_model(),
+            InferenceOptions(patch_size=(1000, 1000, 1000), device="cpu"),
+            platform=LittleMemory(),
+        )
+    message = str(refused.value)
+    assert message.startswith("a window of 1000x1000x1000 needs about ")
+    assert "more than the 1.0 GiB of memory free on any device here" in message
+    assert "use a patch size of at most about " in message and "\n" not in message
+    assert time.perf_counter() - started < 60  # estimated on the meta device, never run
+    from runtime.inference.probe import estimate_forward_bytes
+
+    # Sane: more than the input and output windows, less than what 1000 channels would need.
+    needed = estimate_forward_bytes(unet_model(), (1, 1, 32, 32, 32))
+    assert needed is not None and 2 * 4 * 32**3 < needed < 1000 * 4 * 32**3
+
+
+class EndsInSigmoid(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv(x))
+
+
+def test_a_model_that_ends_in_a_sigmoid_is_warned_about() -> None:
+    log: list[str] = []
+    model = SegmentationModel.from_module(EndsInSigmoid(), name="probabilities")
+    Segmenter(model, small_options(batch_size=1), log=log.append)
+    (warning,) = [line for line in log if "outputs in [0, 1]" in line]
+    assert warning.startswith("decision: warning = outputs in [0, 1] (every warm-up output of")
+    assert "ends in a sigmoid" in warning and "export it without its final sigmoid" in warning
+    log.clear()
+    logits = SegmentationModel.from_module(Simulated(), name="logits", normalization=(128, 50))
+    Segmenter(logits, small_options(batch_size=1), log=log.append)
+    assert log and not [line for line in log if "outputs in [0, 1]" in line]

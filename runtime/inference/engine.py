@@ -40,6 +40,7 @@ from runtime.inference.probe import (
     Decision,
     Platform,
     cpu_fallback,
+    estimate_forward_bytes,
     is_out_of_memory,
     prepare_forward,
     probe_devices,
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 DEFAULT_PATCH = (128, 128, 128)
+_ESTIMATED_FROM = 2**23  # window voxels (about 203^3) from which memory is estimated first
 _logger = logging.getLogger("runtime.inference.engine")
 
 
@@ -167,6 +169,7 @@ class Segmenter:
         self._decide(device_decision)
         self.patch_size = self._choose_patch()
         self.batch_size = self._choose_batch()
+        self._check_patch_fits(devices)
         self._decide(_normalization_decision(model))
         self._workers = self._prepare_all(devices)
         if self._workers[0].device.type == "cpu":
@@ -516,6 +519,37 @@ class Segmenter:
             source += f", rounded up to multiples of {multiple}"
         self._decide(Decision("patch_size", _shape_text(patch), source))
         return patch  # type: ignore[return-value]
+
+    def _check_patch_fits(self, devices: list[torch.device]) -> None:
+        """Refuse a window that fits nowhere, before a warm-up tries it (and fills the RAM).
+
+        One window's forward is estimated on the meta device and compared with the memory of
+        the largest place it could run: the host (the last resort) or a GPU. Windows under
+        _ESTIMATED_FROM voxels are not estimated: any sane model fits them, and the estimate's
+        first run costs seconds of imports.
+        """
+        voxels = math.prod(self.patch_size)
+        if voxels < _ESTIMATED_FROM:
+            return
+        places = [self._platform.host_free_memory()]
+        places += [
+            memory[0]
+            for device in devices
+            if (memory := self._platform.free_memory(device)) is not None
+        ]
+        room = max((place for place in places if place is not None), default=None)
+        needed = estimate_forward_bytes(self.model, (1, 1, *self.patch_size))
+        if room is None or needed is None or needed <= room:
+            return
+        multiple = self.model.size_multiple
+        # Activations grow with the window's voxels; 80% of the room leaves some to the rest.
+        side = int((voxels * 0.8 * room / needed) ** (1 / 3)) // multiple * multiple
+        raise InferenceError(
+            f"a window of {_shape_text(self.patch_size)} needs about {needed / 2**30:.1f} GiB "
+            f"for one forward of model {self.model.name} (estimated without running it), more "
+            f"than the {room / 2**30:.1f} GiB of memory free on any device here; use a "
+            f"patch size of at most about {max(side, multiple)} per axis (--patch-size)"
+        )
 
     def _choose_batch(self) -> int:
         static = self.model.static_input_shape
