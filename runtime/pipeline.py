@@ -5,18 +5,27 @@ next volume, the engine segments the current one, and a writer thread post-proce
 the previous mask. Queues between them hold at most ``prefetch`` volumes, so host memory stays
 bounded however many volumes there are.
 
-Failure policy (one bad volume must not cost the submission):
+Before any work, every output is checked against the inputs and each other, and an earlier
+submission.zip is moved to ``<name>.previous.zip``, so that a failed or killed run never leaves it
+where the scorer looks (see :mod:`runtime.volumes.outputs`).
 
-* a volume that cannot be read or segmented but whose shape is known from its header gets an
-  all-zero mask, so the zip stays valid; the error is logged and recorded in metrics.json.
+Failure policy (one bad volume must not cost the submission; any exception of one volume, memory
+included, is that volume's):
+
+* a volume that cannot be read or segmented but whose shape is known from a plausible header gets
+  an all-zero mask, so the zip stays valid; the error is logged and recorded in metrics.json.
 * a volume with no usable shape (an id from test.csv with no file, a non-TIFF, a 2D image, a
-  broken header) cannot get a mask. The others are still processed, then the run fails naming
-  those ids and keeps the zip as ``<name>.partial.zip``: a zip missing an id scores nothing, so it
-  is never written under the real name. ``allow_missing`` writes it there anyway.
+  broken header or one claiming more data than its file holds, a stand-in that does not fit in
+  memory), or whose id cannot name a zip member, cannot get a mask. The others are still
+  processed, then the run fails naming those ids and keeps the zip as ``<name>.partial.zip``: a
+  zip missing an id scores nothing, so it is never written under the real name.
+  ``allow_missing`` writes it there anyway.
+* non-finite voxels are replaced by the engine (see :mod:`runtime.inference.engine`), counted in
+  metrics.json and warned about.
 * ``strict`` turns every error into a failure: missing ids stop the run before any work, and a
   zero-mask stand-in makes it end with an error and a ``.partial.zip`` instead of submission.zip.
 
-metrics.json is written whatever happens.
+metrics.json is written whatever happens once the outputs are checked.
 """
 
 from __future__ import annotations
@@ -105,9 +114,10 @@ def predict(
 
     ``segmenter`` reuses an engine that is already set up (its model and options win over
     ``options.models`` and ``options.inference``). Raises :class:`InputError` for unusable
-    inputs, :class:`SubmissionError` when the zip would be incomplete or ``strict`` saw errors,
-    and :class:`ModelError` from model loading. metrics.json is written in every case that got
-    as far as finding the inputs.
+    inputs, :class:`OutputError` for outputs that would overwrite an input or each other or
+    cannot be written, :class:`SubmissionError` when the zip would be incomplete or ``strict``
+    saw errors, and :class:`ModelError` from model loading. metrics.json is written in every
+    case that got past the checks of the inputs and outputs.
     """
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
