@@ -279,7 +279,10 @@ def _buffer_mutation(entries: dict[str, bytes]) -> None:
         (_set_target("builtins.exec"), "calls 'builtins.exec', which is not a PyTorch operator"),
         (_set_target("torch.ops.load_library.x.y"), "not a PyTorch operator"),
         (_set_target("torch.ops.aten.__class__.x"), "not a PyTorch operator"),
-        (_set_target("torch.ops.higher_order.cond.default"), "higher_order.cond.default (control flow"),
+        (
+            _set_target("torch.ops.higher_order.cond.default"),
+            "higher_order.cond.default (control flow",
+        ),
         (_add_entry("data/aotinductor/model/model.so"), "AOTInductor-compiled native code"),
         (_add_entry("data/weights/model.pt"), "weights stored as a pickle"),
         (_add_entry("data/executorch/model.bin"), "a payload of a kind this runtime does not"),
