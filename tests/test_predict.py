@@ -15,6 +15,7 @@ import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -281,9 +282,9 @@ class _FailingSegmenter(Segmenter):
     fail_id = ""
 
     def segment_many(
-        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
+        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None, **options: Any
     ) -> Iterator[tuple[str, VolumeResult | Exception]]:
-        for name, outcome in super().segment_many(items, total):
+        for name, outcome in super().segment_many(items, total, **options):
             if name == self.fail_id:
                 yield name, RuntimeError("CUDA error: an illegal memory access (simulated)")
             else:
@@ -337,8 +338,8 @@ def test_reading_and_writing_run_beside_the_engine(
     monkeypatch.setattr(runtime.volumes.tiff, "write_mask", recording_write)
 
     class _Recording(Segmenter):
-        def segment_many(self, items, total=None):  # type: ignore[no-untyped-def]
-            for name, outcome in super().segment_many(items, total):
+        def segment_many(self, items, total=None, **options):  # type: ignore[no-untyped-def]
+            for name, outcome in super().segment_many(items, total, **options):
                 with lock:
                     events.append(("result", name, threading.current_thread().name))
                 yield name, outcome

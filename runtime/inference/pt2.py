@@ -86,6 +86,11 @@ _PYTHON_OPERATORS: dict[str, Callable[..., Any]] = {
     },
 }
 _HINT = "export the model with torch.export.export(model.eval(), ...) and torch.export.save"
+_LEGACY = ("serialized_exported_program.json", "serialized_state_dict.pt")  # torch < 2.8
+_LEGACY_REFUSAL = (
+    "an old .pt2 layout (torch < 2.8) that stores its weights as a pickle, and unpickling could "
+    f"run arbitrary code; re-save it with a current torch ({_HINT})"
+)
 
 
 def load_pt2(path: Path) -> tuple[ExportedGraph, tuple[int | None, ...]]:
@@ -118,6 +123,8 @@ class _Reader:
         self.entries: dict[str, zipfile.ZipInfo] = {}
         roots = {info.filename.split("/", 1)[0] for info in archive.infolist()}
         if len(roots) != 1:
+            if {Path(n).name for n in archive.namelist()} & set(_LEGACY):
+                raise self.refuse(_LEGACY_REFUSAL)
             raise self.refuse(f"expected one root folder, found {len(roots)}")
         (root,) = roots
         for info in archive.infolist():
@@ -151,11 +158,8 @@ class _Reader:
 
     def _check_entries(self) -> None:
         names = sorted(self.entries)
-        if "serialized_exported_program.json" in names or "serialized_state_dict.pt" in names:
-            raise self.refuse(
-                "an old .pt2 layout (torch < 2.8) that stores its weights as a pickle, and "
-                f"unpickling could run arbitrary code; re-save it with a current torch ({_HINT})"
-            )
+        if set(names) & set(_LEGACY):
+            raise self.refuse(_LEGACY_REFUSAL)
         for name in names:
             if name.startswith("data/aotinductor/"):
                 raise self.refuse(
