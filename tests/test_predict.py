@@ -596,21 +596,22 @@ def _read_only_folder_reason() -> str | None:
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
 def test_unwritable_outputs_and_a_failing_warm_up_are_one_line_errors(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from runtime.__main__ import main
+
+    def last_error(*args: str) -> str:
+        assert main(["predict", *args, "--no-progress"]) == 2
+        return capsys.readouterr().err.splitlines()[-1]  # a traceback would end otherwise
+
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=15)
     (tmp_path / "a-file").write_text("x")
-    under_a_file = _cli(str(root), "--model", str(tiny_model), "-o", f"{tmp_path}/a-file/s.zip")
-    assert under_a_file.returncode == 2 and "Traceback" not in under_a_file.stderr
-    assert under_a_file.stderr.splitlines()[-1] == (
+    assert last_error(str(root), "--model", str(tiny_model), "-o", f"{tmp_path}/a-file/s.zip") == (
         f"error: -o {tmp_path}/a-file/s.zip: cannot be written, {tmp_path}/a-file is a file, "
         "not a folder"
     )
-
     torch.jit.script(_RaisesInForward()).save(str(tmp_path / "raises.ts"))
-    broken = _cli(str(root), "--model", str(tmp_path / "raises.ts"), "-o", str(tmp_path / "s.zip"))
-    assert broken.returncode == 2 and "Traceback" not in broken.stderr
-    last = broken.stderr.splitlines()[-1]
+    last = last_error(str(root), "--model", str(tmp_path / "raises.ts"), "-o", f"{tmp_path}/s.zip")
     assert last.startswith("error: model raises: its warm-up forward of a 2-window batch of")
     assert "failed on cpu" in last and "the network is broken" in last
 
@@ -619,14 +620,19 @@ def test_unwritable_outputs_and_a_failing_warm_up_are_one_line_errors(
         pytest.skip(f"a read-only folder needs a mount namespace: {reason}")
     read_only = tmp_path / "read-only"
     read_only.mkdir()
-    command = [sys.executable, "-m", "runtime", "predict", str(root), "--model", str(tiny_model)]
-    script = (
-        f"mount -t tmpfs -o ro tmpfs {read_only} && cd {PROJECT_ROOT} && "
-        f"{' '.join(command)} -o {read_only}/s.zip; "
-        f"{' '.join(command)} -o {tmp_path}/s.zip --workdir {read_only}/masks"
+    code = (
+        "import sys; from runtime.__main__ import main; "
+        f"common = ['predict', {str(root)!r}, '--model', {str(tiny_model)!r}]; "
+        f"main([*common, '-o', '{read_only}/s.zip']); "
+        f"main([*common, '-o', '{tmp_path}/s.zip', '--workdir', '{read_only}/masks'])"
     )
+    script = f'mount -t tmpfs -o ro tmpfs {read_only} && {sys.executable} -c "{code}"'
     completed = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert "Traceback" not in completed.stderr
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
