@@ -31,16 +31,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the submission zip to write, or a folder to write submission.zip into "
         "(default: submission.zip)",
     )
+    add_predict_options(parser)
 
+
+def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool = True) -> None:
+    """Every option of predict but INPUT and -o, with the types that check them.
+
+    ``python -m bundler kernel`` takes the same options (without ``--model``: its models come
+    from Kaggle sources) through this function, so a notebook is generated only with options
+    that predict accepts, checked before anything is written.
+    """
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="PATH|demo",
-        help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
-        "file; repeat for an ensemble (default: demo)",
-    )
+    if model_option:
+        model.add_argument(
+            "--model",
+            action="append",
+            dest="models",
+            metavar="PATH|demo",
+            help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
+            "file; repeat for an ensemble (default: demo)",
+        )
     model.add_argument(
         "--ensemble-mode",
         default="probabilities",
@@ -69,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--overlap",
-        type=float,
+        type=_overlap,
         metavar="F",
         help="window overlap in [0, 1) (default: the model's, else 0.5)",
     )
@@ -82,7 +92,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--threshold",
-        type=float,
+        type=_probability,
         metavar="P",
         help="foreground probability threshold (default: the model's, else 0.5)",
     )
@@ -186,10 +196,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ensemble_problem(model_count: int, weights: list[float] | None) -> str | None:
+    """What is wrong with --ensemble-weights for ``model_count`` models, or None."""
+    if weights is None:
+        return None
+    if len(weights) != model_count:
+        return f"{len(weights)} --ensemble-weights given for {model_count} model(s)"
+    if not all(w > 0 and w != float("inf") for w in weights):
+        return f"--ensemble-weights must be positive numbers, got {weights}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from runtime.contract.errors import ModelError
     from runtime.inference.engine import InferenceOptions
     from runtime.pipeline import PredictOptions, predict
     from runtime.volumes.postprocess import PostprocessOptions
+
+    problem = ensemble_problem(len(args.models or ["demo"]), args.ensemble_weights)
+    if problem:
+        raise ModelError(problem)
 
     inference = InferenceOptions(
         patch_size=args.patch_size,
@@ -271,6 +297,27 @@ def _tta_axes(text: str) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise argparse.ArgumentTypeError(f"an axis is repeated in {text!r}")
     return tuple(axes)
+
+
+def _overlap(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1), got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def _floats(text: str) -> list[float]:
