@@ -1,4 +1,8 @@
-"""``python -m bundler`` / ``kaggle-bundle``: build, verify and list targets (a thin CLI)."""
+"""``python -m bundler`` / ``kaggle-bundle``: build, verify, list targets, prepare the Kaggle side.
+
+``kernel`` and ``model`` live in their own modules (``bundler.kernel_command``,
+``bundler.model_command``: ``configure(parser)`` and ``run(args)``).
+"""
 
 from __future__ import annotations
 
@@ -90,6 +94,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("profiles", help="list the built-in target profiles")
+
+    from bundler import kernel_command, model_command
+
+    model_command.configure(
+        sub.add_parser("model", help="check a model on the CPU and write its Kaggle upload folder")
+    )
+    # Full option names only: the predict options go to the notebook exactly as typed.
+    kernel_command.configure(
+        sub.add_parser(
+            "kernel",
+            allow_abbrev=False,
+            help="write the offline submission notebook and kernel-metadata.json",
+        )
+    )
     return parser  # fmt: skip
 
 
@@ -175,8 +193,13 @@ def _run_profiles(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
-    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles}
+    args.argv = argv  # `kernel` passes its predict options on exactly as typed
+    from bundler import kernel_command, model_command
+
+    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles,
+                "kernel": kernel_command.run, "model": model_command.run}  # fmt: skip
     try:
         return commands[args.command](args)
     except KaggleOfflineError as error:
