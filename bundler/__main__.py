@@ -159,6 +159,13 @@ def _run_build(args: argparse.Namespace) -> int:
         + ("" if result.resolved else " (cached resolution, no pip run)")
     )
     print(f"  took      {result.seconds:.2f} s")
+    from bundler.updates import upload_command, wheel_changes
+
+    previous = result.previous
+    changes = None
+    if previous is not None:
+        changes = wheel_changes(previous.wheels, {e.name: e.version for e in manifest.wheels})
+        print(f"  changes   {changes.summary()} (since the last build in this folder)")
     for warning in result.warnings:
         print(f"warning: {warning}")
     from bundler.verification import verify
@@ -166,8 +173,20 @@ def _run_build(args: argparse.Namespace) -> int:
     dataset_problems = [p for p in verify(result.output_dir) if "dataset-metadata" in p]
     for problem in dataset_problems:
         print(f"note: {problem}")
-    print(f"next: kaggle datasets create -p {result.output_dir} --dir-mode zip")
+    dataset_id = _dataset_id(result.output_dir)
+    print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
+    owner = dataset_id.partition("/")[0]
+    print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
+          "--framework pyTorch --variation default")  # fmt: skip
     return 0
+
+
+def _dataset_id(folder: Path) -> str:
+    import json
+
+    from bundler.dataset import FILENAME
+
+    return str(json.loads((folder / FILENAME).read_text(encoding="utf-8")).get("id", ""))
 
 
 def _run_verify(args: argparse.Namespace) -> int:
