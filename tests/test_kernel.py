@@ -157,6 +157,8 @@ def test_a_bad_reference_is_one_line_before_any_file(
         (["--threshold", "1.5"], "argument --threshold: must be a probability in (0, 1)"),
         (["--overlap", "1"], "argument --overlap: must be in [0, 1)"),
         (["--time-budget", "soon"], "argument --time-budget: give a duration"),
+        (["--device", "gpu"], "argument --device: use auto, cpu, cuda or cuda:N"),
+        (["--ensemble-mode", "mean"], "argument --ensemble-mode: invalid choice: 'mean'"),
         (["--model", "demo"], "unrecognized arguments: --model demo"),
         (["--time", "8h"], "unrecognized arguments: --time 8h"),  # full names only
     ],
@@ -364,3 +366,10 @@ def test_predict_itself_refuses_weights_that_do_not_match_its_models(
     status = main(["predict", str(tmp_path), "--model", "demo", "--ensemble-weights", "1,2"])
     assert status == 2
     assert capsys.readouterr().err == "error: 2 --ensemble-weights given for 1 model(s)\n"
+
+
+def test_predict_knows_the_ensemble_modes_the_models_module_has() -> None:
+    from runtime.commands.predict import ENSEMBLE_MODES
+    from runtime.inference import models
+
+    assert ENSEMBLE_MODES == models.ENSEMBLE_MODES

@@ -12,6 +12,10 @@ import re
 from pathlib import Path
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
+_DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+# runtime.inference.models.ENSEMBLE_MODES, repeated because that module imports torch
+# (tests/test_kernel.py checks that the two agree).
+ENSEMBLE_MODES = ("probabilities", "logits")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 
 
@@ -54,6 +58,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     model.add_argument(
         "--ensemble-mode",
         default="probabilities",
+        choices=ENSEMBLE_MODES,
         metavar="MODE",
         help="how ensemble members are averaged: probabilities (default) or logits",
     )
@@ -104,7 +109,9 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         help="mirror test-time augmentation over these spatial axes, e.g. 0,1,2; "
         "'none' (default) or 'all'",
     )
-    engine.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    engine.add_argument(
+        "--device", default="auto", type=_device, help="auto (default), cpu, cuda or cuda:N"
+    )
     engine.add_argument(
         "--amp",
         default="auto",
@@ -341,6 +348,12 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}")
     return seconds
+
+
+def _device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"use auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def _zip_path(text: str) -> Path:
