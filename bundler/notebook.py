@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import nbformat
-
 from bundler.errors import BundlerError
 from runtime import __version__
 
@@ -48,6 +46,7 @@ class NotebookPlan:
 
 def make_notebook(plan: NotebookPlan) -> Any:
     """The notebook for ``plan``, validated against the nbformat v4 schema."""
+    nbformat = _nbformat()
     cells = [
         nbformat.v4.new_markdown_cell(_introduction(plan)),
         nbformat.v4.new_code_cell(_settings(plan)),
@@ -76,7 +75,17 @@ def make_notebook(plan: NotebookPlan) -> Any:
 
 
 def notebook_text(notebook: Any) -> str:
-    return nbformat.writes(notebook, version=NBFORMAT_VERSION)
+    return str(_nbformat().writes(notebook, version=NBFORMAT_VERSION))
+
+
+def _nbformat() -> Any:
+    try:
+        import nbformat
+    except ImportError:
+        raise BundlerError(
+            "writing the notebook needs nbformat: pip install 'kaggle-offline[bundler]'"
+        ) from None
+    return nbformat
 
 
 def _introduction(plan: NotebookPlan) -> str:
