@@ -160,6 +160,9 @@ def prepare_model(
     if as_dataset:
         owned = kaggle_refs.owned_slug(model_id, "--id", "dataset")
         metadata = _dataset_metadata(owned, title)
+        problems = dataset.metadata_problems(metadata)  # before the (slower) model check
+        if problems:
+            raise BundlerError(problems[0].removeprefix(f"{dataset.FILENAME}: "))
     else:
         owned = kaggle_refs.owned_slug(model_id, "--id", "model", min_slug=1)
         framework = kaggle_refs.model_framework(framework)
@@ -186,18 +189,18 @@ def prepare_model(
             raise
     try:
         if as_dataset:
-            problems = dataset.metadata_problems(metadata) + dataset.top_level_problems(staged)
+            problems = dataset.top_level_problems(staged)
             if problems:
-                raise BundlerError(problems[0].removeprefix(f"{dataset.FILENAME}: "))
+                raise BundlerError(problems[0])
             write_json_atomically(staged / dataset.FILENAME, metadata)
             update = previous is not None and previous.get("id") == str(owned)
         else:
             instance = _instance_metadata(owned, framework, variation, licence, check)
             write_json_atomically(staged / INSTANCE_METADATA, instance)
             kept = output / MODEL_METADATA
-            if kept.is_file() and not in_place:
+            if not in_place and _card_of(kept, owned):
                 shutil.copy2(kept, staged / MODEL_METADATA)  # the user's model card survives
-            elif not (staged / MODEL_METADATA).is_file():
+            elif not _card_of(staged / MODEL_METADATA, owned):
                 write_json_atomically(staged / MODEL_METADATA, _model_metadata(owned, title))
             update = previous is not None and all(
                 previous.get(key) == instance[key]
@@ -288,6 +291,18 @@ def _previous_upload(output: Path) -> dict[str, object] | None:
         if name == INSTANCE_METADATA or data.get("subtitle") == DATASET_SUBTITLE:
             return data
     return None
+
+
+def _card_of(path: Path, owned: kaggle_refs.OwnedSlug) -> bool:
+    """``path`` is a model-metadata.json for this very model (not for another id)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("ownerSlug"), data.get("slug")) == (
+        owned.owner,
+        owned.slug,
+    )
 
 
 def _copy_model(source: Path, target: Path) -> None:

@@ -99,6 +99,10 @@ def test_a_second_upload_is_a_new_version_and_keeps_the_model_card(
     assert upload.kernel_option == "--model-source alice/tiny-unet/pyTorch/default/VERSION"
     assert json.loads(card.read_text())["title"] == "My edited card"
     assert (out / "notes.txt").is_file()
+    # Another model into the same folder: a new model, with a card of its own.
+    other = prepare_model(good_model, out, model_id="alice/other-unet")
+    assert not other.update and other.commands[0] == f"kaggle models create -p {out}"
+    assert json.loads(card.read_text())["slug"] == "other-unet"
 
 
 def test_as_a_dataset(tmp_path: Path, good_model: Path) -> None:
