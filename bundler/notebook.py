@@ -11,6 +11,7 @@ ids: generating twice gives the same file.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -107,8 +108,12 @@ def _introduction(plan: NotebookPlan) -> str:
 
 
 def _settings(plan: NotebookPlan) -> str:
-    models = [(m.kind, m.ref, m.path) for m in plan.models]
-    metrics = f"Path({plan.metrics!r})" if plan.metrics else 'SUBMISSION.with_name("metrics.json")'
+    models = _literal([(m.kind, m.ref, m.path) for m in plan.models])
+    metrics = (
+        f"Path({_literal(plan.metrics)})"
+        if plan.metrics
+        else 'SUBMISSION.with_name("metrics.json")'
+    )
     return f"""\
 # Settings, written by `python -m bundler kernel` (kaggle-offline {__version__}).
 import os
@@ -117,19 +122,25 @@ import time
 from pathlib import Path
 
 STARTED = time.perf_counter()
-WHEELHOUSE = {plan.wheelhouse!r}  # the wheelhouse dataset
-COMPETITION = {plan.competition!r}
-MODELS = {models!r}  # (kind, Kaggle reference, path inside a dataset)
-PREDICT_OPTIONS = {list(plan.predict_options)!r}
+WHEELHOUSE = {_literal(plan.wheelhouse)}  # the wheelhouse dataset
+COMPETITION = {_literal(plan.competition)}
+MODELS = {models}  # (kind, Kaggle reference, path inside a dataset)
+PREDICT_OPTIONS = {_literal(list(plan.predict_options))}
 # The simulation in kaggle-offline's noxfile.py points these at its fake tree; on Kaggle they
 # are unset and the real folders are used.
-INPUT_ROOT = Path(os.environ.get({INPUT_ROOT_VARIABLE!r}) or "/kaggle/input")
-WORKING = Path(os.environ.get({WORKING_DIR_VARIABLE!r}) or "/kaggle/working")
+INPUT_ROOT = Path(os.environ.get({_literal(INPUT_ROOT_VARIABLE)}) or "/kaggle/input")
+WORKING = Path(os.environ.get({_literal(WORKING_DIR_VARIABLE)}) or "/kaggle/working")
 SUBMISSION = WORKING / "submission.zip"
 METRICS = {metrics}
 if not METRICS.is_absolute():
     METRICS = WORKING / METRICS
 """
+
+
+def _literal(value: object) -> str:
+    """A Python literal for strings and lists of them, double-quoted like the rest of the code
+    (JSON's escapes are Python's too)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _finder_source() -> str:

@@ -227,8 +227,8 @@ def test_the_notebook_is_valid_nbformat_4_without_outputs_or_mount_paths(tmp_pat
     # No input is hard-coded: /kaggle/input appears only as the root that is searched.
     assert re.findall(r"/kaggle/input/?[\w.-]+", sources) == []
     # Each slug appears only in its Kaggle reference in the settings, never in a path.
-    references = ["'alice/kaggle-offline-wheels'", f"'{COMPETITION}'", f"'{MODEL_SOURCE}'",
-                  "'alice/unet-weights'"]  # fmt: skip
+    references = ['"alice/kaggle-offline-wheels"', f'"{COMPETITION}"', f'"{MODEL_SOURCE}"',
+                  '"alice/unet-weights"']  # fmt: skip
     for reference in references:
         assert sources.count(reference) == 1
         sources = sources.replace(reference, "")
@@ -373,3 +373,14 @@ def test_predict_knows_the_ensemble_modes_the_models_module_has() -> None:
     from runtime.inference import models
 
     assert ENSEMBLE_MODES == models.ENSEMBLE_MODES
+
+
+def test_settings_hold_the_options_exactly_whatever_their_characters(tmp_path: Path) -> None:
+    options = ["--preview", "pre'view \"dir\" ü\\n", "--metrics", "runs/m.json"]
+    result = write_kernel(tmp_path, _request(predict_options=options))
+    settings = code_cells(json.loads(result.notebook.read_text()))[0]
+    namespace: dict[str, object] = {}
+    exec(settings, namespace)
+    assert namespace["PREDICT_OPTIONS"] == options
+    assert namespace["MODELS"] == [["model", MODEL_SOURCE, ""]]
+    assert namespace["METRICS"] == Path("/kaggle/working/runs/m.json")
