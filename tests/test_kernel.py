@@ -376,7 +376,7 @@ def test_predict_knows_the_ensemble_modes_the_models_module_has() -> None:
 
 
 def test_settings_hold_the_options_exactly_whatever_their_characters(tmp_path: Path) -> None:
-    options = ["--preview", "pre'view \"dir\" ü\\n", "--metrics", "runs/m.json"]
+    options = ["--preview", 'pre\'view "dir" ü\\n', "--metrics", "runs/m.json"]
     result = write_kernel(tmp_path, _request(predict_options=options))
     settings = code_cells(json.loads(result.notebook.read_text()))[0]
     namespace: dict[str, object] = {}
