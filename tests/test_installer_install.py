@@ -243,7 +243,7 @@ def test_a_requested_upgrade_replaces_the_kernel_version(
     assert kernel.distributions()["beta"] == "2.0"
 
 
-def test_wheelhouses_merge_and_a_plain_folder_is_installed_unverified(
+def test_wheelhouses_merge_and_a_plain_folder_is_installed_only_when_allowed(
     venv: Venv,
     bare_house: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -260,10 +260,37 @@ def test_wheelhouses_merge_and_a_plain_folder_is_installed_unverified(
     report = _report(_runtime(venv, "install", "--json", input_root=tmp_path / "input"))
 
     installed = {item["name"]: item for item in report["installed"]}  # type: ignore[union-attr]
-    assert set(installed) == {"alpha", "beta", "gamma", "delta"}
-    assert installed["delta"]["verified"] is False
-    assert all(installed[name]["verified"] for name in ("alpha", "beta", "gamma"))
-    assert len(report["wheelhouses"]) == 3  # type: ignore[arg-type]
+    assert set(installed) == {"alpha", "beta", "gamma"}
+    assert all(item["verified"] for item in installed.values())
+    assert len(report["wheelhouses"]) == 2  # type: ignore[arg-type]
+    (warning,) = report["warnings"]  # type: ignore[misc]
+    assert warning.startswith(f"{plain}: 1 wheel(s) without a manifest.json")
+    assert "pass --allow-unverified to install them anyway" in warning
+    assert "delta" not in venv.distributions()
+
+    allowed = _runtime(venv, "install", "--allow-unverified", input_root=tmp_path / "input")
+
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith(
+        "kaggle-offline: installed 1 (delta 1.0), 1 of them UNVERIFIED (no manifest, no hash check)"
+    )
+    assert "installed delta 1.0 from " in allowed.stdout and "UNVERIFIED" in allowed.stdout
+    assert venv.distributions()["delta"] == "1.0"
+
+
+def test_a_named_folder_of_unhashed_wheels_needs_the_flag(
+    venv: Venv, packages: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    plain = tmp_path / "loose"
+    plain.mkdir()
+    shutil.copyfile(packages[1]["delta-1.0"], plain / packages[1]["delta-1.0"].name)
+
+    result = _runtime(venv, "install", "--wheelhouse", str(plain), input_root=tmp_path / "none")
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {plain}: 1 wheel(s) without a manifest.json")
+    assert "pass --allow-unverified" in result.stderr
+    assert "delta" not in venv.distributions()
 
 
 def test_conflicting_wheelhouses_install_nothing(

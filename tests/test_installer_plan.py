@@ -222,7 +222,9 @@ def test_what_the_bundler_assumed_preinstalled_must_be_there(
     assert any("torch 2.10.0 preinstalled, but it does not have it" in w for w in plan.warnings)
 
 
-def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[str, Path]) -> None:
+def test_plain_wheel_folders_are_used_unverified_when_allowed(
+    tmp_path: Path, made: dict[str, Path]
+) -> None:
     plain_dir = tmp_path / "plain"
     for key in ("beta1", "beta2", "gamma", "codecs312"):
         plain_dir.mkdir(exist_ok=True)
@@ -231,7 +233,7 @@ def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[
     plain = open_wheelhouse(plain_dir)
     verified = _house(tmp_path / "v", [made["gamma"]])
 
-    plan = make_plan([verified, plain], _env())
+    plan = make_plan([verified, plain], _env(), allow_unverified=True)
 
     assert [(w.name, w.version, w.verified, w.wheelhouse) for w in plan.install] == [
         ("beta", "2.0", False, plain_dir),  # newest of the plain folder
@@ -239,14 +241,18 @@ def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[
     ]
     assert any("fancycodecs: no wheel" in w for w in plan.warnings)
     assert any("not valid wheel names: not-a-wheel.whl" in w for w in plan.warnings)
-    assert [w.name for w in make_plan([plain], _env(beta="0.1", gamma="1")).install] == []
+    kept = make_plan([plain], _env(beta="0.1", gamma="1"), allow_unverified=True)
+    assert [w.name for w in kept.install] == []
 
 
 def test_an_invalid_specifier_names_the_manifest(tmp_path: Path, made: dict[str, Path]) -> None:
-    house = _house(tmp_path / "h", [made["gamma"]], specifiers={"gamma": ">=>1"})
+    write_wheelhouse(
+        tmp_path / "h", [made["gamma"]], target=kernel_profile(), specifiers={"gamma": ">=>1"}
+    )
 
+    # Refused when the manifest is read, before any plan is made from it.
     with pytest.raises(ManifestError, match=r"h/manifest.json: invalid version specifier '>=>1'"):
-        make_plan([house], _env(gamma="1.0"))
+        open_wheelhouse(tmp_path / "h")
 
 
 def test_installed_versions_read_folder_names_and_fall_back_to_metadata(tmp_path: Path) -> None:
