@@ -72,9 +72,8 @@ class InstallPlan:
     skipped: tuple[Skip, ...]
     warnings: tuple[str, ...]
     wheelhouses: tuple[Wheelhouse, ...]  # those the plan draws on
-    ignored: tuple[
-        str, ...
-    ]  # "<path>: <why>" for wheelhouses left out (another Python, unverified)
+    # "<path>: <why>" for wheelhouses left out (built for another Python, without a manifest)
+    ignored: tuple[str, ...]
     # planned name -> the planned wheels it needs (from Requires-Dist), to re-check dependents
     requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
