@@ -1,4 +1,8 @@
-"""``python -m bundler`` / ``kaggle-bundle``: build, verify and list targets (a thin CLI)."""
+"""``python -m bundler`` / ``kaggle-bundle``: build, verify, list targets, prepare the Kaggle side.
+
+``kernel`` and ``model`` live in their own modules (``bundler.kernel_command``,
+``bundler.model_command``: ``configure(parser)`` and ``run(args)``).
+"""
 
 from __future__ import annotations
 
@@ -90,6 +94,20 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("profiles", help="list the built-in target profiles")
+
+    from bundler import kernel_command, model_command
+
+    model_command.configure(
+        sub.add_parser("model", help="check a model on the CPU and write its Kaggle upload folder")
+    )
+    # Full option names only: the predict options go to the notebook exactly as typed.
+    kernel_command.configure(
+        sub.add_parser(
+            "kernel",
+            allow_abbrev=False,
+            help="write the offline submission notebook and kernel-metadata.json",
+        )
+    )
     return parser  # fmt: skip
 
 
@@ -141,6 +159,13 @@ def _run_build(args: argparse.Namespace) -> int:
         + ("" if result.resolved else " (cached resolution, no pip run)")
     )
     print(f"  took      {result.seconds:.2f} s")
+    from bundler.updates import upload_command, wheel_changes
+
+    previous = result.previous
+    changes = None
+    if previous is not None:
+        changes = wheel_changes(previous.wheels, {e.name: e.version for e in manifest.wheels})
+        print(f"  changes   {changes.summary()} (since the last build in this folder)")
     for warning in result.warnings:
         print(f"warning: {warning}")
     from bundler.verification import verify
@@ -148,8 +173,20 @@ def _run_build(args: argparse.Namespace) -> int:
     dataset_problems = [p for p in verify(result.output_dir) if "dataset-metadata" in p]
     for problem in dataset_problems:
         print(f"note: {problem}")
-    print(f"next: kaggle datasets create -p {result.output_dir} --dir-mode zip")
+    dataset_id = _dataset_id(result.output_dir)
+    print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
+    owner = dataset_id.partition("/")[0]
+    print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
+          "--framework pyTorch --variation default")  # fmt: skip
     return 0
+
+
+def _dataset_id(folder: Path) -> str:
+    import json
+
+    from bundler.dataset import FILENAME
+
+    return str(json.loads((folder / FILENAME).read_text(encoding="utf-8")).get("id", ""))
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -175,8 +212,13 @@ def _run_profiles(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
-    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles}
+    args.argv = argv  # `kernel` passes its predict options on exactly as typed
+    from bundler import kernel_command, model_command
+
+    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles,
+                "kernel": kernel_command.run, "model": model_command.run}  # fmt: skip
     try:
         return commands[args.command](args)
     except KaggleOfflineError as error:

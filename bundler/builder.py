@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from bundler import dataset, resolve
+from bundler import dataset, resolve, updates
 from bundler.blobs import BlobStore
 from bundler.bundle_plan import (
     BundledWheel,
@@ -67,6 +67,7 @@ class BuildResult:
     reused_bytes: int = 0
     built: tuple[str, ...] = ()  # wheels built from sdists in this run
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
 
 
 def default_cache_dir() -> Path:
@@ -107,6 +108,11 @@ def build(
     if not texts and include_self is False:
         # A wheelhouse of only our own wheel is useful (the runtime alone); an empty one is not.
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
+    # A rebuild into the same folder goes to the same dataset unless told otherwise.
+    previous = updates.previous_build(output_dir)
+    if previous is not None and dataset_id in (None, previous.dataset_id):
+        dataset_id = previous.dataset_id
+        title = title or previous.title
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
     dataset.check_id_and_title(profile.name, dataset_id, title)
@@ -155,6 +161,7 @@ def build(
         reused_bytes=sum(sizes[e.sha256] for e in entries if e.filename in reused),
         built=tuple(session.built),
         warnings=tuple(warnings),
+        previous=previous,
     )
 
 
@@ -457,6 +464,8 @@ def _self_entry(path: Path, store: BlobStore, profile: TargetProfile) -> WheelEn
         sha256=digest,
         size=path.stat().st_size,
         requested=False,
+        # Pinned: the kernel must end up with the kaggle-offline whose installer bootstrap.py ran.
+        specifier=f"=={info.version}",
         requires_python=info.requires_python,
         requires_dist=info.requires_dist,
         tags=info.tags,

@@ -38,39 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
-        package = (error.name or "").split(".")[0]
-        if not package or package in ("runtime", "bundler"):
-            raise  # our own code is broken: the traceback is the report
-        print(f"error: {_missing_package(args.command, package)}", file=sys.stderr)
+        # numpy or torch missing (a bundler-only environment): say what to install, in one line.
+        from runtime.installer.needs import missing_module_message
+
+        message = missing_module_message(error.name, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-# How a user gets a package that a command imports when it runs (module name -> distribution).
-_TORCH_HINT = (
-    "every Kaggle notebook image has it (choose one in the notebook's settings); elsewhere "
-    "install it (pip install torch; CPU wheels: --index-url https://download.pytorch.org/whl/cpu) "
-    "or add torch to the wheelhouse's requirements (bundler build -r requirements.txt)"
-)
-_PREDICT_EXTRA = {"numpy": "numpy", "tifffile": "tifffile", "PIL": "Pillow", "scipy": "scipy"}
-
-
-def _missing_package(command: str, module: str) -> str:
-    if module == "torch":
-        name, hint = "torch", _TORCH_HINT
-    elif module in _PREDICT_EXTRA:
-        name = _PREDICT_EXTRA[module]
-        hint = (
-            "the Kaggle image has it; elsewhere install the predict extra "
-            "(pip install 'kaggle-offline[predict]') or bundle it in the wheelhouse"
-        )
-    else:
-        name, hint = module, f"install it (pip install {module}) or bundle it in the wheelhouse"
-    return (
-        f"python -m runtime {command} needs the Python package {name!r}, which is not "
-        f"installed for {sys.executable}: {hint}"
-    )
 
 
 if __name__ == "__main__":

@@ -669,8 +669,8 @@ def test_predict_without_torch_says_what_is_missing_and_how_to_get_it(tmp_path: 
     )
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     (line,) = completed.stderr.splitlines()
-    assert line.startswith("error: python -m runtime predict needs the Python package 'torch'")
-    assert "every Kaggle notebook image has it" in line and "pip install torch" in line
+    assert line.startswith("error: `runtime predict` needs torch, which is not installed")
+    assert "Kaggle's images have it" in line and "pip install torch" in line
 
 
 # --- one bad volume never costs the others, whatever goes wrong ----------------------------------
