@@ -37,6 +37,13 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(
         "runtime.commands.predict", "segment volumes and write a validated submission.zip"
     ),
+    "score": Command(
+        "runtime.commands.score", "score masks against labels with the competition's metric"
+    ),
+    "tune": Command(
+        "runtime.commands.tune", "choose threshold and post-processing on saved probabilities"
+    ),
+    "fuse": Command("runtime.commands.fuse", "fuse saved probabilities of several models"),
     "sample": Command("runtime.commands.sample", "write synthetic competition-like data"),
 }
 
