@@ -51,6 +51,8 @@ class VolumeRecord:
     precision: str | None = None
     compiled: bool | None = None
     tta_axes: list[int] | None = None
+    probability_file: str | None = None  # where --save-probabilities put it
+    threshold: float | None = None  # the threshold its mask used, when decided from the probability
     notes: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
 
