@@ -7,11 +7,21 @@ from pathlib import Path
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prediction", metavar="PRED", type=Path, help="a submission.zip, or a folder of <id>.tif masks")
     parser.add_argument(
-        "labels", metavar="LABELS", type=Path, help="a folder of <id>.tif labels (0 background, 1 surface, 2 ignored), or a root holding train_labels/"
+        "prediction",
+        metavar="PRED",
+        type=Path,
+        help="a submission.zip, or a folder of <id>.tif masks",
     )
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON to FILE")
+    parser.add_argument(
+        "labels",
+        metavar="LABELS",
+        type=Path,
+        help="a folder of <id>.tif labels (0 background, 1 surface, 2 ignored), or a root holding train_labels/",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write every figure as JSON to FILE"
+    )
     parser.add_argument(
         "--scorer",
         choices=("auto", "official", "local"),
@@ -19,11 +29,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="official: the organizers' topometrics (must be importable); local: this project's "
         "implementation (TopoScore approximate); auto (default): official when importable",
     )
-    parser.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: one per CPU, within memory)")
     parser.add_argument(
-        "--only-predicted", action="store_true", help="score only the ids that have a prediction (by default every labelled id needs one)"
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes (default: one per CPU, within memory)",
     )
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="a tqdm progress bar (default: on a terminal)")
+    parser.add_argument(
+        "--only-predicted",
+        action="store_true",
+        help="score only the ids that have a prediction (by default every labelled id needs one)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a tqdm progress bar (default: on a terminal)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +58,13 @@ def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr, flush=True)
 
     report = score_predictions(
-        args.prediction, args.labels, scorer=args.scorer, jobs=args.jobs, only_predicted=args.only_predicted, log=log, progress_bar=args.progress
+        args.prediction,
+        args.labels,
+        scorer=args.scorer,
+        jobs=args.jobs,
+        only_predicted=args.only_predicted,
+        log=log,
+        progress_bar=args.progress,
     )
     print(report.table())
     if args.json:

@@ -22,7 +22,14 @@ from typing import Any
 from runtime.contract.errors import InputError, VolumeError, first_line
 from runtime.volumes.metric.leaderboard import COMPETITION, MetricParameters, VolumeScore
 
-__all__ = ["ScoreReport", "VolumeSourcePair", "find_labels", "find_predictions", "pair_volumes", "score_predictions"]
+__all__ = [
+    "ScoreReport",
+    "VolumeSourcePair",
+    "find_labels",
+    "find_predictions",
+    "pair_volumes",
+    "score_predictions",
+]
 
 _LISTED = 10  # ids named in one error line before "and N more"
 SCORE_FORMAT = "kaggle-offline-score"
@@ -56,7 +63,9 @@ class Source:
             with zipfile.ZipFile(self.path) as archive:
                 return archive.read(self.member or "")
         except (zipfile.BadZipFile, OSError, KeyError) as error:
-            raise VolumeError(f"{self}: cannot read it from the zip ({first_line(error)})") from None
+            raise VolumeError(
+                f"{self}: cannot read it from the zip ({first_line(error)})"
+            ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +88,9 @@ class ScoreReport:
         return "official" if self.scorer == "official" else "approximate"
 
     def mean(self, field: str) -> float:
-        return statistics.fmean(getattr(v, field) for v in self.volumes) if self.volumes else math.nan
+        return (
+            statistics.fmean(getattr(v, field) for v in self.volumes) if self.volumes else math.nan
+        )
 
     def to_dict(self) -> dict[str, Any]:
         fields = ("score", "surface_dice", "voi_score", "voi", "topo_score")
@@ -97,12 +108,43 @@ class ScoreReport:
 
     def table(self) -> str:
         kind = self.topo_kind
-        rows = [("id", "SurfaceDice", "VOI score", "VOI", f"TopoScore ({kind})", f"score ({'official' if kind == 'official' else 'approximate topo'})")]
+        rows = [
+            (
+                "id",
+                "SurfaceDice",
+                "VOI score",
+                "VOI",
+                f"TopoScore ({kind})",
+                f"score ({'official' if kind == 'official' else 'approximate topo'})",
+            )
+        ]
         for v in self.volumes:
-            rows.append((v.id, f"{v.surface_dice:.4f}", f"{v.voi_score:.4f}", f"{v.voi:.3f}", f"{v.topo_score:.4f}", f"{v.score:.4f}"))
-        rows.append(("mean", *(f"{self.mean(f):.4f}" for f in ("surface_dice", "voi_score")), f"{self.mean('voi'):.3f}", *(f"{self.mean(f):.4f}" for f in ("topo_score", "score"))))
+            rows.append(
+                (
+                    v.id,
+                    f"{v.surface_dice:.4f}",
+                    f"{v.voi_score:.4f}",
+                    f"{v.voi:.3f}",
+                    f"{v.topo_score:.4f}",
+                    f"{v.score:.4f}",
+                )
+            )
+        rows.append(
+            (
+                "mean",
+                *(f"{self.mean(f):.4f}" for f in ("surface_dice", "voi_score")),
+                f"{self.mean('voi'):.3f}",
+                *(f"{self.mean(f):.4f}" for f in ("topo_score", "score")),
+            )
+        )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         if kind == "approximate":
@@ -176,8 +218,13 @@ def pair_volumes(
         problems.append(f"no labels for predicted id(s) {_ids(unlabelled)}")
     missing = [] if only_predicted else sorted(set(labels) - set(predictions))
     if missing:
-        problems.append(f"no prediction for id(s) {_ids(missing)} (--only-predicted scores just the predicted ones)")
-    pairs = [VolumeSourcePair(i, predictions[i], labels[i]) for i in sorted(set(predictions) & set(labels))]
+        problems.append(
+            f"no prediction for id(s) {_ids(missing)} (--only-predicted scores just the predicted ones)"
+        )
+    pairs = [
+        VolumeSourcePair(i, predictions[i], labels[i])
+        for i in sorted(set(predictions) & set(labels))
+    ]
     if check_shapes:
         for pair in pairs:
             try:
@@ -186,7 +233,9 @@ def pair_volumes(
                 problems.append(first_line(error))
                 continue
             if predicted != expected:
-                problems.append(f"{pair.prediction}: shape {predicted}, its labels {pair.labels} are {expected}")
+                problems.append(
+                    f"{pair.prediction}: shape {predicted}, its labels {pair.labels} are {expected}"
+                )
     if problems:
         raise InputError("; ".join(problems))
     if not pairs:
@@ -213,7 +262,9 @@ def score_predictions(
     log = log or (lambda message: None)
     started = time.perf_counter()
     chosen = _choose_scorer(scorer, topometrics_available())
-    pairs = pair_volumes(find_predictions(prediction_path), find_labels(labels_path), only_predicted=only_predicted)
+    pairs = pair_volumes(
+        find_predictions(prediction_path), find_labels(labels_path), only_predicted=only_predicted
+    )
     voxels = math.prod(pairs[0].labels.shape())
     workers = jobs or default_jobs(len(pairs), voxels)
     log(f"scoring {len(pairs)} volume(s) with the {chosen} metric on {workers} process(es)")
@@ -224,7 +275,9 @@ def score_predictions(
         progress.write(f"{result.id}: score {result.score:.4f} ({result.seconds:.1f} s)")
 
     try:
-        results = run_tasks(_score_pair, [(pair, chosen) for pair in pairs], jobs=workers, on_result=done)
+        results = run_tasks(
+            _score_pair, [(pair, chosen) for pair in pairs], jobs=workers, on_result=done
+        )
     finally:
         progress.close()
     return ScoreReport(results, chosen, backend(), time.perf_counter() - started)

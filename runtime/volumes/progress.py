@@ -33,7 +33,11 @@ class TaskProgress:
                 from tqdm import tqdm
 
                 self._bar = tqdm(
-                    total=total, unit=unit, desc=label or None, disable=None if bar is None else False, file=sys.stderr
+                    total=total,
+                    unit=unit,
+                    desc=label or None,
+                    disable=None if bar is None else False,
+                    file=sys.stderr,
                 )
                 if self._bar.disable:
                     self._bar = None
@@ -50,7 +54,9 @@ class TaskProgress:
             self._last = now
             rate = self.count / max(now - self._started, 1e-9)
             left = (self.total - self.count) / rate if rate else 0.0
-            self._log(f"{self.label}{': ' if self.label else ''}{self.count}/{self.total} {self.unit}, about {left:.0f} s left")
+            self._log(
+                f"{self.label}{': ' if self.label else ''}{self.count}/{self.total} {self.unit}, about {left:.0f} s left"
+            )
 
     def write(self, message: str) -> None:
         """A log line that does not break the bar."""
