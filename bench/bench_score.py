@@ -215,8 +215,9 @@ def _reference(prediction: Path, labels: Path, ours: dict) -> dict[str, float | 
     from runtime.volumes.tiff import read_volume
 
     label = read_volume(labels)
+    # as topometrics does: voxels labelled 2 are background in both masks
     truth = (label != 0) & (label != 2)
-    predicted = read_volume(prediction) != 0
+    predicted = (read_volume(prediction) != 0) & (label != 2)
     started = time.perf_counter()
     distances = surface_distance.compute_surface_distances(truth, predicted, (1.0, 1.0, 1.0))
     surface = surface_distance.compute_surface_dice_at_tolerance(distances, 2.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.commands import add_batch_arguments, log_to_stderr
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,32 +32,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "implementation (TopoScore approximate); auto (default): official when importable",
     )
     parser.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="worker processes (default: one per CPU, within memory)",
-    )
-    parser.add_argument(
         "--only-predicted",
         action="store_true",
         help="score only the ids that have a prediction (by default every labelled id needs one)",
     )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a tqdm progress bar (default: on a terminal)",
-    )
+
+    add_batch_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from runtime.contract.files import write_json_atomically
     from runtime.volumes.evaluation import score_predictions
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     report = score_predictions(
         args.prediction,
@@ -63,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
         scorer=args.scorer,
         jobs=args.jobs,
         only_predicted=args.only_predicted,
-        log=log,
+        log=log_to_stderr,
         progress_bar=args.progress,
     )
     print(report.table())
     if args.json:
         write_json_atomically(args.json, report.to_dict())
-        log(f"wrote {args.json}")
+        log_to_stderr(f"wrote {args.json}")
     return 0

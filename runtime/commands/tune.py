@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.commands import add_batch_arguments, log_to_stderr
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -40,35 +42,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="local (default, fast; approximate TopoScore), official (topometrics, about a minute per volume and setting) or auto",
     )
     parser.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="worker processes (default: one per CPU, within memory)",
-    )
-    parser.add_argument(
         "--rows",
         type=int,
         default=15,
         metavar="N",
         help="rows of the ranked table to print (default: 15)",
     )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a tqdm progress bar (default: on a terminal)",
-    )
+
+    add_batch_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from runtime.contract.files import write_json_atomically
     from runtime.volumes.plot import line_plot
     from runtime.volumes.tuning import grid_from_file, tune
-
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
     grid = grid_from_file(args.grid) if args.grid else None
     report = tune(
@@ -77,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         grid=grid,
         scorer=args.scorer,
         jobs=args.jobs,
-        log=log,
+        log=log_to_stderr,
         progress_bar=args.progress,
     )
     print(report.table(args.rows))
@@ -95,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             y_label="score",
         )
         written.append("tune-plot.png")
-    log(f"wrote {', '.join(str(args.out / name) for name in written)}")
+    log_to_stderr(f"wrote {', '.join(str(args.out / name) for name in written)}")
     print(
         f"next: python -m runtime predict INPUT --model ... --postprocess {args.out / 'postprocess.json'}"
     )

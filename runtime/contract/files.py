@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 __all__ = [
     "check_document_format",
+    "read_json",
     "copy_hashing",
     "replacing",
     "sha256_file",
@@ -60,6 +61,17 @@ def write_text_atomically(path: Path | str, text: str) -> None:
 def write_json_atomically(path: Path | str, data: Any) -> None:
     """JSON, indented, with a final newline; a crash leaves the old file or the new one."""
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path | str, *, error: type[Exception]) -> Any:
+    """A JSON file's content; ``error`` with one line naming the file when it is missing or bad."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except (OSError, ValueError) as problem:
+        raise error(f"{path}: not readable JSON ({problem})") from None
 
 
 def sha256_stream(stream: BinaryIO) -> str:

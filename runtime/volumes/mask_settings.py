@@ -21,7 +21,6 @@ applies it to fresh ones encoded the same way. ``postprocess.json`` (written by 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -124,15 +123,10 @@ class MaskSettings:
 
 def read_postprocess_file(path: Path | str) -> tuple[MaskSettings, str]:
     """The settings and the probability encoding they were tuned on, from a postprocess.json."""
-    from runtime.contract.files import check_document_format
+    from runtime.contract.files import check_document_format, read_json
 
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not readable JSON ({error})") from None
+    data = read_json(path, error=InputError)
     check_document_format(
         data,
         origin=str(path),

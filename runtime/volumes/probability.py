@@ -12,7 +12,6 @@ an earlier run (or a volume that failed this time) are never taken for this run'
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,17 +139,14 @@ def write_manifest(
 
 def find_probabilities(folder: Path | str) -> ProbabilitySet:
     """The volumes of a probability folder: those its manifest lists, else every ``*.npy``."""
-    from runtime.contract.files import check_document_format
+    from runtime.contract.files import check_document_format, read_json
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of saved probabilities")
     manifest = folder / MANIFEST_NAME
     if manifest.is_file():
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise InputError(f"{manifest}: not readable JSON ({error})") from None
+        data = read_json(manifest, error=InputError)
         check_document_format(
             data,
             origin=str(manifest),

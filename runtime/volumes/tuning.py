@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import statistics
 import time
@@ -211,13 +210,10 @@ class TuneReport:
 
 def grid_from_file(path: Path | str) -> list[MaskSettings]:
     """Every combination of the axes a grid file lists (plain thresholds always included)."""
+    from runtime.contract.files import read_json
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path}: not readable JSON ({error})") from None
+    data = read_json(path, error=InputError)
     if not isinstance(data, dict) or not data:
         raise InputError(
             f"{path}: a grid is a JSON object of lists, keys {', '.join(sorted(_GRID_KEYS))}"
