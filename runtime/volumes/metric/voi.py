@@ -62,10 +62,12 @@ def voi_of_labels(
     voxels = int(np.count_nonzero(union))
     if voxels == 0:
         return VOIResult(0.0, 0.0, 1.0, 0)
-    a = truth_labels[union].astype(np.int64)
-    b = prediction_labels[union].astype(np.int64)
+    a = truth_labels[union]
+    b = prediction_labels[union]
     cells = (truth_count + 1) * (prediction_count + 1)
-    keys = a * (prediction_count + 1) + b
+    keys = a.astype(np.int64)  # in place from here on: these arrays hold every union voxel
+    keys *= prediction_count + 1
+    keys += b
     if cells <= _DENSE_TABLE_LIMIT:
         joint = np.bincount(keys, minlength=cells)
     else:
