@@ -228,12 +228,11 @@ def test_voi_agrees_with_scikit_image(seed: int, labeller: str) -> None:
     assert result.merge == pytest.approx(merge, rel=1e-9, abs=1e-12)
 
 
-def test_the_official_package_is_called_with_the_competition_parameters(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from runtime.volumes.metric.official import official_score
+def fake_topometrics(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Install a stand-in ``topometrics`` that records its arguments; returns them."""
+    from runtime.volumes.metric import official
 
-    calls = {}
+    calls: dict = {}
 
     def compute_leaderboard_score(**kwargs):
         calls.update(kwargs)
@@ -251,15 +250,23 @@ def test_the_official_package_is_called_with_the_competition_parameters(
     package.leaderboard = leaderboard
     monkeypatch.setitem(sys.modules, "topometrics", package)
     monkeypatch.setitem(sys.modules, "topometrics.leaderboard", leaderboard)
+    official.topometrics_available.cache_clear()
+    monkeypatch.setattr(official, "topometrics_available", lambda: True)
+    return calls
+
+
+def test_the_official_package_is_called_with_the_competition_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runtime.volumes.metric.official import official_score
+
+    calls = fake_topometrics(monkeypatch)
     mask = _sheet()
     result = official_score(mask, mask)
     assert (
         result.topo_kind == "official" and result.score == 1.0
     )  # clipped, as the competition does
-    assert (
-        calls["surface_tolerance"] == 2.0
-        and calls["voi_alpha"] == 0.3
-        and calls["voi_connectivity"] == 26
-    )
+    assert calls["surface_tolerance"] == 2.0 and calls["voi_alpha"] == 0.3
+    assert calls["voi_connectivity"] == 26 and calls["voi_transform"] == "one_over_one_plus"
     assert calls["combine_weights"] == (0.30, 0.35, 0.35) and calls["ignore_label"] == 2
     assert calls["dims"] == (0, 1, 2) and calls["fg_threshold"] is None
