@@ -200,6 +200,7 @@ def test_surfel_areas_equal_surface_distance_tables() -> None:
     np.testing.assert_allclose(surfel_areas(), reference, rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface-distance's scipy imports
 @pytest.mark.parametrize("seed", [11, 12, 13])
 @pytest.mark.parametrize("tolerance", [0.5, 1.0, 2.0, 3.5, 6.0])
 def test_surface_dice_agrees_with_deepmind_surface_distance(seed: int, tolerance: float) -> None:
