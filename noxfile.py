@@ -149,6 +149,13 @@ def _simulate_kaggle(session: nox.Session, scenario: _Scenario) -> None:
     with _timed(scenario, "validate"):
         verdict = _validate_submission(session, submission, competition / "test_images")
 
+    # The sample's labels belong to its test volumes: score the submission in the kernel, offline,
+    # with what the image has (scipy; no connected-components-3d, no topometrics).
+    with _timed(scenario, "score"), session.chdir(working):
+        _run_in_kernel(session, kernel_python,
+                       ["-m", "runtime", "score", str(submission), str(competition / "train_labels"),
+                        "--json", str(working / "score.json")], env=offline_env)  # fmt: skip
+
     _print_summary(session, scenario, notebook_output, verdict, work, submission)
 
 

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from runtime.inference.engine import InferenceOptions, Segmenter
     from runtime.volumes.inputs import VolumeInputs
+    from runtime.volumes.mask_settings import MaskSettings
     from runtime.volumes.outputs import Output
 
 __all__ = ["PredictOptions", "PredictReport", "predict"]
@@ -85,6 +86,17 @@ class PredictOptions:
     workdir: Path | None = None  # None: a temporary folder beside the zip, removed afterwards
     prefetch: int = 1  # volumes read ahead of (and masks queued behind) the engine
     progress_bar: bool | None = None  # None: a tqdm bar when installed and on a terminal
+    save_probabilities: Path | None = None  # a folder for each volume's <id>.npy probability
+    probability_encoding: str = "uint8"  # how they are saved: "uint8" or "float16"
+    # Masks decided from the probability (threshold, hysteresis or per-volume rule, then clean-up),
+    # compared in ``mask_encoding`` as tune compared them; replaces threshold and postprocess.
+    mask_settings: MaskSettings | None = None
+    mask_encoding: str = "float32"
+    mask_settings_file: Path | None = None  # the postprocess.json they came from, if any
+
+    @property
+    def keeps_probability(self) -> bool:
+        return self.save_probabilities is not None or self.mask_settings is not None
 
 
 @dataclasses.dataclass
@@ -155,6 +167,12 @@ def predict(
     if previous is not None:
         run["previous_submission"] = str(previous)
     workdir, own_workdir = _workdir(options.workdir, output)
+    if options.save_probabilities is not None:
+        from runtime.volumes.probability import MANIFEST_NAME
+
+        # Files of an earlier run must never pass for this run's: the manifest comes back at the end.
+        options.save_probabilities.mkdir(parents=True, exist_ok=True)
+        (options.save_probabilities / MANIFEST_NAME).unlink(missing_ok=True)
     from runtime.volumes.run_metrics import PeakMemory
 
     with PeakMemory() as memory:
@@ -174,6 +192,8 @@ def predict(
             decisions = getattr(segmenter, "decisions", None) or []
             run["decisions"] = [_plain(decision) for decision in decisions]
             run["seconds"] = round(time.perf_counter() - started, 3)
+            if options.save_probabilities is not None:
+                _write_probability_manifest(options, records, run, log)
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
                 _clean_workdir(
@@ -193,6 +213,7 @@ class _Item:
     volume: np.ndarray | None = None  # dropped once handed to the engine
     preview_slice: np.ndarray | None = None  # the input's middle z slice, kept for the preview
     mask: np.ndarray | None = None  # None with a known shape: the writer writes zeros
+    probability: np.ndarray | None = None  # the engine's, when options.keeps_probability
 
 
 def _run_pipeline(
@@ -362,6 +383,7 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
         _fail(record, f"{record.path}: engine returned a mask of shape {mask.shape}", log)
         return
     item.mask = mask
+    item.probability = getattr(outcome, "probability", None)
 
 
 def _write_all(
@@ -411,7 +433,10 @@ def _write_one(
     if mask is not None:
         started = time.perf_counter()
         try:
-            mask = postprocess(mask, options.postprocess, warn=warn)
+            if options.keeps_probability:
+                mask = _from_probability(item, mask, options, warn)
+            else:
+                mask = postprocess(mask, options.postprocess, warn=warn)
         except Exception as error:  # keep the raw mask rather than lose the volume
             _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
         record.postprocess_seconds = time.perf_counter() - started
@@ -433,6 +458,46 @@ def _write_one(
     record.write_seconds = time.perf_counter() - started
     if options.preview_dir is not None and item.preview_slice is not None:
         _preview(options.preview_dir, record, item.preview_slice, mask, log)
+
+
+def _from_probability(
+    item: _Item, mask: np.ndarray, options: PredictOptions, warn: Log
+) -> np.ndarray:
+    """Save the probability and/or decide the mask from it with tuned settings."""
+    from runtime.volumes.postprocess import postprocess
+    from runtime.volumes.probability import finish_with_probability
+
+    probability, item.probability = item.probability, None
+    decided, saved, threshold = finish_with_probability(
+        item.record.id,
+        probability,
+        save_dir=options.save_probabilities,
+        save_encoding=options.probability_encoding,
+        settings=options.mask_settings,
+        settings_encoding=options.mask_encoding,
+        warn=warn,
+    )
+    item.record.probability_file = str(saved) if saved else None
+    item.record.threshold = threshold
+    return decided if decided is not None else postprocess(mask, options.postprocess, warn=warn)
+
+
+def _write_probability_manifest(
+    options: PredictOptions, records: list[VolumeRecord], run: dict[str, Any], log: Log
+) -> None:
+    from runtime.volumes.probability import write_manifest
+
+    saved = {r.id: r.shape for r in records if r.probability_file and r.shape and not r.errors}
+    try:
+        path = write_manifest(
+            options.save_probabilities,
+            options.probability_encoding,
+            saved,
+            {"input": run.get("input"), "models": [str(m) for m in options.models]},
+        )
+        run["probabilities_manifest"] = str(path)
+    except OSError as error:
+        log(f"warning: probability manifest not written: {error}")
 
 
 def _preview(
@@ -597,6 +662,10 @@ def _build_segmenter(options: PredictOptions, log: Log, budget_start: float) -> 
             log(f"{key} = {chosen[key]:g} (recommended by the model)")
     if inference.time_budget_start is None:
         chosen["time_budget_start"] = budget_start
+    if options.keeps_probability:
+        chosen["keep_probability"] = True
+    if options.mask_settings is not None:
+        log(f"masks: {options.mask_settings.describe()} (on {options.mask_encoding} probabilities)")
     return Segmenter(model, dataclasses.replace(inference, **chosen), log=log)
 
 
@@ -633,6 +702,20 @@ def _options_summary(options: PredictOptions) -> dict[str, Any]:
         "postprocess": dataclasses.asdict(options.postprocess),
         "strict": options.strict,
         "allow_missing": options.allow_missing,
+        "save_probabilities": (
+            {"dir": str(options.save_probabilities), "encoding": options.probability_encoding}
+            if options.save_probabilities is not None
+            else None
+        ),
+        "mask_settings": (
+            {
+                **options.mask_settings.to_dict(),
+                "encoding": options.mask_encoding,
+                "file": str(options.mask_settings_file) if options.mask_settings_file else None,
+            }
+            if options.mask_settings is not None
+            else None
+        ),
     }
 
 
@@ -656,6 +739,11 @@ def _outputs(
         )
     if options.preview_dir is not None:
         outputs.append(Output("--preview", options.preview_dir, tuple(f"{i}.png" for i in ids)))
+    if options.save_probabilities is not None:
+        from runtime.volumes.probability import MANIFEST_NAME
+
+        files = (*(f"{i}.npy" for i in ids), MANIFEST_NAME)
+        outputs.append(Output("--save-probabilities", options.save_probabilities, files))
     return outputs
 
 

@@ -156,6 +156,42 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         default=False,
         help="fill cavities enclosed by foreground (default: off)",
     )
+    post.add_argument(
+        "--hysteresis",
+        type=_probability_pair,
+        metavar="LOW,HIGH",
+        help="hysteresis thresholding: seeds above HIGH grow 26-connectedly through voxels "
+        "above LOW (instead of --threshold)",
+    )
+    post.add_argument(
+        "--foreground-fraction",
+        type=_probability,
+        metavar="F",
+        help="per-volume threshold: each volume's threshold makes F of it foreground "
+        "(clipped to 0.05-0.95; instead of --threshold)",
+    )
+    post.add_argument(
+        "--postprocess",
+        type=Path,
+        metavar="FILE",
+        help="apply the threshold and post-processing of a postprocess.json written by "
+        "`runtime tune`, exactly as tune scored them (replaces the options above)",
+    )
+
+    saved = parser.add_argument_group("saved probabilities (for score, tune and fuse)")
+    saved.add_argument(
+        "--save-probabilities",
+        type=Path,
+        metavar="DIR",
+        help="keep each volume's foreground probability as DIR/<id>.npy (memory-mappable), "
+        "with DIR/probabilities.json; the masks are unchanged",
+    )
+    saved.add_argument(
+        "--probability-encoding",
+        choices=("uint8", "float16"),
+        default="uint8",
+        help="uint8 (default, ~33 MB per 320^3 volume, steps of 1/255) or float16 (~66 MB)",
+    )
 
     run = parser.add_argument_group("run")
     run.add_argument(
@@ -255,8 +291,56 @@ def run(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         progress_bar=args.progress,
     )
+    options.save_probabilities = args.save_probabilities
+    options.probability_encoding = args.probability_encoding
+    _choose_mask_settings(args, options)
     predict(args.input, args.output, options)
     return 0
+
+
+def _choose_mask_settings(args: argparse.Namespace, options: object) -> None:
+    """--postprocess, --hysteresis or --foreground-fraction: masks decided from the probability."""
+    from runtime.contract.errors import InputError
+    from runtime.volumes.mask_settings import MaskSettings, read_postprocess_file
+
+    if args.postprocess is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--threshold", args.threshold),
+                ("--hysteresis", args.hysteresis),
+                ("--foreground-fraction", args.foreground_fraction),
+                ("--min-component-voxels", args.min_component_voxels or None),
+                ("--closing-radius", args.closing_radius or None),
+                ("--fill-holes", args.fill_holes or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise InputError(
+                f"--postprocess {args.postprocess} sets the threshold and post-processing; drop {', '.join(given)}"
+            )
+        settings, encoding = read_postprocess_file(args.postprocess)
+        options.mask_settings, options.mask_encoding = settings, encoding  # type: ignore[attr-defined]
+        options.mask_settings_file = args.postprocess  # type: ignore[attr-defined]
+        return
+    if args.hysteresis is None and args.foreground_fraction is None:
+        return
+    if args.threshold is not None:
+        raise InputError("--threshold does not combine with --hysteresis or --foreground-fraction")
+    try:
+        low, high = args.hysteresis if args.hysteresis else (0.5, None)
+        settings = MaskSettings(
+            threshold=low,
+            hysteresis_high=high,
+            foreground_fraction=args.foreground_fraction,
+            postprocess=options.postprocess,  # type: ignore[attr-defined]
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    options.mask_settings = settings  # type: ignore[attr-defined]
+    # compared as they will be saved, so that tune on the saved files sees the same masks
+    options.mask_encoding = args.probability_encoding if args.save_probabilities else "float32"  # type: ignore[attr-defined]
 
 
 # --- argument types: each error is one line naming the value ------------------------------------
@@ -326,6 +410,16 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _probability_pair(text: str) -> tuple[float, float]:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give LOW,HIGH, e.g. 0.3,0.6, got {text!r}")
+    low, high = (_probability(p) for p in parts)
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return low, high
 
 
 def _floats(text: str) -> list[float]:

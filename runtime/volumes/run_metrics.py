@@ -54,6 +54,8 @@ class VolumeRecord:
     batch_size: int | None = None  # windows per forward it ran with, after any back-off
     accumulation: str | None = None  # "device", "slab" or "host"
     nonfinite_voxels: int = 0  # NaN/inf input voxels, replaced before inference
+    probability_file: str | None = None  # where --save-probabilities put it
+    threshold: float | None = None  # the threshold its mask used, when decided from the probability
     notes: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
 
