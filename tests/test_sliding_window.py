@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from runtime.inference.sliding_window import (
     gaussian_importance,
     logit_threshold,
     plan_windows,
+    prefetch_pays,
     window_starts,
 )
 
@@ -252,23 +254,38 @@ def test_the_batch_shape_is_fixed_and_prefetch_changes_nothing() -> None:
     module = random_model(seed=5)
     volume = random_volume((30, 20, 20), seed=5)
     shapes: list[tuple[int, ...]] = []
+    prefetching: list[bool] = []
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
         shapes.append(tuple(batch.shape))
+        prefetching.append(any(t.name.startswith("window-prefetch") for t in threading.enumerate()))
         return module(batch)
 
-    settings = BlendSettings((16, 16, 16), 0.5, 4, flips=flip_combinations((2,)))
+    settings = BlendSettings((16, 16, 16), 0.5, 4, flips=flip_combinations((2,)), prefetch=True)
     with_prefetch = blend_volume(volume, forward, settings, output="logits")
-    assert set(shapes) == {(4, 1, 16, 16, 16)}
+    assert set(shapes) == {(4, 1, 16, 16, 16)} and all(prefetching)
     plan = plan_windows(volume.shape, (16, 16, 16), 0.5)
     assert len(shapes) == math.ceil(plan.n_windows * 2 / 4)
-    without = blend_volume(
-        volume,
-        forward,
-        BlendSettings((16, 16, 16), 0.5, 4, flips=settings.flips, prefetch=False),
-        output="logits",
-    )
-    np.testing.assert_array_equal(with_prefetch, without)
+    for prefetch in (False, None):  # None on the CPU: no thread (it does not pay there)
+        prefetching.clear()
+        without = blend_volume(
+            volume,
+            forward,
+            BlendSettings((16, 16, 16), 0.5, 4, flips=settings.flips, prefetch=prefetch),
+            output="logits",
+        )
+        np.testing.assert_array_equal(with_prefetch, without)
+        assert prefetching and not any(prefetching)
+
+
+def test_prefetch_only_where_host_work_overlaps_a_device() -> None:
+    assert prefetch_pays("cpu", "device")[0] is False
+    assert prefetch_pays("cpu", "host")[0] is False
+    assert "same cores" in prefetch_pays("cpu", "device")[1]
+    for accumulate in ("device", "slab"):
+        assert prefetch_pays("cuda:0", accumulate)[0] is False
+    pays, reason = prefetch_pays("cuda:1", "host")
+    assert pays and "cuda:1" in reason
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int16, np.bool_])

@@ -56,6 +56,7 @@ from runtime.inference.sliding_window import (
     choose_accumulation,
     flip_combinations,
     plan_windows,
+    prefetch_pays,
     source_itemsize,
 )
 from runtime.inference.time_budget import TimeBudget
@@ -174,6 +175,7 @@ class Segmenter:
         self._workers = self._prepare_all(devices)
         if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
+        self._decide(_prefetch_decision(self._workers[0].device))
         passes = 2 ** len(self.tta_axes)
         self._decide(
             Decision(
@@ -621,6 +623,14 @@ def _axes_text(axes: tuple[int, ...]) -> str:
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
+
+
+def _prefetch_decision(device: torch.device) -> Decision:
+    pays, reason = prefetch_pays(device, "device")
+    if pays or device.type == "cpu":
+        return Decision("window_prefetch", "on" if pays else "off", reason)
+    _, host_reason = prefetch_pays(device, "host")
+    return Decision("window_prefetch", "with host accumulation only", f"{reason}; {host_reason}")
 
 
 def _normalization_decision(model: SegmentationModel) -> Decision:

@@ -4,7 +4,8 @@ Windows are spread evenly (nnU-Net style: first at 0, last flush with the border
 Gaussian of sigma = patch / 8 whose tails are lifted to a small minimum so no weight sum is ever 0.
 Each forward runs a batch of fixed shape (the last batch is padded) so cuDNN autotuning and
 ``torch.compile`` see one shape only. Mirror TTA items are just more windows in the stream: each
-output is flipped back and added to the same fp32 accumulator.
+output is flipped back and added to the same fp32 accumulator. The next batch is built on a
+thread only where that overlaps something (:func:`prefetch_pays`).
 
 A binary mask at probability T needs no division: ``sum(w * logit) / sum(w) > ln(T / (1 - T))`` is
 ``sum(w * logit) > ln(T / (1 - T)) * sum(w)``, and at T = 0.5 the weight sum is not needed at all.
@@ -36,6 +37,7 @@ __all__ = [
     "gaussian_importance",
     "logit_threshold",
     "plan_windows",
+    "prefetch_pays",
     "source_itemsize",
     "window_starts",
 ]
@@ -149,7 +151,33 @@ class BlendSettings:
     threshold: float = 0.5
     normalization: tuple[float, float] = (0.0, 1.0)  # (mean, std) applied to raw voxels
     accumulate: str = "device"  # "device" (whole volume) | "slab" (z-slab on device) | "host"
-    prefetch: bool = True  # build the next batch on a thread while the current one runs
+    # Build the next batch on a thread while the current one runs; None: where it pays.
+    prefetch: bool | None = None
+
+
+def prefetch_pays(compute: torch.device | str, accumulate: str) -> tuple[bool, str]:
+    """Whether building the next window batch on a thread overlaps any work, and why.
+
+    Only host-side window cutting beside a forward on another device overlaps: elsewhere the
+    thread has nothing to hide and costs time. Measured on 2 CPU cores (``bench/RESULTS.md``):
+    cutting and normalizing a batch takes well under 1% of its forward, while the thread made
+    whole volumes 15-29% slower, because torch gives each thread that runs an op its own OpenMP
+    team, whose workers preempt the forward's (each of its ops waits for its slowest thread).
+    """
+    device = torch.device(compute)
+    if device.type == "cpu":
+        return False, (
+            "the forward runs on the CPU: a window thread would compete with its threads for "
+            "the same cores, to hide copies that take under 1% of a forward"
+        )
+    if accumulate != "host":
+        return False, (
+            f"windows are cut on {device.type} by kernels queued behind the forward, already "
+            "overlapped with it"
+        )
+    return True, (
+        f"windows are cut on the host, so a thread cuts the next batch while {device} computes"
+    )
 
 
 def blend_volume(
@@ -248,13 +276,17 @@ class _Blender:
         self.accumulator = _Accumulator(
             plan.padded_shape, depth, self.store, self.needs_weight_sum, self._emit
         )
+        prefetch = settings.prefetch
+        if prefetch is None:
+            prefetch = prefetch_pays(compute, settings.accumulate)[0]
+        self.prefetch = prefetch
 
     def run(self) -> Blended:
         size = self.settings.batch_size
         batches = [self.items[i : i + size] for i in range(0, len(self.items), size)]
         buffers = [self._new_buffer(), self._new_buffer()]
         checked = False
-        if self.settings.prefetch and len(batches) > 1:
+        if self.prefetch and len(batches) > 1:
             with ThreadPoolExecutor(1, thread_name_prefix="window-prefetch") as pool:
                 pending: Future[torch.Tensor] = pool.submit(
                     self._assemble_in_thread, batches[0], buffers[0]
@@ -291,16 +323,26 @@ class _Blender:
         self, batch: list[tuple[int, tuple[int, ...]]], buffer: torch.Tensor
     ) -> torch.Tensor:
         pz, py, px = self.plan.patch
+        mean, std = self.settings.normalization
+        normalize = (mean, std) != (0.0, 1.0)
+        # Integer voxels widen to float32 and shift in one pass, with the very values a copy
+        # followed by a subtraction gives (float16 voxels would subtract in half precision).
+        shift_while_copying = normalize and not self.source.is_floating_point()
         for slot, (index, flip) in enumerate(batch):
             z, y, x = self.plan.starts[index]
             window = self.source[z : z + pz, y : y + py, x : x + px]
             if flip:
                 window = torch.flip(window, flip)
-            buffer[slot, 0].copy_(window)
-        mean, std = self.settings.normalization
-        if (mean, std) != (0.0, 1.0):
+            if shift_while_copying:
+                torch.sub(window, mean, out=buffer[slot, 0])
+            else:
+                buffer[slot, 0].copy_(window)
+        if normalize:
             # Only the filled slots: stale slots of a short last batch are never read back.
-            buffer[: len(batch)].sub_(mean).mul_(1.0 / std)
+            filled = buffer[: len(batch)]
+            if not shift_while_copying:
+                filled.sub_(mean)
+            filled.mul_(1.0 / std)
         if buffer.device != self.compute:
             return buffer.to(self.compute, non_blocking=True)
         return buffer
@@ -311,8 +353,12 @@ class _Blender:
         logits = self.forward(inputs)
         if not checked:
             _check_output(logits, inputs)
-        # Move first, widen second: half the transfer when the forward ran in fp16 or bf16.
-        logits = logits.to(self.store).float()
+        if self.store.type == "cpu":
+            # Move first, widen second: half the transfer when the forward ran in fp16 or bf16
+            # (and the CPU's half-precision arithmetic is slow).
+            logits = logits.to(self.store).float()
+        # On a GPU, fp16/bf16 logits go straight into the fp32 sums: addcmul_ widens them as it
+        # reads them, so no fp32 copy of the batch is written and read back.
         pz, py, px = self.plan.patch
         for slot, (index, flip) in enumerate(batch):
             z, y, x = self.plan.starts[index]
