@@ -330,7 +330,11 @@ def test_torch_2_9_0_with_amp_conv3d_gets_a_warning() -> None:
     gpu = torch.device("cuda:0")
     (warning,) = torch_warnings("2.9.0+cu128", gpu, "fp16")
     assert warning.name == "warning" and "4x slower" in warning.reason
-    assert torch_warnings("2.9.1+cu128", gpu, "fp16") == []
+    assert torch_warnings("2.9.1+cu128", gpu, "fp16") == []  # cuDNN unknown
+    assert torch_warnings("2.9.1+cu128", gpu, "bf16", 91500) == []
+    (old_cudnn,) = torch_warnings("2.9.1+cu128", gpu, "bf16", 91002)
+    assert "cuDNN 9.10.2" in old_cudnn.reason and "from cuDNN 9.15" in old_cudnn.reason
+    assert torch_warnings("2.10.0+cu128", gpu, "fp16", 91002) == []
     assert torch_warnings("2.9.0+cu128", gpu, "fp32") == []
     assert torch_warnings("2.9.0+cpu", torch.device("cpu"), "fp32") == []
 

@@ -184,11 +184,11 @@ class Segmenter:
                 "asked with tta_axes" if self.tta_axes else "no mirror axes asked",
             )
         )
-        version = self._platform.torch_version()
+        version, cudnn = self._platform.torch_version(), self._platform.cudnn_version()
         warnings = {
             warning.reason: warning
             for worker in self._workers
-            for warning in torch_warnings(version, worker.device, worker.forward.precision)
+            for warning in torch_warnings(version, worker.device, worker.forward.precision, cudnn)
         }
         for warning in warnings.values():  # once, however many GPUs it concerns
             self._decide(warning)

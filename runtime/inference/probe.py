@@ -87,6 +87,12 @@ class Platform:
         kernel = torch.ones(1, 1, 3, 3, 3, device=device)
         float(torch.nn.functional.conv3d(torch.ones(1, 1, 4, 4, 4, device=device), kernel).sum())
 
+    def cudnn_version(self) -> int | None:
+        """The cuDNN loaded at run time (e.g. 91002 for 9.10.2); None without one."""
+        if not torch.backends.cudnn.is_available():
+            return None
+        return torch.backends.cudnn.version()
+
     def triton_available(self) -> bool:
         return importlib.util.find_spec("triton") is not None
 
@@ -203,18 +209,35 @@ def _describe(platform: Platform, index: int) -> str:
         return f"unknown GPU: {first_line(error)}"
 
 
-def torch_warnings(version: str, device: torch.device, precision: str) -> list[Decision]:
-    """Known torch regressions that hit this configuration."""
-    if version.startswith("2.9.0") and device.type == "cuda" and precision != "fp32":
-        return [
-            Decision(
-                "warning",
-                f"torch {version}",
-                f"{precision} Conv3d runs about 4x slower on torch 2.9.0 (cuDNN is disabled for "
-                "it); use torch 2.9.1 or later, or compare with --amp off",
-            )
-        ]
-    return []
+def torch_warnings(
+    version: str, device: torch.device, precision: str, cudnn_version: int | None = None
+) -> list[Decision]:
+    """Known torch regressions that hit this configuration.
+
+    torch 2.9.0 runs fp16/bf16 Conv3d without cuDNN (about 4x slower); 2.9.1 turns cuDNN back on
+    only when the cuDNN loaded at run time is 9.15 or later, which its own wheels do not ship.
+    ``cudnn_version`` is ``torch.backends.cudnn.version()`` (9.15.0 is 91500), None if unknown.
+    """
+    if device.type != "cuda" or precision == "fp32" or not version.startswith("2.9."):
+        return []
+    fix = "use torch 2.10 or later, or compare with --amp off"
+    if version.startswith("2.9.0"):
+        why = f"{precision} Conv3d runs about 4x slower on torch 2.9.0 (cuDNN is disabled for it)"
+    elif cudnn_version is not None and cudnn_version < 91500:
+        why = (
+            f"{precision} Conv3d runs about 4x slower on torch {version} with cuDNN "
+            f"{_cudnn_text(cudnn_version)}: it uses cuDNN for it only from cuDNN 9.15"
+        )
+        fix = "install cuDNN 9.15 or later (nvidia-cudnn-cu12>=9.15), use torch 2.10+, or compare with --amp off"
+    else:
+        return []
+    return [Decision("warning", f"torch {version}", f"{why}; {fix}")]
+
+
+def _cudnn_text(version: int) -> str:
+    major, rest = divmod(version, 10000)
+    minor, patch = divmod(rest, 100)
+    return f"{major}.{minor}.{patch}"
 
 
 # --- the forward pass ------------------------------------------------------------------------
