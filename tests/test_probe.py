@@ -268,7 +268,14 @@ def test_free_memory_and_peak_count_what_a_batch_really_needs(monkeypatch) -> No
     monkeypatch.setattr(torch.cuda, "memory_allocated", record("allocated", stats["allocated"]))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", record("peak", lambda: stats["peak"]))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    fraction = {"value": 1.0}
+    monkeypatch.setattr(
+        torch.cuda, "get_per_process_memory_fraction", record("fraction", lambda: fraction["value"])
+    )
     assert Platform().free_memory(gpu) == (1_500, 16_000)
+    fraction["value"] = 0.05  # a cap of 800 bytes, 200 of them allocated
+    assert Platform().free_memory(gpu) == (600, 16_000)
+    fraction["value"] = 1.0
     assert Platform().free_memory(torch.device("cpu")) is None
 
     def forward(batch: torch.Tensor) -> torch.Tensor:

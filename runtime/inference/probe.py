@@ -114,8 +114,15 @@ class Platform:
         if device.type != "cuda":
             return None
         free, total = torch.cuda.mem_get_info(device)
-        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return free + max(cached, 0), total
+        allocated = torch.cuda.memory_allocated(device)
+        cached = torch.cuda.memory_reserved(device) - allocated
+        usable = free + max(cached, 0)
+        # A cap set with torch.cuda.set_per_process_memory_fraction (a GPU shared with another
+        # process) is where this process's allocations fail, whatever the driver has free.
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        if fraction is not None:
+            usable = min(usable, max(int(fraction(device) * total) - allocated, 0))
+        return usable, total
 
     def empty_cache(self, device: torch.device) -> None:
         if device.type == "cuda":
