@@ -14,6 +14,7 @@ from runtime.inference.models import SegmentationModel
 from runtime.inference.probe import (
     BatchForward,
     Platform,
+    _compile_error,
     _forward_peak,
     is_out_of_memory,
     planned_compile,
@@ -344,6 +345,21 @@ def test_torch_2_9_0_with_amp_conv3d_gets_a_warning() -> None:
     assert torch_warnings("2.10.0+cu128", gpu, "fp16", 91002) == []
     assert torch_warnings("2.9.0+cu128", gpu, "fp32") == []
     assert torch_warnings("2.9.0+cpu", torch.device("cpu"), "fp32") == []
+
+
+def test_a_compile_failure_is_named_by_its_cause() -> None:
+    """dynamo wraps a backend's error in a line that names only the backend."""
+
+    class BackendFailed(RuntimeError):
+        def __init__(self, inner: Exception) -> None:
+            super().__init__(f"backend='inductor' raised:\n{type(inner).__name__}: {inner}")
+            self.inner_exception = inner
+
+    wrapped = BackendFailed(RuntimeError("Triton needs sm >= 7.0\nmore detail"))
+    assert _compile_error(wrapped) == (
+        "backend='inductor' raised RuntimeError: Triton needs sm >= 7.0"
+    )
+    assert _compile_error(RuntimeError("plain\nsecond line")) == "plain"
 
 
 def test_out_of_memory_is_recognised() -> None:

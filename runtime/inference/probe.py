@@ -614,7 +614,7 @@ def _compile_guarded(
         # The first call compiles: a Triton or C++ compiler failure surfaces here.
         first = candidate._run(function, sample)
     except Exception as error:
-        return None, eager_seconds, f"the warm-up forward failed: {first_line(error)}"
+        return None, eager_seconds, f"the warm-up forward failed: {_compile_error(error)}"
     problem = _disagreement(first, reference)
     if problem:
         return None, eager_seconds, f"its output {problem}"
@@ -636,6 +636,14 @@ def _compile_guarded(
             f"warm-up matches eager, {seconds * 1e3:.0f} ms vs eager {eager_seconds * 1e3:.0f} ms per batch"
         ),
     )
+
+
+def _compile_error(error: BaseException) -> str:
+    """What went wrong, not dynamo's wrapper line (``backend='inductor' raised:``)."""
+    inner = getattr(error, "inner_exception", None)
+    if isinstance(inner, BaseException):
+        return f"{first_line(error).removesuffix(':')} {type(inner).__name__}: {first_line(inner)}"
+    return first_line(error)
 
 
 def _try(
