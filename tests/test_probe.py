@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
 import torch
 
+import runtime.inference.probe
 from runtime.contract.errors import DeviceError, InferenceError
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import SegmentationModel
@@ -78,8 +80,9 @@ class LazyCompiler(Platform):
                 raise RuntimeError("simulated: Triton needs sm >= 7.0 (found sm_60)")
             if self.behaviour == "wrong":
                 return function(batch) + 5.0
-            # The probe calls it three times: compile, warm-up and timed forward.
-            if self.behaviour == "fails-later" and self.calls > 3:
+            # The probe calls it five times: compile, warm-up and timed forward, then alone and
+            # beside a window thread (on the CPU).
+            if self.behaviour == "fails-later" and self.calls > 5:
                 raise RuntimeError("simulated: recompile failed")
             return function(batch)
 
@@ -345,6 +348,43 @@ def test_torch_2_9_0_with_amp_conv3d_gets_a_warning() -> None:
     assert torch_warnings("2.10.0+cu128", gpu, "fp16", 91002) == []
     assert torch_warnings("2.9.0+cu128", gpu, "fp32") == []
     assert torch_warnings("2.9.0+cpu", torch.device("cpu"), "fp32") == []
+
+
+@pytest.mark.parametrize(("beside", "used"), [(0.0, True), (1e9, False)])
+def test_a_window_thread_is_used_on_the_cpu_only_where_it_is_timed_faster(
+    monkeypatch: pytest.MonkeyPatch, beside: float, used: bool
+) -> None:
+    """Timed, because besides hiding copies the thread changes how OpenMP threads wait."""
+    seen: list[bool] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            names = [thread.name for thread in threading.enumerate()]
+            seen.append(any(name.startswith("window-prefetch") for name in names))
+            return x[:, :1] * 2.0 - 1.0
+
+    monkeypatch.setattr(
+        runtime.inference.probe, "_timed_beside_window_thread", lambda forward, sample: beside
+    )
+    model = SegmentationModel.from_module(Spy(), name="spy")
+    segmenter = Segmenter(model, options())
+    chosen = decision(segmenter, "window_prefetch")
+    assert chosen.value == ("on" if used else "off") and "ms per batch" in chosen.reason
+    seen.clear()
+    segmenter.segment(volume((30, 30, 30)))
+    assert len(seen) > 1 and all(
+        flag == used for flag in seen[1:]
+    )  # the first batch: no thread yet
+
+
+def test_the_window_thread_timing_runs_a_real_forward() -> None:
+    forward = BatchForward(small_model(), torch.device("cpu"), "fp32", False)
+    with torch.inference_mode():
+        seconds = runtime.inference.probe._timed_beside_window_thread(
+            forward, torch.zeros(2, 1, 12, 12, 12)
+        )
+    assert seconds > 0
+    assert not any(t.name.startswith("window-prefetch") for t in threading.enumerate())
 
 
 def test_a_compile_failure_is_named_by_its_cause() -> None:

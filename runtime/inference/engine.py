@@ -56,7 +56,6 @@ from runtime.inference.sliding_window import (
     choose_accumulation,
     flip_combinations,
     plan_windows,
-    prefetch_pays,
     source_itemsize,
 )
 from runtime.inference.time_budget import TimeBudget
@@ -122,6 +121,7 @@ class _Worker:
     batch_seconds: float
     peak_bytes: int | None  # device memory of one warm-up forward of ``probe_batch`` windows
     probe_batch: int
+    prefetch: bool | None = None  # window thread as probed; None: where it pays
 
 
 @dataclass
@@ -175,7 +175,6 @@ class Segmenter:
         self._workers = self._prepare_all(devices)
         if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
-        self._decide(_prefetch_decision(self._workers[0].device))
         passes = 2 ** len(self.tta_axes)
         self._decide(
             Decision(
@@ -338,6 +337,8 @@ class Segmenter:
                 threshold=self.options.threshold,
                 normalization=self.model.normalization,
                 accumulate=accumulate,
+                # The probe timed the window thread for the worker's own CPU forward.
+                prefetch=attempt.worker.prefetch if attempt.device.type == "cpu" else None,
             )
             forward = attempt.forward
             seen = len(forward.notes)
@@ -491,6 +492,7 @@ class Segmenter:
             batch_seconds=prepared.batch_seconds,
             peak_bytes=prepared.peak_bytes,
             probe_batch=batch,
+            prefetch=prepared.prefetch,
         )
 
     def _choose_patch(self) -> tuple[int, int, int]:
@@ -623,14 +625,6 @@ def _axes_text(axes: tuple[int, ...]) -> str:
 
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
-
-
-def _prefetch_decision(device: torch.device) -> Decision:
-    pays, reason = prefetch_pays(device, "device")
-    if pays or device.type == "cpu":
-        return Decision("window_prefetch", "on" if pays else "off", reason)
-    _, host_reason = prefetch_pays(device, "host")
-    return Decision("window_prefetch", "with host accumulation only", f"{reason}; {host_reason}")
 
 
 def _normalization_decision(model: SegmentationModel) -> Decision:

@@ -6,6 +6,8 @@
   real window batch must be finite and agree with fp32, else fp32.
 * ``torch.compile`` only where Triton can run (sm >= 7.0); it compiles lazily, so the guard is a
   warm-up forward of the real batch shape, compared with eager and timed; any failure means eager.
+* A thread that cuts the next window batch: on a GPU where the host cuts windows (host
+  accumulation); on the CPU only if a forward with such a thread beside it is timed faster.
 
 Every decision carries a reason and can be forced. :class:`Platform` is the one door to the
 hardware, so tests simulate a failing GPU or a failing compiler by overriding it.
@@ -19,6 +21,7 @@ import re
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 from runtime.contract.errors import DeviceError, InferenceError, ModelError, first_line
 from runtime.inference.models import SegmentationModel
+from runtime.inference.sliding_window import prefetch_pays
 
 __all__ = [
     "AMP_CHOICES",
@@ -51,6 +55,8 @@ _COMPILE_MIN_GAIN = 0.05
 _LAYOUT_MIN_GAIN = 0.05
 # Share of warm-up voxels allowed to disagree (|a - b| > 0.05 + 0.05 |b|) with the reference.
 _AGREEMENT = 0.99
+# A window thread must make a CPU forward this much faster to be used over the timing noise.
+_PREFETCH_MIN_GAIN = 0.10
 
 
 @dataclass
@@ -310,6 +316,7 @@ class PreparedForward:
     decisions: list[Decision]
     batch_seconds: float  # one warm forward of the chosen configuration, for the time budget
     peak_bytes: int | None  # device memory one batch forward needed (CUDA only)
+    prefetch: bool | None = None  # cut windows on a thread (None: where it pays, see BlendSettings)
 
 
 def prepare_forward(
@@ -326,7 +333,7 @@ def prepare_forward(
     ``batch_shape`` is the real ``(B, 1, Z, Y, X)`` window batch; warm-ups use exactly it, so the
     compiled graph and cuDNN's autotuning are the ones the run will use. The steps, in order:
     precision (autocast must agree with fp32), memory layout, then compilation (must agree with
-    eager and, unless forced, be faster).
+    eager and, unless forced, be faster), and on the CPU whether a window thread helps.
     """
     platform = platform or Platform()
     if amp not in AMP_CHOICES:
@@ -361,8 +368,10 @@ def prepare_forward(
             step = dataclasses.replace(step, decision=Decision("compile", "off", compile_reason))
         decisions.append(step.decision)
         decisions += _output_range_warnings(step.reference, model)
+        prefetch, prefetch_decision = _settle_prefetch(step.forward, sample, platform)
+        decisions.append(prefetch_decision)
         peak = _forward_peak(step.forward, sample)
-    return PreparedForward(step.forward, decisions, step.seconds, peak)
+    return PreparedForward(step.forward, decisions, step.seconds, peak, prefetch)
 
 
 def _output_range_warnings(output: torch.Tensor | None, model: SegmentationModel) -> list[Decision]:
@@ -512,6 +521,55 @@ def _settle_compile(
         seconds=seconds,
         decision=Decision("compile", "on", f"{reason}; {verdict}"),
     )
+
+
+def _settle_prefetch(
+    forward: BatchForward, sample: torch.Tensor, platform: Platform
+) -> tuple[bool | None, Decision]:
+    """Whether the blending loop cuts the next window batch on a thread, and why.
+
+    On a GPU by the rule of :func:`prefetch_pays` (per volume: only with host accumulation). On
+    the CPU the thread shares the forward's cores, so all it can hide is its copies, a few percent
+    of a forward at most; but it also changes how the forward's OpenMP threads wait: once libgomp
+    manages more threads than there are CPUs it stops spin-waiting, which on a busy machine made
+    forwards up to 7x faster (bench/RESULTS.md). So on the CPU it is timed: one forward alone, one
+    with a window thread beside it.
+    """
+    device = forward.device
+    if device.type != "cpu":
+        _, reason = prefetch_pays(device, "device")
+        _, host_reason = prefetch_pays(device, "host")
+        return None, Decision(
+            "window_prefetch", "with host accumulation only", f"{reason}; {host_reason}"
+        )
+    _, alone = _timed(forward, sample, platform, repeat=False)
+    beside = _timed_beside_window_thread(forward, sample)
+    timing = f"{beside * 1e3:.0f} ms vs {alone * 1e3:.0f} ms per batch"
+    if beside < alone * (1.0 - _PREFETCH_MIN_GAIN):
+        reason = f"a forward with a window thread beside it is faster on this machine: {timing}"
+        return True, Decision("window_prefetch", "on", reason)
+    reason = f"on the CPU a window thread only competes for the cores; not faster: {timing}"
+    return False, Decision("window_prefetch", "off", reason)
+
+
+def _timed_beside_window_thread(forward: BatchForward, sample: torch.Tensor) -> float:
+    """Seconds of one forward while a thread cuts a batch of windows, as the blending loop does."""
+    source = torch.randint(0, 256, tuple(sample.shape[2:]), dtype=torch.uint8)
+    buffer = torch.empty(sample.shape, dtype=torch.float32)
+
+    def cut() -> None:
+        with torch.inference_mode():  # thread-local, like the loop's
+            for slot in range(buffer.shape[0]):
+                torch.sub(source, 127.5, out=buffer[slot, 0])
+            buffer.mul_(1.0 / 64.0)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="window-prefetch") as pool:
+        pool.submit(cut).result()  # its first ops: the thread has its own OpenMP team from now
+        start = time.perf_counter()
+        job = pool.submit(cut)
+        forward(sample)
+        job.result()
+        return time.perf_counter() - start
 
 
 def _forward_peak(forward: BatchForward, sample: torch.Tensor) -> int | None:

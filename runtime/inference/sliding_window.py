@@ -158,17 +158,16 @@ class BlendSettings:
 def prefetch_pays(compute: torch.device | str, accumulate: str) -> tuple[bool, str]:
     """Whether building the next window batch on a thread overlaps any work, and why.
 
-    Only host-side window cutting beside a forward on another device overlaps: elsewhere the
-    thread has nothing to hide and costs time. Measured on 2 CPU cores (``bench/RESULTS.md``):
-    cutting and normalizing a batch takes well under 1% of its forward, while the thread made
-    whole volumes 15-29% slower, because torch gives each thread that runs an op its own OpenMP
-    team, whose workers preempt the forward's (each of its ops waits for its slowest thread).
+    Only host-side window cutting beside a forward on another device overlaps. On the CPU the
+    thread shares the forward's cores and can hide only its copies (a few percent of a forward
+    at most, see ``bench/RESULTS.md``), so without a measurement it is off; the probe times it
+    (:mod:`runtime.inference.probe`), since it also changes how the forward's OpenMP threads wait.
     """
     device = torch.device(compute)
     if device.type == "cpu":
         return False, (
             "the forward runs on the CPU: a window thread would compete with its threads for "
-            "the same cores, to hide copies that take under 1% of a forward"
+            "the same cores, to hide copies that take a few percent of a forward at most"
         )
     if accumulate != "host":
         return False, (
