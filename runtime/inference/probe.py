@@ -368,10 +368,10 @@ def prepare_forward(
             step = dataclasses.replace(step, decision=Decision("compile", "off", compile_reason))
         decisions.append(step.decision)
         decisions += _output_range_warnings(step.reference, model)
-        prefetch, prefetch_decision = _settle_prefetch(step.forward, sample, platform)
+        prefetch, prefetch_decision, seconds = _settle_prefetch(step, sample, platform)
         decisions.append(prefetch_decision)
         peak = _forward_peak(step.forward, sample)
-    return PreparedForward(step.forward, decisions, step.seconds, peak, prefetch)
+    return PreparedForward(step.forward, decisions, seconds, peak, prefetch)
 
 
 def _output_range_warnings(output: torch.Tensor | None, model: SegmentationModel) -> list[Decision]:
@@ -524,9 +524,9 @@ def _settle_compile(
 
 
 def _settle_prefetch(
-    forward: BatchForward, sample: torch.Tensor, platform: Platform
-) -> tuple[bool | None, Decision]:
-    """Whether the blending loop cuts the next window batch on a thread, and why.
+    step: _Step, sample: torch.Tensor, platform: Platform
+) -> tuple[bool | None, Decision, float]:
+    """Whether the blending loop cuts the next window batch on a thread, why, and the batch time.
 
     On a GPU by the rule of :func:`prefetch_pays` (per volume: only with host accumulation). On
     the CPU the thread shares the forward's cores, so all it can hide is its copies, a few percent
@@ -535,21 +535,22 @@ def _settle_prefetch(
     forwards up to 7x faster (bench/RESULTS.md). So on the CPU it is timed: one forward alone, one
     with a window thread beside it.
     """
-    device = forward.device
+    forward, device = step.forward, step.forward.device
     if device.type != "cpu":
         _, reason = prefetch_pays(device, "device")
         _, host_reason = prefetch_pays(device, "host")
-        return None, Decision(
+        decision = Decision(
             "window_prefetch", "with host accumulation only", f"{reason}; {host_reason}"
         )
+        return None, decision, step.seconds
     _, alone = _timed(forward, sample, platform, repeat=False)
     beside = _timed_beside_window_thread(forward, sample)
     timing = f"{beside * 1e3:.0f} ms vs {alone * 1e3:.0f} ms per batch"
     if beside < alone * (1.0 - _PREFETCH_MIN_GAIN):
         reason = f"a forward with a window thread beside it is faster on this machine: {timing}"
-        return True, Decision("window_prefetch", "on", reason)
+        return True, Decision("window_prefetch", "on", reason), beside
     reason = f"on the CPU a window thread only competes for the cores; not faster: {timing}"
-    return False, Decision("window_prefetch", "off", reason)
+    return False, Decision("window_prefetch", "off", reason), alone
 
 
 def _timed_beside_window_thread(forward: BatchForward, sample: torch.Tensor) -> float:
