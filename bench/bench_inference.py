@@ -20,7 +20,9 @@ Each round runs every side once on the same uint8 volume, volume in and mask out
   as its API needs;
 * **MONAI, defaults**: what a MONAI user gets without tuning: ``overlap=0.25``, constant weights,
   fp32 (its own, fewer windows);
-* **bare forward**: our probed forward over our windows, cut and batched beforehand: the limit.
+* **bare forward**: our probed forward over our windows, cut and batched beforehand: the limit
+  (with an idle thread beside it when our probe chose the window thread on the CPU, since that
+  changes how OpenMP's threads wait: the same forward in the same conditions, minus our work).
 
 Batches: ``--batch B`` for every side; ``--batch auto`` (the default on CUDA) gives ours and MONAI
 each its best of 1, 2 and 4 windows per forward, by forward throughput.
@@ -46,6 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,11 +228,12 @@ def _compare(args: argparse.Namespace) -> int:
                 monai_batch,
             ),
         ]
+    thread = bool(getattr(segmenter._workers[0], "prefetch", False))  # the probe's choice
     sides.append(
         Side(
             "bare",
-            "bare forward (the limit)",
-            _bare(case, forward, ours_batch),
+            "bare forward (the limit)" + (", thread beside" if thread else ""),
+            _bare(case, forward, ours_batch, thread),
             windows,
             ours_batch,
         )
@@ -331,8 +335,13 @@ def _monai_logits(case: Case, batch: int) -> np.ndarray:
     return _monai_blend(case, "gaussian", batch)[0, 0].float().cpu().numpy()
 
 
-def _bare(case: Case, forward: Any, batch: int) -> Callable[[], np.ndarray]:
-    """Our forward over our windows, cut, normalized and batched (last one padded) beforehand."""
+def _bare(case: Case, forward: Any, batch: int, beside_thread: bool) -> Callable[[], np.ndarray]:
+    """Our forward over our windows, cut, normalized and batched (last one padded) beforehand.
+
+    ``beside_thread``: as ours runs when its probe chose the window thread on the CPU, with an
+    idle thread beside it that has run torch ops (it owns an OpenMP team, which changes how the
+    forward's OpenMP threads wait): the same forward in the same conditions, minus our work.
+    """
     import torch
 
     from runtime.inference.sliding_window import plan_windows
@@ -349,10 +358,18 @@ def _bare(case: Case, forward: Any, batch: int) -> Callable[[], np.ndarray]:
                 inputs[slot, 0] = source[z : z + patch, y : y + patch, x : x + patch]
             batches.append(((inputs - mean) / std).to(case.device))
 
-    def run() -> np.ndarray:
+    def forwards() -> None:
         with torch.inference_mode():
             for inputs in batches:
                 forward(inputs)
+
+    def run() -> np.ndarray:
+        if beside_thread:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(lambda: torch.zeros(batches[0].shape).add_(1.0)).result()
+                forwards()
+        else:
+            forwards()
         return np.zeros(0, dtype=np.uint8)
 
     return run
@@ -649,7 +666,7 @@ def _report(
     )
     memory = "GPU peak MB" if case.device.type == "cuda" else "RSS peak MB"
     print(
-        f"\n{'':36}{'batch':>6}{'median s':>10}{'spread':>8}{'Mvox/s':>8}{'CPU s':>8}"
+        f"\n{'':42}{'batch':>6}{'median s':>10}{'spread':>8}{'Mvox/s':>8}{'CPU s':>8}"
         f"{memory:>12}{'÷ ours':>8}{'CPU ÷ ours':>11}"
     )
     rows = {}
@@ -658,7 +675,7 @@ def _report(
         peak = side.gpu_peak if case.device.type == "cuda" else side.rss_peak
         cpu = statistics.median(side.cpu_seconds)
         print(
-            f"{side.label:36}{side.batch:>6}{side.median:>10.2f}{side.spread:>7.0%} "
+            f"{side.label:42}{side.batch:>6}{side.median:>10.2f}{side.spread:>7.0%} "
             f"{voxels / side.median / 1e6:>7.2f}{cpu:>8.2f}{(peak or 0) / 2**20:>12.1f}"
             f"{side.median / ours.median:>7.2f}x{cpu / ours_cpu:>10.2f}x"
         )
