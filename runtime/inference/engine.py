@@ -5,6 +5,11 @@ forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inferenc
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
 CPU. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in input
 order, and reduces mirror TTA when the measured pace would overrun the time budget.
+
+A model with its own preprocessing (an nnU-Net folder) prepares each volume itself and gets its
+results pasted back (:meth:`SegmentationModel.prepare_volume`). An :class:`Ensemble` runs every
+member with its own patch, batch, normalization, preprocessing and probed forward, one after the
+other on the same device, and fuses their per-volume probabilities or log-odds.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 
 from runtime.contract.errors import InferenceError, VolumeError, first_line
-from runtime.inference.models import SegmentationModel
+from runtime.inference.models import Ensemble, PreparedVolume, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
     BatchForward,
@@ -41,6 +46,7 @@ from runtime.inference.sliding_window import (
     blend_volume_with_probability,
     choose_accumulation,
     flip_combinations,
+    logit_threshold,
     plan_windows,
     source_itemsize,
 )
@@ -68,7 +74,8 @@ class InferenceOptions:
     batch_size: int = 2
     threshold: float = 0.5
     # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
-    tta_axes: tuple[int, ...] = ()
+    # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
+    tta_axes: tuple[int, ...] | None = ()
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
     compile: bool | None = None  # None = decided by the probe
@@ -103,6 +110,18 @@ class _Worker:
     accumulate: str | None = None  # None: chosen per volume from free memory
 
 
+@dataclass
+class _Member:
+    """One model of the run (the only one, or an ensemble member) and its workers per device."""
+
+    model: SegmentationModel
+    weight: float
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    tta_axes: tuple[int, ...]
+    workers: list[_Worker]  # one per device, in the order of Segmenter.devices
+
+
 class Segmenter:
     """Segments 3D volumes with one model; construction probes the devices once.
 
@@ -113,7 +132,7 @@ class Segmenter:
 
     def __init__(
         self,
-        model: SegmentationModel,
+        model: SegmentationModel | Ensemble,
         options: InferenceOptions | None = None,
         log: Callable[[str], None] | None = None,
         *,
@@ -124,29 +143,46 @@ class Segmenter:
         self._log = log or _logger.info
         self._platform = platform or Platform()
         self.decisions: list[Decision] = []
+        self._member: str | None = None  # the ensemble member whose decisions are being made
         self._check_options()
-        # In the order given: a time budget drops axes from the end.
-        self.tta_axes = tuple(dict.fromkeys(self.options.tta_axes))
+        ensemble = model if isinstance(model, Ensemble) else None
+        models = ensemble.members if ensemble else [model]
+        weights = list(ensemble.weights or []) if ensemble else [1.0]
+        self.ensemble_mode = ensemble.mode if ensemble else None
         devices, device_decision = probe_devices(self.options.device, self._platform)
         self._decide(device_decision)
-        self.patch_size = self._choose_patch()
-        self.batch_size = self._choose_batch()
-        self._decide(_normalization_decision(model))
-        self._workers = [self._prepare(device, first=i == 0) for i, device in enumerate(devices)]
+        self._members: list[_Member] = []
+        for member, weight in zip(models, weights, strict=True):
+            self._member = member.name if ensemble else None
+            if ensemble:
+                self._decide(Decision("member", member.name, f"weight {weight:.4g}"))
+            patch = self._choose_patch(member)
+            batch = self._choose_batch(member)
+            self._decide(_normalization_decision(member))
+            workers = [
+                self._prepare(member, patch, batch, device, first=i == 0)
+                for i, device in enumerate(devices)
+            ]
+            axes = self._choose_tta(member)
+            self._members.append(_Member(member, weight, patch, batch, axes, workers))
+        self._member = None
+        if ensemble:
+            self._decide(
+                Decision(
+                    "ensemble",
+                    f"{len(models)} models, mean of {ensemble.mode}",
+                    "each member blends the whole volume with its own windows; fused per volume",
+                )
+            )
         if devices[0].type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
-        passes = 2 ** len(self.tta_axes)
-        self._decide(
-            Decision(
-                "tta",
-                f"axes {self.tta_axes} ({passes} passes)" if self.tta_axes else "off",
-                "asked with tta_axes" if self.tta_axes else "no mirror axes asked",
-            )
-        )
+        # What the time budget cuts: dropping axis k from the end drops it from every member.
+        self.tta_axes = max((m.tta_axes for m in self._members), key=len)
         version = self._platform.torch_version()
         warnings = {
             warning.reason: warning
-            for worker in self._workers
+            for member in self._members
+            for worker in member.workers
             for warning in torch_warnings(version, worker.device, worker.forward.precision)
         }
         for warning in warnings.values():  # once, however many GPUs it concerns
@@ -154,11 +190,24 @@ class Segmenter:
 
     @property
     def devices(self) -> list[str]:
-        return [str(worker.device) for worker in self._workers]
+        return [str(worker.device) for worker in self._members[0].workers]
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The first model's window (each ensemble member has its own)."""
+        return self._members[0].patch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._members[0].batch_size
+
+    @property
+    def _workers(self) -> list[_Worker]:
+        return self._members[0].workers
 
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
-        return self._segment(self._workers[0], volume, self.tta_axes, [])
+        return self._segment(0, volume, self.tta_axes, [])
 
     def segment_many(
         self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
@@ -174,8 +223,9 @@ class Segmenter:
             self.options.time_budget,
             self.tta_axes,
             total=total,
-            workers=len(self._workers),
-            batch_seconds=self._workers[0].batch_seconds,
+            workers=len(self.devices),
+            # One "batch" of the budget is one batch of every member, one after the other.
+            batch_seconds=sum(m.workers[0].batch_seconds for m in self._members),
             log=self._log,
         )
         if self.options.time_budget is not None:
@@ -186,41 +236,95 @@ class Segmenter:
                 self._decide(
                     Decision("time_budget", "inactive", "the number of volumes is unknown")
                 )
-        workers = [functools.partial(self._segment_budgeted, w, budget) for w in self._workers]
+        workers = [
+            functools.partial(self._segment_budgeted, slot, budget)
+            for slot in range(len(self.devices))
+        ]
         return ordered_map(items, workers)
 
     # --- one volume -----------------------------------------------------------------------
     def _segment_budgeted(
-        self, worker: _Worker, budget: TimeBudget, name: str, volume: np.ndarray
+        self, slot: int, budget: TimeBudget, name: str, volume: np.ndarray
     ) -> VolumeResult:
         _check_volume(volume)
-        n_windows = self._plan(volume).n_windows
-        axes, message = budget.axes_for(n_windows, worker.batch_size)
+        # The budget counts forward batches, of every member, per mirror pass.
+        batches = sum(self._batches(member, slot, volume.shape) for member in self._members)
+        axes, message = budget.axes_for(batches, 1)
         if message:
             self.decisions.append(Decision("tta", _axes_text(axes), message))
-        batch = worker.batch_size
         try:
-            result = self._segment(worker, volume, axes, [message] if message else [])
+            result = self._segment(slot, volume, axes, [message] if message else [])
         except Exception:
-            budget.finished(n_windows, 2 ** len(axes), batch, None)
+            budget.finished(batches, 2 ** len(axes), 1, None)
             raise
-        budget.finished(n_windows, 2 ** len(axes), batch, result.seconds)
+        budget.finished(batches, 2 ** len(axes), 1, result.seconds)
         return result
 
+    def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
+        windows = plan_windows(shape, member.patch_size, self.options.overlap).n_windows
+        return math.ceil(windows / member.workers[slot].batch_size)
+
     def _segment(
-        self, worker: _Worker, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
+        self, slot: int, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
     ) -> VolumeResult:
+        """``axes``: the run's mirror axes now (a budget may have cut them); each member keeps
+        as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
-        plan = self._plan(volume)
-        flips = flip_combinations(axes)
-        with _on(worker.device):
-            blended = self._blend_with_backoff(worker, volume, plan, flips, notes)
-        mask = blended.mask
-        assert mask is not None
+        fused: _Fusion | None = None
+        used: tuple[int, ...] = ()
+        for member in self._members:
+            worker = member.workers[slot]
+            member_axes = member.tta_axes[: len(axes)]
+            used = max(used, member_axes, key=len)
+            prepared = member.model.prepare_volume(volume)
+            plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+            flips = flip_combinations(member_axes)
+            output = "logits" if len(self._members) > 1 else "mask"
+            with _on(worker.device):
+                blended = self._blend_with_backoff(
+                    member, worker, prepared.data, plan, flips, notes, output
+                )
+            if len(self._members) == 1:
+                return self._result(worker, prepared, blended, used, notes, start)
+            assert blended.logits is not None
+            logits = prepared.restore(blended.logits, -math.inf)
+            del blended
+            if fused is None:
+                fused = _Fusion(self.ensemble_mode or "probabilities", volume.shape)
+            fused.add(logits, member.weight)
+        assert fused is not None
+        mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
+        worker = self._members[-1].workers[slot]
         return VolumeResult(
             mask=mask,
-            probability=blended.probability,
+            probability=probability,
+            foreground_fraction=float(mask.mean()),
+            seconds=time.perf_counter() - start,
+            device=str(worker.device),
+            precision=worker.forward.precision,
+            compiled=worker.forward.compiled,
+            tta_axes=used,
+            notes=notes,
+        )
+
+    def _result(
+        self,
+        worker: _Worker,
+        prepared: PreparedVolume,
+        blended: Blended,
+        axes: tuple[int, ...],
+        notes: list[str],
+        start: float,
+    ) -> VolumeResult:
+        assert blended.mask is not None
+        mask = prepared.restore(blended.mask, 0)
+        probability = blended.probability
+        if probability is not None:
+            probability = prepared.restore(probability, 0.0)
+        return VolumeResult(
+            mask=mask,
+            probability=probability,
             foreground_fraction=float(mask.mean()),
             seconds=time.perf_counter() - start,
             device=str(worker.device),
@@ -232,14 +336,19 @@ class Segmenter:
 
     def _blend_with_backoff(
         self,
+        member: _Member,
         worker: _Worker,
         volume: np.ndarray,
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
+        output: str = "mask",
     ) -> Blended:
+        model = member.model
         while True:
-            accumulate = worker.accumulate or self._accumulation(worker, plan, volume.dtype)
+            accumulate = worker.accumulate or self._accumulation(
+                member, worker, plan, volume.dtype, output
+            )
             if accumulate != "device" and worker.accumulate is None:
                 note = (
                     f"{accumulate} accumulation on {worker.device}: a whole-volume fp32 "
@@ -248,17 +357,25 @@ class Segmenter:
                 notes.append(note)
                 self._log(note)
             settings = BlendSettings(
-                patch=self.patch_size,
+                patch=member.patch_size,
                 overlap=self.options.overlap,
                 batch_size=worker.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
-                normalization=self.model.normalization,
+                normalization=model.normalization,
                 accumulate=accumulate,
+                importance=model.importance,
+                padding=model.padding,
+                channels=model.window_channels,
             )
             seen = len(worker.forward.notes)
             try:
-                if self.options.keep_probability:
+                if output == "logits":
+                    logits = blend_volume(
+                        volume, worker.forward, settings, worker.device, output="logits"
+                    )
+                    blended = Blended(mask=None, logits=logits)
+                elif self.options.keep_probability:
                     blended = blend_volume_with_probability(
                         volume, worker.forward, settings, worker.device
                     )
@@ -273,16 +390,24 @@ class Segmenter:
                 reason = first_line(error)
             # Outside the except block the traceback, and the tensors its frames hold, are gone.
             self._platform.empty_cache(worker.device)
-            note = self._back_off(worker, accumulate, reason, volume.shape)
+            note = self._back_off(member, worker, accumulate, reason, volume.shape)
             notes.append(note)
             self._log(note)
 
     def _back_off(
-        self, worker: _Worker, accumulate: str, reason: str, shape: tuple[int, ...]
+        self,
+        member: _Member,
+        worker: _Worker,
+        accumulate: str,
+        reason: str,
+        shape: tuple[int, ...],
     ) -> str:
         """Take the next step of the out-of-memory chain; it sticks for later volumes."""
         where = f"out of memory on {worker.device} at batch {worker.batch_size} ({reason})"
-        static_batch = self.model.static_input_shape and self.model.static_input_shape[0]
+        if len(self._members) > 1:
+            where = f"{member.model.name}: {where}"
+        model = member.model
+        static_batch = model.static_input_shape and model.static_input_shape[0]
         if worker.batch_size > 1 and not static_batch:
             worker.batch_size //= 2
             if worker.forward.compiled:
@@ -297,9 +422,9 @@ class Segmenter:
             return f"{where}; retrying with accumulation on the host"
         current = worker.forward
         if current.device.type != "cpu" or current.precision != "fp32" or current.compiled:
-            worker.forward = cpu_fallback(self.model)
+            worker.forward = cpu_fallback(model)
             worker.device = torch.device("cpu")
-            worker.batch_size = self.batch_size
+            worker.batch_size = member.batch_size
             worker.accumulate = None
             return f"{where}; retrying on the CPU (fp32, eager)"
         raise InferenceError(
@@ -307,7 +432,9 @@ class Segmenter:
             f"{tuple(shape)}: it needs more RAM than this machine has"
         )
 
-    def _accumulation(self, worker: _Worker, plan: WindowPlan, dtype: np.dtype) -> str:
+    def _accumulation(
+        self, member: _Member, worker: _Worker, plan: WindowPlan, dtype: np.dtype, output: str
+    ) -> str:
         memory = self._platform.free_memory(worker.device)  # None: the CPU, RAM is plenty
         if memory is None:
             return "device"
@@ -315,26 +442,34 @@ class Segmenter:
         mode = choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),
-            weight_sum=self.options.threshold != 0.5 or self.options.keep_probability,
+            weight_sum=self.options.threshold != 0.5
+            or self.options.keep_probability
+            or output != "mask",
             free_bytes=memory[0],
             working_bytes=working,
+            channels=member.model.window_channels,
         )
         return mode
 
-    def _plan(self, volume: np.ndarray) -> WindowPlan:
-        return plan_windows(volume.shape, self.patch_size, self.options.overlap)
-
     # --- set-up ---------------------------------------------------------------------------
-    def _prepare(self, device: torch.device, *, first: bool) -> _Worker:
+    def _prepare(
+        self,
+        model: SegmentationModel,
+        patch: tuple[int, int, int],
+        batch_size: int,
+        device: torch.device,
+        *,
+        first: bool,
+    ) -> _Worker:
         """Warm up on ``device``; a warm-up out of memory halves the batch, then uses the CPU."""
-        batch = self.batch_size
-        static_batch = bool(self.model.static_input_shape and self.model.static_input_shape[0])
+        batch = batch_size
+        static_batch = bool(model.static_input_shape and model.static_input_shape[0])
         while True:
             try:
                 prepared = prepare_forward(
-                    self.model,
+                    model,
                     device,
-                    (batch, 1, *self.patch_size),
+                    (batch, 1, *patch),
                     amp=self.options.amp,
                     compile=self.options.compile,
                     platform=self._platform,
@@ -352,12 +487,12 @@ class Segmenter:
                 continue
             if device.type == "cpu":
                 raise InferenceError(
-                    f"the warm-up forward of a {batch}-window batch of {self.patch_size} ran out "
+                    f"the warm-up forward of a {batch}-window batch of {patch} ran out "
                     f"of memory on the CPU ({reason}); use a smaller patch size"
                 )
             why = f"{device} ran out of memory at batch {batch} ({reason}); using the CPU"
             self._decide(Decision("device", "cpu", why))
-            device, batch, first = torch.device("cpu"), self.batch_size, False
+            device, batch, first = torch.device("cpu"), batch_size, False
         for decision in prepared.decisions:
             if not first:
                 decision.reason = f"{device}: {decision.reason}"
@@ -371,14 +506,14 @@ class Segmenter:
             probe_batch=batch,
         )
 
-    def _choose_patch(self) -> tuple[int, int, int]:
-        static = self.model.static_input_shape
+    def _choose_patch(self, model: SegmentationModel) -> tuple[int, int, int]:
+        static = model.static_input_shape
         fixed = static[2:] if static and all(isinstance(d, int) for d in static[2:]) else None
         asked = self.options.patch_size
         if fixed:
             if asked and tuple(asked) != tuple(fixed):
                 raise InferenceError(
-                    f"model {self.model.name} was exported for windows of {tuple(fixed)} only, "
+                    f"model {model.name} was exported for windows of {tuple(fixed)} only, "
                     f"not {tuple(asked)}; drop the patch size or re-export with dynamic shapes"
                 )
             patch = tuple(int(d) for d in fixed)  # type: ignore[arg-type]
@@ -386,28 +521,44 @@ class Segmenter:
                 Decision("patch_size", _shape_text(patch), "fixed by the exported program")
             )
             return patch  # type: ignore[return-value]
-        recommended = self.model.recommended.get("patch_size")
+        recommended = model.recommended.get("patch_size")
         if asked:
             chosen, source = tuple(asked), "asked"
         elif recommended:
-            chosen, source = tuple(recommended), f"recommended by model {self.model.name}"
+            chosen, source = tuple(recommended), f"recommended by model {model.name}"
         else:
             chosen, source = DEFAULT_PATCH, "default (the model recommends none)"
-        multiple = self.model.size_multiple
+        multiple = model.size_multiple
         patch = tuple(math.ceil(int(d) / multiple) * multiple for d in chosen)
         if patch != chosen:
             source += f", rounded up to multiples of {multiple}"
         self._decide(Decision("patch_size", _shape_text(patch), source))
         return patch  # type: ignore[return-value]
 
-    def _choose_batch(self) -> int:
-        static = self.model.static_input_shape
+    def _choose_batch(self, model: SegmentationModel) -> int:
+        static = model.static_input_shape
         if static and isinstance(static[0], int):
             self._decide(Decision("batch_size", str(static[0]), "fixed by the exported program"))
             return static[0]
         batch = self.options.batch_size
         self._decide(Decision("batch_size", str(batch), "windows per forward, fixed shape"))
         return batch
+
+    def _choose_tta(self, model: SegmentationModel) -> tuple[int, ...]:
+        """In the order given: a time budget drops axes from the end."""
+        asked = self.options.tta_axes
+        if asked is None:
+            axes = tuple(dict.fromkeys(model.mirror_axes or ()))
+            why = (
+                f"auto: the mirror axes model {model.name} was trained with"
+                if model.mirror_axes
+                else f"auto: model {model.name} names no mirror axes"
+            )
+        else:
+            axes = tuple(dict.fromkeys(asked))
+            why = "asked with tta_axes" if axes else "no mirror axes asked"
+        self._decide(Decision("tta", _axes_text(axes), why))
+        return axes
 
     def _check_options(self) -> None:
         o = self.options
@@ -418,7 +569,7 @@ class Segmenter:
             problems.append(f"threshold must be in (0, 1), got {o.threshold}")
         if not isinstance(o.batch_size, int) or o.batch_size < 1:
             problems.append(f"batch size must be a positive integer, got {o.batch_size}")
-        if any(axis not in (0, 1, 2) for axis in o.tta_axes):
+        if o.tta_axes is not None and any(axis not in (0, 1, 2) for axis in o.tta_axes):
             problems.append(f"TTA axes must be among 0, 1, 2 (z, y, x), got {o.tta_axes}")
         if o.amp not in AMP_CHOICES:
             problems.append(f"amp must be one of {', '.join(AMP_CHOICES)}, got {o.amp!r}")
@@ -432,6 +583,9 @@ class Segmenter:
             raise InferenceError("invalid inference options: " + "; ".join(problems))
 
     def _decide(self, decision: Decision) -> None:
+        member = self._member
+        if member and decision.name != "member":
+            decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
 
@@ -465,14 +619,35 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 
 def _normalization_decision(model: SegmentationModel) -> Decision:
-    # A model whose file carries no config gets raw voxel values: say so, since a model trained
-    # on [0, 1] or standardised inputs then gives silently wrong masks.
-    mean, std = model.normalization
-    if (mean, std) == (0.0, 1.0):
-        return Decision(
-            "normalization",
-            "none",
-            "raw voxel values: the model has no config.json normalization; add one if it was "
-            "trained on scaled inputs",
-        )
-    return Decision("normalization", f"(v - {mean:g}) / {std:g}", f"from model {model.name}")
+    what, why = model.describe_normalization()
+    return Decision("normalization", what, why)
+
+
+class _Fusion:
+    """The running weighted mean of an ensemble's per-volume probabilities or log-odds."""
+
+    def __init__(self, mode: str, shape: tuple[int, ...]) -> None:
+        self.mode = mode
+        self.total = np.zeros(shape, dtype=np.float32)
+
+    def add(self, logits: np.ndarray, weight: float) -> None:
+        if self.mode == "logits":
+            self.total += np.float32(weight) * logits
+        else:
+            # sigmoid, written so that -inf (outside an nnU-Net crop) gives exactly 0
+            with np.errstate(over="ignore"):
+                self.total += np.float32(weight) / (1.0 + np.exp(-logits, dtype=np.float32))
+
+    def finish(
+        self, threshold: float, keep_probability: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.mode == "logits":
+            mask = self.total > logit_threshold(threshold)
+            probability = None
+            if keep_probability:
+                with np.errstate(over="ignore"):
+                    probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))
+        else:
+            mask = self.total > np.float32(threshold)
+            probability = self.total if keep_probability else None
+        return mask.astype(np.uint8), probability
