@@ -169,11 +169,16 @@ def test_residual_encoder_old_plans_ct_and_a_transpose(tmp_path) -> None:
     arch = residual_architecture((4, 8), blocks=(1, 2))
     ct = {"mean": 100.0, "std": 30.0, "percentile_00_5": 40.0, "percentile_99_5": 200.0}
     plans = make_plans(
-        arch, old_style=True, normalization="CTNormalization", transpose_forward=(2, 0, 1),
+        arch, normalization="CTNormalization", transpose_forward=(2, 0, 1),
         intensity=ct, patch=(16, 16, 8), spacing=(1.0, 1.0, 1.0),
     )  # fmt: skip
-    assert "architecture" not in plans["configurations"]["3d_fullres"]
-    folder, networks = write_trained_model_folder(tmp_path, plans, make_dataset(channel="CT"))
+    folder, networks = write_trained_model_folder(
+        tmp_path, plans, make_dataset(channel="CT"), old_style=True
+    )
+    assert (
+        "architecture"
+        not in json.loads((folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    )
     model = load_model(folder)
     assert model.recommended["patch_size"] == [16, 16, 8]
     image = volume((14, 21, 19), seed=3)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from runtime.contract.errors import InferenceError, VolumeError, first_line
-from runtime.inference.models import Ensemble, PreparedVolume, SegmentationModel
+from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
     BatchForward,
@@ -286,7 +286,12 @@ class Segmenter:
                     member, worker, prepared.data, plan, flips, notes, output
                 )
             if len(self._members) == 1:
-                return self._result(worker, prepared, blended, used, notes, start)
+                assert blended.mask is not None
+                mask = prepared.restore(blended.mask, 0)
+                probability = blended.probability
+                if probability is not None:
+                    probability = prepared.restore(probability, 0.0)
+                return _volume_result(worker, mask, probability, used, notes, start)
             assert blended.logits is not None
             logits = prepared.restore(blended.logits, -math.inf)
             del blended
@@ -295,44 +300,8 @@ class Segmenter:
             fused.add(logits, member.weight)
         assert fused is not None
         mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
-        worker = self._members[-1].workers[slot]
-        return VolumeResult(
-            mask=mask,
-            probability=probability,
-            foreground_fraction=float(mask.mean()),
-            seconds=time.perf_counter() - start,
-            device=str(worker.device),
-            precision=worker.forward.precision,
-            compiled=worker.forward.compiled,
-            tta_axes=used,
-            notes=notes,
-        )
-
-    def _result(
-        self,
-        worker: _Worker,
-        prepared: PreparedVolume,
-        blended: Blended,
-        axes: tuple[int, ...],
-        notes: list[str],
-        start: float,
-    ) -> VolumeResult:
-        assert blended.mask is not None
-        mask = prepared.restore(blended.mask, 0)
-        probability = blended.probability
-        if probability is not None:
-            probability = prepared.restore(probability, 0.0)
-        return VolumeResult(
-            mask=mask,
-            probability=probability,
-            foreground_fraction=float(mask.mean()),
-            seconds=time.perf_counter() - start,
-            device=str(worker.device),
-            precision=worker.forward.precision,
-            compiled=worker.forward.compiled,
-            tta_axes=axes,
-            notes=notes,
-        )
+        last = self._members[-1].workers[slot]
+        return _volume_result(last, mask, probability, used, notes, start)
 
     def _blend_with_backoff(
         self,
@@ -588,6 +557,27 @@ class Segmenter:
             decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
+
+
+def _volume_result(
+    worker: _Worker,
+    mask: np.ndarray,
+    probability: np.ndarray | None,
+    axes: tuple[int, ...],
+    notes: list[str],
+    start: float,
+) -> VolumeResult:
+    return VolumeResult(
+        mask=mask,
+        probability=probability,
+        foreground_fraction=float(mask.mean()),
+        seconds=time.perf_counter() - start,
+        device=str(worker.device),
+        precision=worker.forward.precision,
+        compiled=worker.forward.compiled,
+        tta_axes=axes,
+        notes=notes,
+    )
 
 
 def _check_volume(volume: np.ndarray) -> None:

@@ -96,7 +96,6 @@ def make_plans(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     transpose_forward: Sequence[int] = (0, 1, 2),
     configuration: str = "3d_fullres",
-    old_style: bool = False,
     intensity: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """plans.json for one configuration (plus a 2d one, as nnU-Net writes both)."""
@@ -133,24 +132,7 @@ def make_plans(
         },
         "batch_dice": False,
     }
-    if old_style:
-        kwargs = architecture["arch_kwargs"]
-        name = architecture["network_class_name"].rsplit(".", 1)[-1]
-        config.update(
-            {
-                "UNet_class_name": name,
-                "UNet_base_num_features": kwargs["features_per_stage"][0],
-                "unet_max_num_features": kwargs["features_per_stage"][-1],
-                "n_conv_per_stage_encoder": kwargs.get("n_conv_per_stage")
-                or kwargs["n_blocks_per_stage"],
-                "n_conv_per_stage_decoder": kwargs["n_conv_per_stage_decoder"],
-                "conv_kernel_sizes": kwargs["kernel_sizes"],
-                "pool_op_kernel_sizes": kwargs["strides"],
-                "num_pool_per_axis": [kwargs["n_stages"] - 1] * 3,
-            }
-        )
-    else:
-        config["architecture"] = architecture
+    config["architecture"] = architecture
     backward = [int(i) for i in np.argsort(transpose_forward)]
     return {
         "dataset_name": "Dataset901_Synthetic",
@@ -217,7 +199,7 @@ def build_network(plans: dict[str, Any], dataset: dict[str, Any], configuration:
             **configurations[config["inherits_from"]],
             **{k: v for k, v in config.items() if k != "inherits_from"},
         }
-    architecture = config.get("architecture") or _old_to_new(config)
+    architecture = config["architecture"]
     kwargs = dict(architecture["arch_kwargs"])
     for key in architecture["_kw_requires_import"]:
         if kwargs[key] is not None:
@@ -245,13 +227,19 @@ def write_trained_model_folder(
     mirror_axes: Sequence[int] | None = (0, 1, 2),
     seed: int = 0,
     checkpoint: str = "checkpoint_final.pth",
+    old_style: bool = False,
 ) -> tuple[Path, list[torch.nn.Module]]:
-    """``root/<trainer>__nnUNetPlans__<configuration>/`` and the fold networks, in fold order."""
+    """``root/<trainer>__nnUNetPlans__<configuration>/`` and the fold networks, in fold order.
+
+    ``old_style`` writes plans.json as nnU-Net did before the 'architecture' block existed (the
+    networks are built from the plans given, which must be new-style).
+    """
     plans = plans or make_plans()
     dataset = dataset or make_dataset()
     folder = root / f"{trainer}__{plans['plans_name']}__{configuration}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "plans.json").write_text(json.dumps(plans, indent=2))
+    written = to_old_style(plans) if old_style else plans
+    (folder / "plans.json").write_text(json.dumps(written, indent=2))
     (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
     (folder / "dataset_fingerprint.json").write_text("{}")
     networks = []
@@ -297,30 +285,25 @@ def _checkpoint(network, plans, dataset, configuration, fold, trainer, mirror_ax
     }
 
 
-def _old_to_new(config: dict[str, Any]) -> dict[str, Any]:
-    name = config["UNet_class_name"]
-    stages = len(config["n_conv_per_stage_encoder"])
-    key = "n_conv_per_stage" if name == "PlainConvUNet" else "n_blocks_per_stage"
-    return {
-        "network_class_name": f"dynamic_network_architectures.architectures.unet.{name}",
-        "arch_kwargs": {
-            "n_stages": stages,
-            "features_per_stage": [
-                min(config["UNet_base_num_features"] * 2**i, config["unet_max_num_features"])
-                for i in range(stages)
-            ],
-            "conv_op": "torch.nn.Conv3d",
-            "kernel_sizes": config["conv_kernel_sizes"],
-            "strides": config["pool_op_kernel_sizes"],
-            key: config["n_conv_per_stage_encoder"],
-            "n_conv_per_stage_decoder": config["n_conv_per_stage_decoder"],
-            "conv_bias": True,
-            "norm_op": "torch.nn.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    }
+def to_old_style(plans: dict[str, Any]) -> dict[str, Any]:
+    """The plans as nnU-Net wrote them before the 'architecture' block (UNet_class_name, ...)."""
+    plans = copy.deepcopy(plans)
+    for config in plans["configurations"].values():
+        architecture = config.pop("architecture", None)
+        if architecture is None:
+            continue
+        kwargs = architecture["arch_kwargs"]
+        config.update(
+            {
+                "UNet_class_name": architecture["network_class_name"].rsplit(".", 1)[-1],
+                "UNet_base_num_features": kwargs["features_per_stage"][0],
+                "unet_max_num_features": kwargs["features_per_stage"][-1],
+                "n_conv_per_stage_encoder": kwargs.get("n_conv_per_stage")
+                or kwargs["n_blocks_per_stage"],
+                "n_conv_per_stage_decoder": kwargs["n_conv_per_stage_decoder"],
+                "conv_kernel_sizes": kwargs["kernel_sizes"],
+                "pool_op_kernel_sizes": kwargs["strides"],
+                "num_pool_per_axis": [kwargs["n_stages"] - 1] * len(kwargs["kernel_sizes"][0]),
+            }
+        )
+    return plans

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from runtime.contract.errors import ModelError
+from runtime.inference.models import _read_json as read_json
 from runtime.inference.nnunet.checkpoint import Checkpoint, read_checkpoint
 from runtime.inference.nnunet.folder import (
     CHECKPOINTS,
@@ -27,13 +28,7 @@ from runtime.inference.nnunet.folder import (
 )
 from runtime.inference.nnunet.model import FoldAverage, NNUNetModel
 from runtime.inference.nnunet.network import build_network
-from runtime.inference.nnunet.plans import (
-    Labels,
-    read_configuration,
-    read_json,
-    read_labels,
-    size_multiple,
-)
+from runtime.inference.nnunet.plans import Labels, read_configuration, read_labels, size_multiple
 from runtime.inference.nnunet.preprocessing import Preprocessing
 
 __all__ = [

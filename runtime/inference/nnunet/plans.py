@@ -9,7 +9,6 @@ checked here, so a malformed file fails at load time with its name, never in the
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from runtime.contract.errors import ModelError
 
-__all__ = ["Configuration", "Labels", "read_configuration", "read_json", "read_labels"]
+__all__ = ["Configuration", "Labels", "read_configuration", "read_labels"]
 
 # Old plans name only the class; nnU-Net's conversion knows these two.
 _OLD_PLANS_CLASSES = {
@@ -60,18 +59,6 @@ class Labels:
     ignore_label: int | None
     input_channels: int
     channel_names: tuple[str, ...]
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: must hold a JSON object, got {type(data).__name__}")
-    return data
 
 
 def read_configuration(plans: dict[str, Any], name: str, source: Path) -> Configuration:
