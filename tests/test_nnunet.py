@@ -288,6 +288,11 @@ def test_folds_and_checkpoints_are_chosen_or_refused_by_name(tmp_path) -> None:
         load_model(_only_fold(tmp_path / "b", 0), checkpoint="best")
     with pytest.raises(ModelError, match="--checkpoint must be final or best"):
         load_model(folder, checkpoint="latest")
+    hint = f"part of the nnU-Net trained-model folder {folder}: give --model {folder} --folds 1"
+    with pytest.raises(ModelError, match=hint):
+        load_model(folder / "fold_1")
+    with pytest.raises(ModelError, match=hint + " --checkpoint final"):
+        load_model(folder / "fold_1" / "checkpoint_final.pth")
 
 
 def _only_fold(root: Path, fold: int) -> Path:

@@ -291,6 +291,10 @@ def load_model(
         )
     if path.suffix == ".json":
         return _load_config(path, foreground_class, name=path.parent.name or path.stem)
+    if path.suffix == ".pth":
+        from runtime.inference import nnunet
+
+        nnunet.refuse_a_part(path)
     network, static, mover = _load_program(path)
     return SegmentationModel(
         network,

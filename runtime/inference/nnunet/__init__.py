@@ -25,6 +25,7 @@ from runtime.inference.nnunet.folder import (
     TrainedModelFolder,
     find_trained_model_folder,
     open_trained_model_folder,
+    refuse_a_part,
 )
 from runtime.inference.nnunet.model import FoldAverage, NNUNetModel
 from runtime.inference.nnunet.network import build_network
@@ -38,6 +39,7 @@ __all__ = [
     "find_trained_model_folder",
     "load_nnunet_model",
     "open_trained_model_folder",
+    "refuse_a_part",
 ]
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "TrainedModelFolder",
     "find_trained_model_folder",
     "open_trained_model_folder",
+    "refuse_a_part",
 ]
 
 CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth"}
@@ -56,6 +57,7 @@ def find_trained_model_folder(path: Path) -> Path | None:
     """
     if _looks_like_trained_model(path):
         return path
+    refuse_a_part(path)
     found = sorted(_search(path))
     if not found:
         return None
@@ -67,6 +69,22 @@ def find_trained_model_folder(path: Path) -> Path | None:
             "point --model at one of them (or repeat --model for an ensemble)"
         )
     return found[0]
+
+
+def refuse_a_part(path: Path) -> None:
+    """A fold folder or a checkpoint of a trained-model folder is not a model on its own: say
+    what to give instead (nnU-Net checkpoints also hold numpy objects, whose refusal by the plain
+    checkpoint reader would not help)."""
+    fold = path.parent if path.is_file() else path
+    if _FOLD.fullmatch(fold.name) and _looks_like_trained_model(fold.parent):
+        which = fold.name[len("fold_") :]
+        checkpoint = ""
+        if path.is_file() and path.name in CHECKPOINTS.values():
+            checkpoint = f" --checkpoint {path.stem[len('checkpoint_') :]}"
+        raise ModelError(
+            f"{path} is part of the nnU-Net trained-model folder {fold.parent}: give "
+            f"--model {fold.parent} --folds {which}{checkpoint}"
+        )
 
 
 def open_trained_model_folder(
