@@ -101,6 +101,9 @@ def _compare(args: argparse.Namespace) -> int:
             for _ in range(args.repeat):
                 for side in ("nnunet", "ours", "bare"):
                     run = _run_side(side, config)
+                    if side == "ours":  # the bare forward runs exactly as ours was probed
+                        config["precision"] = run["precision"]
+                        config["channels_last"] = run["channels_last"]
                     if side not in sides or run["seconds"] < sides[side]["seconds"]:
                         sides[side] = run
             if args.exact:
@@ -175,7 +178,8 @@ def _print(args, description: str, results: dict, torch_version: str) -> None:
         f"volume {'x'.join(map(str, args.shape))} uint8 (synthetic papyrus), {any_side['windows']} "
         f"windows of step 0.5, device {any_side['device']}, torch {torch_version}, torch threads "
         f"{any_side['threads']}, {os.cpu_count()} CPUs; ours: batch {args.batch}, precision "
-        f"{any_side['precision']}, compiled {'yes' if any_side['compiled'] else 'no'}"
+        f"{any_side['precision']}, channels_last_3d {'on' if any_side['channels_last'] else 'off'}"
+        f", compiled {'yes' if any_side['compiled'] else 'no'} (the bare forward: the same)"
     )
     print(f"\n{'mirroring':10}{'side':38}{'seconds':>9}{'CPU s':>9}{'forwards':>10}")
     labels = {
@@ -300,6 +304,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
         "windows": windows,
         "device": segmenter.devices[0],
         "precision": chosen["precision"],
+        "channels_last": chosen["channels_last"] == "on",
         "compiled": chosen["compile"] == "on",
         "setup": setup,
         "mask": result.mask,
@@ -308,35 +313,34 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bare(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
-    """The network alone over the windows' batches: the same replica, precision and layout."""
+    """The network alone over the windows' batches, in the precision and memory layout ours was
+    probed to (not probed again: a timing probe on a busy machine may choose otherwise)."""
     import torch
 
     from runtime.inference.models import load_model
-    from runtime.inference.probe import prepare_forward
+    from runtime.inference.probe import BatchForward
 
     model = load_model(config["folder"])
-    device = torch.device("cuda" if config["device"] == "cuda" else config["device"])
+    device = torch.device(config["device"])
+    replica = model.replicate(device)
+    if config["channels_last"]:
+        replica.to_channels_last()
+    forward = BatchForward(replica, device, config["precision"], config["channels_last"])
     patch = tuple(model.recommended["patch_size"])
     flips = 2 ** len(model.mirror_axes or ()) if config["mirroring"] else 1
     windows = _windows(model, volume) * flips
     found = {}
     for batch in (config["batch"], 1):
-        prepared = prepare_forward(
-            model,
-            device,
-            (batch, 1, *patch),
-            amp="fp16" if device.type == "cuda" else "auto",
-            compile=config["compile"],
-        )
-        forward = prepared.forward
         inputs = torch.randn(batch, 1, *patch, device=device)
         count = math.ceil(windows / batch)
 
-        def run(forward=forward, inputs=inputs, count=count) -> None:
+        def run(inputs=inputs, count=count) -> None:
             with torch.inference_mode():
                 for _ in range(count):
                     forward(inputs)
 
+        with torch.inference_mode():
+            forward(inputs)  # warm-up
         _, seconds, cpu = _timed(run, config["device"])
         found[batch] = {"seconds": seconds, "cpu_seconds": cpu, "forwards": count}
     return {**found[config["batch"]], "batch1": found[1]}
