@@ -375,7 +375,7 @@ def test_other_mismatches_fail_with_one_line(tmp_path) -> None:
     (wide / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(
         ModelError,
-        match="weights do not fit the network plans.json describes.*nnUNetTrainer may build its own",
+        match="weights do not match the network plans.json describes.*nnUNetTrainer may build its own",
     ):
         load_model(wide)
     two_d = make_plans(patch=(16, 16, 16), configuration="2d_only")

@@ -495,7 +495,15 @@ def _unwrap_state_dict(data: Any) -> dict[str, torch.Tensor] | None:
     return state
 
 
-def _load_state_dict(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_state_dict(
+    network: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    *,
+    described_by: str = "the architecture in config.json",
+    hint: str = "",
+) -> None:
+    """Load strictly; a mismatch names the first missing, unexpected and mis-shaped tensors."""
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -511,7 +519,7 @@ def _load_state_dict(network: torch.nn.Module, state: dict[str, torch.Tensor], p
     ]
     if problems:
         raise ModelError(
-            f"{path}: weights do not match the architecture in config.json ({'; '.join(problems)})"
+            f"{path}: weights do not match {described_by} ({'; '.join(problems)}){hint}"
         )
     network.load_state_dict(state, strict=True)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from runtime.contract.errors import ModelError
+from runtime.inference.models import _load_state_dict
 from runtime.inference.models import _read_json as read_json
 from runtime.inference.nnunet.checkpoint import Checkpoint, read_checkpoint
 from runtime.inference.nnunet.folder import (
@@ -116,26 +117,14 @@ def _load_weights(
     fold: str,
     configuration: str,
 ) -> None:
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state.weights))
-    unexpected = sorted(set(state.weights) - set(expected))
-    wrong = sorted(
-        f"{key} {tuple(state.weights[key].shape)} != {tuple(expected[key].shape)}"
-        for key in set(state.weights) & set(expected)
-        if state.weights[key].shape != expected[key].shape
+    trainer = state.trainer_name or folder.trainer or "its trainer"
+    _load_state_dict(
+        network,
+        state.weights,
+        folder.checkpoints[fold],
+        described_by=f"the network plans.json describes for {configuration!r}",
+        hint=f"; {trainer} may build its own network",
     )
-    problems = [
-        f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-        if items
-    ]
-    if problems:
-        trainer = state.trainer_name or folder.trainer or "its trainer"
-        raise ModelError(
-            f"{folder.checkpoints[fold]}: the weights do not fit the network plans.json describes "
-            f"for {configuration!r} ({'; '.join(problems)}); {trainer} may build its own network"
-        )
-    network.load_state_dict(state.weights, strict=True)
 
 
 def _mirror_axes(checkpoints: dict[str, Checkpoint]) -> tuple[int, ...] | None:
