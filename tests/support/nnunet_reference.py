@@ -4,7 +4,8 @@ reference for the opt-in agreement test and bench/bench_nnunet.py. Needs nnunetv
 Two things a user of nnunetv2 would otherwise trip over are handled here:
 
 * a trainer class nnunetv2 cannot find (a custom one, such as the organizers'): the network is
-  then built with ``nnUNetTrainer.build_network_architecture``, which custom trainers inherit;
+  then built with ``nnUNetTrainer.build_network_architecture``, which custom trainers inherit
+  (nnunetv2's own search for it imports every trainer module, and fails without timm);
 * ``fp32_sums``: nnU-Net keeps its blended logits and weight sums in fp16 on every device (CPU
   included). For an exact comparison those two buffers can be made fp32, nothing else changed:
   ``torch.half`` is swapped for ``torch.float32`` in the predictor module's view of torch only
@@ -46,11 +47,16 @@ def nnunet_predictor(
     )["trainer_name"]
     import nnunetv2
 
-    findable = recursive_find_python_class(
-        str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"),
-        trainer_name,
-        "nnunetv2.training.nnUNetTrainer",
-    )
+    try:
+        findable = recursive_find_python_class(
+            str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"),
+            trainer_name,
+            "nnunetv2.training.nnUNetTrainer",
+        )
+    except ImportError:
+        # Searching for a trainer it does not ship imports every trainer module, the Primus ones
+        # too, which need timm: nnU-Net's own loader fails there without timm installed.
+        findable = None
     if findable is not None:
         with contextlib.redirect_stdout(None):
             predictor.initialize_from_trained_model_folder(str(folder), folds, checkpoint)
