@@ -242,8 +242,8 @@ def _best_of(repeat: int, whole, bare, device: str) -> tuple[Any, dict[str, Any]
     """Alternate the whole-volume run and the bare forwards; keep each one's fastest.
 
     The bare forwards run with a second, idle thread alive, as both engines run theirs (our
-    window prefetch, nnU-Net's producer thread): on a 2-core machine that alone made a ResEnc
-    forward up to 25% faster, so a bare forward without it would not be the limit.
+    window prefetch, nnU-Net's producer thread), so that they differ from the whole-volume runs
+    only by what the engines do around the forwards.
     """
     from concurrent.futures import ThreadPoolExecutor
 
