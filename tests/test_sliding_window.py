@@ -271,6 +271,25 @@ def test_the_batch_shape_is_fixed_and_prefetch_changes_nothing() -> None:
     np.testing.assert_array_equal(with_prefetch, without)
 
 
+def test_a_short_last_batch_can_run_at_its_true_size() -> None:
+    module = random_model(seed=6)
+    volume = random_volume((30, 20, 20), seed=6)  # 3 x 2 x 2 windows: 12 x 2 flips = 24 items
+    shapes: list[int] = []
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        shapes.append(batch.shape[0])
+        return module(batch)
+
+    flips = flip_combinations((2,))
+    padded = blend_volume(volume, forward, BlendSettings((16, 16, 16), 0.5, 5, flips=flips))
+    assert shapes == [5] * 5
+    shapes.clear()
+    settings = BlendSettings((16, 16, 16), 0.5, 5, flips=flips, pad_last_batch=False)
+    exact = blend_volume(volume, forward, settings)
+    assert shapes == [5, 5, 5, 5, 4]
+    np.testing.assert_array_equal(padded, exact)
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int16, np.bool_])
 def test_voxel_types_give_the_same_result_as_float(dtype: type) -> None:
     module = random_model(seed=2)

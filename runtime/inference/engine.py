@@ -336,6 +336,7 @@ class Segmenter:
                 importance=model.importance,
                 padding=model.padding,
                 channels=model.window_channels,
+                pad_last_batch=_needs_fixed_batch(model, worker),
             )
             seen = len(worker.forward.notes)
             try:
@@ -557,6 +558,13 @@ class Segmenter:
             decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
+
+
+def _needs_fixed_batch(model: SegmentationModel, worker: _Worker) -> bool:
+    """Only an eager CPU forward gains from running a short last batch at its true size: on a
+    GPU cuDNN re-tunes per shape, a compiled graph recompiles, an exported batch is fixed."""
+    static = bool(model.static_input_shape and model.static_input_shape[0])
+    return worker.device.type != "cpu" or worker.forward.compiled or static
 
 
 def _volume_result(

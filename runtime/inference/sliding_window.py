@@ -190,6 +190,9 @@ class BlendSettings:
     prefetch: bool = True  # build the next batch on a thread while the current one runs
     importance: str = "gaussian"  # "gaussian" (ours) | "nnunet" (nnU-Net's map, see above)
     padding: str = "reflect"  # "reflect" (the scan goes on) | "constant" (zeros, as nnU-Net)
+    # A short last batch is padded to the fixed shape (cuDNN autotuning, compiled graphs and
+    # static exported programs need it); False runs it at its true size (eager on the CPU).
+    pad_last_batch: bool = True
     # Channels the forward returns: 1, the foreground log-odds; C > 1, the log-odds of the
     # foreground against each of C softmax rivals (combined after blending, see _Blender._emit).
     channels: int = 1
@@ -371,6 +374,8 @@ class _Blender:
     def _run_batch(
         self, batch: list[tuple[int, tuple[int, ...]]], inputs: torch.Tensor, checked: bool
     ) -> bool:
+        if not self.settings.pad_last_batch and len(batch) < inputs.shape[0]:
+            inputs = inputs[: len(batch)]  # the stale slots would cost a forward each
         logits = self.forward(inputs)
         if not checked:
             _check_output(logits, inputs, self.settings.channels)
