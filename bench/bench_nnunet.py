@@ -2,7 +2,7 @@
 
     PYTHONPATH=. /work/venvs/nnunet/bin/python bench/bench_nnunet.py [--folder PATH |
         --network resenc-m|plain --patch P --folds N] [--shape Z Y X] [--device cpu|cuda]
-        [--batch B] [--mirroring off on] [--repeat R] [--threads T] [--no-exact]
+        [--batch B] [--mirroring off on] [--repeat R] [--threads T] [--amp A] [--no-exact]
 
 Needs nnunetv2 (only here, never for kaggle-offline). An environment that has it without pulling
 a CUDA torch: ``python3.11 -m venv V && V/bin/pip install torch==2.13.0`` first, then
@@ -18,7 +18,8 @@ The same folder, volume and windows (step 0.5) go through, each side in a fresh 
 * nnU-Net: ``nnUNetPredictor.predict_single_npy_array`` as shipped (one window per forward; on
   CUDA fp16 autocast and on-device sums, on the CPU fp32 and fp16 sums), probabilities returned;
 * ours: ``Segmenter.segment`` (batched fixed-shape windows, probed precision, layout and compile;
-  on CUDA ``--amp fp16`` to compare with nnU-Net's fp16), the probability kept;
+  on CUDA ``--amp fp16`` to compare with nnU-Net's fp16; ``--amp bf16`` tries CPU autocast, which
+  nnU-Net never uses), the probability kept;
 * each side's bare forward: only its network's forwards over the same windows (ours: in batches
   of ``--batch``, with the very forward the Segmenter probed; nnU-Net's: one window at a time, each
   fold on its own), no preprocessing, no stitching: the limit each way of running can reach. It is
@@ -67,6 +68,11 @@ def main() -> int:
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="ours only"
     )
+    parser.add_argument(
+        "--amp",
+        help="ours only: auto|fp16|bf16|off (default: fp16 on CUDA, as nnU-Net; auto on the CPU, "
+        "which is fp32 as nnU-Net's)",
+    )
     parser.add_argument("--exact", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -96,6 +102,7 @@ def _compare(args: argparse.Namespace) -> int:
             "batch": args.batch,
             "threads": args.threads,
             "compile": args.compile,
+            "amp": args.amp or ("fp16" if args.device.startswith("cuda") else "auto"),
         }
         results = {}
         for mirroring in args.mirroring:
@@ -324,7 +331,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
         batch_size=config["batch"],
         tta_axes=None if config["mirroring"] else (),
         device=config["device"],
-        amp="fp16" if config["device"].startswith("cuda") else "auto",
+        amp=config["amp"],
         compile=config["compile"],
         keep_probability=True,
     )
