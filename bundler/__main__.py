@@ -14,7 +14,7 @@ EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     from bundler.profiles import DEFAULT_PROFILE
 
     parser = argparse.ArgumentParser(
@@ -24,7 +24,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    build = sub.add_parser("build", help="resolve for a target kernel and write a wheelhouse")
+    build = sub.add_parser(
+        "build",
+        help="resolve for a target kernel and write a wheelhouse",
+        description="Options and requirements may come in any order, as with pip.",
+    )
     build.add_argument("requirements", nargs="*", metavar="REQ", help="requirement specifiers")
     build.add_argument(
         "-r",
@@ -34,8 +38,26 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=[],
         metavar="FILE",
-        help="a requirements file",
+        help="a requirements file (pip's format: --hash lines, -c, --pre, --index-url, ...)",
     )
+    build.add_argument(
+        "-c",
+        "--constraint",
+        dest="constraint_files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a constraints file, as pip's -c",
+    )
+    build.add_argument(
+        "--allow-replace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let the resolver replace this preinstalled kernel package where it must (repeatable)",
+    )
+    build.add_argument("--pre", action="store_true", help="consider pre-releases, as pip's --pre")
     build.add_argument(
         "--target",
         default=DEFAULT_PROFILE,
@@ -90,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("profiles", help="list the built-in target profiles")
-    return parser  # fmt: skip
+    return parser, sub.choices  # fmt: skip
 
 
 def _size(count: int) -> str:
@@ -107,7 +129,10 @@ def _run_build(args: argparse.Namespace) -> int:
         args.output,
         target=args.target,
         requirement_files=args.requirement_files,
+        constraint_files=args.constraint_files,
         optional=args.optional,
+        allow_replace=args.allow_replace,
+        pre=args.pre,
         index_url=args.index_url,
         extra_index_urls=args.extra_index_url,
         find_links=args.find_links,
@@ -122,12 +147,11 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
     print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
         f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
-    replacements = [e for e in manifest.wheels if e.upgrade_of]
     for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
-        chosen = [e for e in replacements if _is_upgrade(e.upgrade_of or "", e.version) is wanted]
+        chosen = [r for r in result.replacements if _is_upgrade(r.kernel_version, r.version) is wanted]
         if chosen:
             print(f"  {label}" + ", ".join(
-                f"{e.name} {e.upgrade_of} -> {e.version}" for e in chosen))  # fmt: skip
+                f"{r.describe()} ({r.reason})" for r in chosen))  # fmt: skip
     if manifest.skipped:
         print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
             f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
@@ -143,11 +167,12 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"  took      {result.seconds:.2f} s")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    from bundler.verification import verify
-
-    dataset_problems = [p for p in verify(result.output_dir) if "dataset-metadata" in p]
-    for problem in dataset_problems:
-        print(f"note: {problem}")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    if result.problems:
+        print(f"{len(result.problems)} problem(s) in {result.output_dir}; fix them before uploading",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_PROBLEMS
     print(f"next: kaggle datasets create -p {result.output_dir} --dir-mode zip")
     return 0
 
@@ -175,7 +200,15 @@ def _run_profiles(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, command_parsers = _build_parser()
+    if argv and argv[0] in command_parsers:
+        # Each command reads options and arguments in any order, as pip does
+        # (`build imagecodecs --optional imagecodecs tifffile`).
+        args = command_parsers[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = parser.parse_args(argv)  # --help, --version, or the usage error naming commands
     commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles}
     try:
         return commands[args.command](args)

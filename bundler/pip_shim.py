@@ -15,9 +15,17 @@ before running it, the way pex does:
    bundler never moves the same bytes twice.
 
 It also records each link pip rejected and why (to name the versions and tags seen when nothing
-fits). SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``.
-Only pip's internals are touched, and only here: run in a subprocess, never imported by the
-bundler itself.
+fits). Each patch counts its calls: a patched name that pip no longer calls means the resolution
+was the host's, so that is an error (exit ``EXIT_UNPATCHABLE``), never a silent wrong answer.
+
+With ``SPEC["mode"] == "fetch"`` it resolves nothing: it downloads ``SPEC["files"]`` into the
+store through pip's own session, built from the same options and configuration pip would use
+(index credentials, netrc, keyring, proxies, certificates, trusted hosts, retries), see
+:mod:`bundler.transport`.
+
+SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``. Only pip's
+internals are touched, and only here and in :mod:`bundler.transport`: both run in this subprocess,
+never imported by the bundler itself.
 """
 
 from __future__ import annotations
@@ -25,13 +33,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 # Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
 EXIT_UNPATCHABLE = 86
 UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
+# Patches that every resolution must go through; a count of 0 means pip bypassed one.
+REQUIRED_CALLS = ("markers", "tags", "installed", "target-python", "requires-python")
+# pip settings that say how to reach an index, not which one: kept when the sources are isolated.
+TRANSPORT_OPTIONS = frozenset(
+    {
+        "cert", "client-cert", "proxy", "trusted-host", "timeout", "default-timeout", "retries",
+        "resume-retries", "keyring-provider", "cache-dir", "no-cache-dir", "use-feature",
+        "use-deprecated",
+    }
+)  # fmt: skip
 
 
 class _Unpatchable(Exception):
@@ -79,6 +96,10 @@ class _Record:
         self.captured: list[str] = []
         self.served: list[str] = []
         self.unfetched: list[dict[str, str]] = []
+        self.calls: dict[str, int] = {}
+
+    def count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
 
     def dump(self, path: str) -> None:
         data = {
@@ -86,23 +107,30 @@ class _Record:
             "captured": self.captured,
             "served": self.served,
             "unfetched": self.unfetched,
+            "calls": self.calls,
         }
         Path(path).write_text(json.dumps(data), encoding="utf-8")
 
 
-def _patch_markers(markers: dict[str, str]) -> None:
+def bypassed_patches(calls: dict[str, int]) -> list[str]:
+    """The required patches that pip never called."""
+    return [name for name in REQUIRED_CALLS if not calls.get(name)]
+
+
+def _patch_markers(markers: dict[str, str], record: _Record) -> None:
     from pip._vendor.packaging import markers as vendored_markers
 
     original = _require(vendored_markers, "default_environment")
 
     def default_environment() -> dict[str, str]:
+        record.count("markers")
         return dict(markers)
 
     vendored_markers.default_environment = default_environment
     _replace_everywhere(original, default_environment)
 
 
-def _patch_tags(tag_strings: list[str]) -> None:
+def _patch_tags(tag_strings: list[str], record: _Record) -> None:
     from pip._internal.utils import compatibility_tags
     from pip._vendor.packaging.tags import Tag
 
@@ -110,36 +138,43 @@ def _patch_tags(tag_strings: list[str]) -> None:
     original = _require(compatibility_tags, "get_supported")
 
     def get_supported(*args: Any, **kwargs: Any) -> list[Any]:
+        record.count("tags")
         return list(tags)
 
     compatibility_tags.get_supported = get_supported
     _replace_everywhere(original, get_supported)
 
 
-def _patch_python_version(version_info: tuple[int, ...]) -> None:
+def _patch_python_version(version_info: tuple[int, ...], record: _Record) -> None:
     import inspect
 
     from pip._internal.models.target_python import TargetPython
     from pip._internal.resolution.resolvelib.candidates import RequiresPythonCandidate
 
-    for cls in (TargetPython, RequiresPythonCandidate):
+    for cls, label in ((TargetPython, "target-python"), (RequiresPythonCandidate, "requires-python")):
         original_init = cls.__init__
         signature = inspect.signature(original_init)
         if "py_version_info" not in signature.parameters:
             raise _Unpatchable(f"{cls.__name__}.__init__ has no py_version_info parameter")
 
         def patched_init(
-            self: Any, *args: Any, _original: Any = original_init, _sig: Any = signature, **kw: Any
+            self: Any,
+            *args: Any,
+            _original: Any = original_init,
+            _sig: Any = signature,
+            _label: str = label,
+            **kw: Any,
         ) -> None:
             bound = _sig.bind(self, *args, **kw)
             if bound.arguments.get("py_version_info") is None:
                 bound.arguments["py_version_info"] = version_info
+                record.count(_label)
             _original(*bound.args, **bound.kwargs)
 
         cls.__init__ = patched_init  # type: ignore[method-assign]
 
 
-def _patch_installed(folder: Path) -> None:
+def _patch_installed(folder: Path, record: _Record) -> None:
     from pip._internal import metadata
 
     original = _require(metadata, "get_default_environment")
@@ -147,13 +182,14 @@ def _patch_installed(folder: Path) -> None:
     environment = backend.Environment.from_paths([str(folder)])
 
     def get_default_environment() -> Any:
+        record.count("installed")
         return environment
 
     metadata.get_default_environment = get_default_environment
     _replace_everywhere(original, get_default_environment)
 
 
-def _patch_fetching(blob_dir: Path, record: _Record) -> None:
+def _patch_fetching(blob_dir: Path, serving_dir: Path, record: _Record) -> None:
     from pip._internal.operations import prepare
 
     from bundler.blobs import BlobStore
@@ -161,7 +197,6 @@ def _patch_fetching(blob_dir: Path, record: _Record) -> None:
     store = BlobStore(blob_dir)
     original = _require(prepare, "get_http_url")
     file_class = _require(prepare, "File")
-    serving_dir = Path(tempfile.mkdtemp(prefix="kaggle-offline-serve-"))
 
     def get_http_url(
         link: Any, download: Any, download_dir: str | None = None, hashes: Any = None
@@ -170,7 +205,7 @@ def _patch_fetching(blob_dir: Path, record: _Record) -> None:
         if sha256 and store.has(sha256):
             # A link under the real file name: pip reads wheel and archive names from paths.
             served = serving_dir / sha256 / link.filename
-            served.parent.mkdir(exist_ok=True)
+            served.parent.mkdir(parents=True, exist_ok=True)
             if not served.exists():
                 store.link_to(sha256, served)
             if hashes:
@@ -217,22 +252,37 @@ def _patch_index_failures(record: _Record) -> None:
     collector._handle_get_simple_fail = handle_get_simple_fail
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] != "--":
-        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    pip_args = argv[2:]
+def isolate_sources() -> None:
+    """Keep pip's configured transport (certificates, proxy, credentials' keyring...) but none of
+    its configured sources: the bundler was told exactly which index to use.
+
+    The transport settings found in pip's configuration files become environment variables (which
+    pip reads after the files), and then the files are switched off.
+    """
+    from pip._internal.configuration import Configuration
+
+    configuration = Configuration(isolated=False)
+    configuration.load()
+    for key, value in configuration.items():
+        section, _, option = key.partition(".")
+        variable = "PIP_" + option.upper().replace("-", "_")
+        if section in ("global", "install", "download") and option in TRANSPORT_OPTIONS:
+            os.environ.setdefault(variable, str(value))
+    os.environ["PIP_CONFIG_FILE"] = os.devnull
+
+
+def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     record = _Record()
-    installed = Path(tempfile.mkdtemp(prefix="kaggle-offline-preinstalled-"))
+    scratch = Path(spec["scratch"])
+    installed = scratch / "preinstalled"
     _write_fake_installed(installed, spec["preinstalled"])
     try:
         # Order matters: names patched before pip's command modules import them need no sweep.
-        _patch_markers(spec["markers"])
-        _patch_tags(spec["tags"])
-        _patch_installed(installed)
-        _patch_python_version(_python_version_info(spec["python_full_version"]))
-        _patch_fetching(Path(spec["blob_dir"]), record)
+        _patch_markers(spec["markers"], record)
+        _patch_tags(spec["tags"], record)
+        _patch_installed(installed, record)
+        _patch_python_version(_python_version_info(spec["python_full_version"]), record)
+        _patch_fetching(Path(spec["blob_dir"]), scratch / "serve", record)
         _patch_link_evaluation(record)
         _patch_index_failures(record)
         from pip._internal.cli.main import main as pip_main
@@ -242,9 +292,36 @@ def main(argv: list[str]) -> int:
     # pip must not mistake the host's site-packages for the kernel's: user site too.
     os.environ["PIP_USER"] = "0"
     try:
-        return int(pip_main(pip_args) or 0)
+        status = int(pip_main(pip_args) or 0)
     finally:
         record.dump(spec["record"])
+    bypassed = bypassed_patches(record.calls)
+    if status == 0 and bypassed:
+        print(
+            f"{UNPATCHABLE_PREFIX}pip never called the patched {', '.join(bypassed)}; its "
+            "resolution would be for this machine, not the target",
+            file=sys.stderr,
+        )
+        return EXIT_UNPATCHABLE
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] != "--":
+        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    if spec.get("isolate_sources"):
+        isolate_sources()
+    if spec.get("mode") == "fetch":
+        from bundler.transport import fetch_with_pip
+
+        try:
+            return fetch_with_pip(spec, argv[2:])
+        except _Unpatchable as error:
+            print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
+            return EXIT_UNPATCHABLE
+    return _resolve(spec, argv[2:])
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ class TargetProfile:
         ""  # where these facts come from: "captured on ..." or the facts file for built-ins
     )
     site_packages: str = ""
+    # Declared Requires-Dist of preinstalled distributions, where known (a captured profile knows
+    # all of them): the bundler checks a replacement against the kernel's packages that need it.
+    preinstalled_requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where an entry of `preinstalled`/`preinstalled_requires` comes from, when not `source`.
+    provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [key for key in MARKER_KEYS if key not in self.markers]
@@ -83,8 +88,9 @@ class TargetProfile:
     def preinstalled_version(self, name: str) -> str | None:
         return self.preinstalled.get(canonical_name(name))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The JSON form; ``details=False`` leaves out what only the bundler reads (requirements)."""
+        data = {
             "format": PROFILE_FORMAT,
             "format_version": PROFILE_FORMAT_VERSION,
             "name": self.name,
@@ -98,6 +104,12 @@ class TargetProfile:
             "tags": list(self.tags),
             "preinstalled": dict(sorted(self.preinstalled.items())),
         }
+        if details:
+            data["preinstalled_requires"] = {
+                name: list(lines) for name, lines in sorted(self.preinstalled_requires.items())
+            }
+            data["provenance"] = dict(sorted(self.provenance.items()))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "profile") -> TargetProfile:
@@ -125,6 +137,14 @@ class TargetProfile:
                 description=str(data.get("description", "")),
                 source=str(data.get("source", "")),
                 site_packages=str(data.get("site_packages", "")),
+                preinstalled_requires={
+                    canonical_name(str(k)): tuple(str(line) for line in v)
+                    for k, v in dict(data.get("preinstalled_requires", {})).items()
+                },
+                provenance={
+                    canonical_name(str(k)): str(v)
+                    for k, v in dict(data.get("provenance", {})).items()
+                },
             )
         except KeyError as error:
             raise ProfileError(f"{origin}: missing key {error.args[0]!r}") from None
