@@ -431,6 +431,7 @@ class _Session:
                 self.builds_dir,
                 self.profile,
                 self.log,
+                environment=self.index.build_environment(os.environ),
             )
         except BundlerError as error:
             if wheel.optional:

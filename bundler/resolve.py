@@ -77,6 +77,19 @@ class IndexSettings:
                     del env[key]
         return env
 
+    def build_environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """For the pip that installs an sdist's build requirements: these same sources."""
+        env = self.environment(base)
+        settings = {
+            "PIP_INDEX_URL": self.index_url or "",
+            "PIP_NO_INDEX": "1" if self.no_index else "",
+            "PIP_EXTRA_INDEX_URL": " ".join(self.extra_index_urls),
+            "PIP_FIND_LINKS": " ".join(self.find_links),
+            "PIP_TRUSTED_HOST": " ".join(self.trusted_hosts),
+        }
+        env.update({key: value for key, value in settings.items() if value})
+        return env
+
     def cache_identity(self) -> dict[str, Any]:
         """Everything about the sources that can change a resolution, for the cache key."""
         identity: dict[str, Any] = {
@@ -397,6 +410,8 @@ def _resolution_error(
         if kept:
             return ResolutionError(f"no solution keeps the packages of {target}: {kept}")
         return ResolutionError(f"conflicting requirements for {target}: {'; '.join(causes)}; loosen one of them")
+    if any("DO NOT MATCH THE HASHES" in line for line in lines):
+        return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
     build_failure = _build_failure(lines)
     if build_failure:
         return SdistBuildError(f"{build_failure} (while pip read its metadata for {target})")
@@ -459,6 +474,21 @@ def _pip_chain(name: str, lines: Sequence[str]) -> list[str]:
         names = [re.split(r"[<>=!~;\[ (]", part, maxsplit=1)[0] for part in parents[:-1]]
         return ["<user>", *reversed(names)]
     return ["<user>"]
+
+
+def _hash_mismatch(lines: Sequence[str]) -> str:
+    """``ko-lib==2.0: sha256 abc... is not one of the --hash values (1111...)``."""
+    start = next(i for i, line in enumerate(lines) if "DO NOT MATCH THE HASHES" in line)
+    what, expected, got = "a requirement", "", ""
+    for line in lines[start + 1 :]:
+        if line.startswith("Expected"):
+            expected = line.split()[-1]
+        elif line.startswith("Got"):
+            got = line.split()[-1]
+            break
+        elif " from " in line:
+            what = line.split(" from ", 1)[0]
+    return f"{what}: the file's sha256 {got} is not one of the --hash values given for it ({expected})"
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:")
