@@ -414,7 +414,6 @@ class _Session:
                     self.downloaded_hashes.add(fetched.sha256)
                 else:
                     self.downloaded_other.append(fetched.filename)
-                self.log(f"fetched {fetched.filename} ({fetched.downloaded_bytes} bytes)")
         return hashes
 
     def _wheel_of(self, wheel: BundledWheel) -> BundledWheel:

@@ -263,11 +263,16 @@ def isolate_sources() -> None:
 
     configuration = Configuration(isolated=False)
     configuration.load()
+    found: dict[str, str] = {}
     for key, value in configuration.items():
-        section, _, option = key.partition(".")
-        variable = "PIP_" + option.upper().replace("-", "_")
-        if section in ("global", "install", "download") and option in TRANSPORT_OPTIONS:
-            os.environ.setdefault(variable, str(value))
+        # Some pip releases yield ("section.option", value), others (origin, {"section.option":
+        # value}); in both, files come in pip's order of precedence, the strongest last.
+        for name, setting in value.items() if isinstance(value, dict) else [(key, value)]:
+            section, _, option = name.partition(".")
+            if section in ("global", "install", "download") and option in TRANSPORT_OPTIONS:
+                found["PIP_" + option.upper().replace("-", "_")] = str(setting)
+    for variable, setting in found.items():
+        os.environ.setdefault(variable, setting)  # the environment beats the files, as in pip
     os.environ["PIP_CONFIG_FILE"] = os.devnull
 
 
