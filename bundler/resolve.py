@@ -23,7 +23,12 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from bundler import pip_shim
-from bundler.errors import NoWheelForTargetError, PipVersionError, ResolutionError, SdistBuildError
+from bundler.errors import (
+    MetadataBuildError,
+    NoWheelForTargetError,
+    PipVersionError,
+    ResolutionError,
+)
 from bundler.requirement_files import RequirementLine
 from bundler.wheels import python_full_version
 from runtime.contract.profile import TargetProfile, canonical_name
@@ -414,7 +419,7 @@ def _resolution_error(
         return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
     build_failure = _build_failure(lines)
     if build_failure:
-        return SdistBuildError(f"{build_failure} (while pip read its metadata for {target})")
+        return MetadataBuildError(f"{build_failure} (while pip read its metadata for {target})")
     errors = [line for line in lines if line.startswith("ERROR:")]
     detail = (errors or lines or ["pip exited without a message"])[-1].removeprefix("ERROR: ")
     return ResolutionError(f"pip could not resolve the requirements for {target}: {detail}")
@@ -476,6 +481,20 @@ def _pip_chain(name: str, lines: Sequence[str]) -> list[str]:
     return ["<user>"]
 
 
+def _package_of(what: str) -> str:
+    """``ko-badmeta 1.0`` from a file name pip prints, or the requirement it printed."""
+    from packaging.utils import parse_sdist_filename, parse_wheel_filename
+
+    try:
+        if what.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(what)
+        else:
+            name, version = parse_sdist_filename(what)
+        return f"{canonical_name(str(name))} {version}"
+    except ValueError:
+        return what
+
+
 def _hash_mismatch(lines: Sequence[str]) -> str:
     """``ko-lib==2.0: sha256 abc... is not one of the --hash values (1111...)``."""
     start = next(i for i, line in enumerate(lines) if "DO NOT MATCH THE HASHES" in line)
@@ -504,10 +523,7 @@ def _build_failure(lines: Sequence[str]) -> str:
     for line in lines:
         match = re.match(r"^(?:Collecting|Processing|Downloading) (\S+)", line)
         if match:
-            what = match.group(1).rsplit("/", 1)[-1]
-            for suffix in (".tar.gz", ".zip", ".whl"):
-                what = what.removesuffix(suffix)
-            package = what.replace("-", " ", 1) if re.search(r"-\d", what) else what
+            package = _package_of(match.group(1).rsplit("/", 1)[-1])
         elif _EXCEPTION_LINE.match(line.lstrip("│ ").strip()):
             reason = line.lstrip("│ ").strip()
         if "error" in line.lower() and package != "a package" and reason:
