@@ -39,8 +39,14 @@ from typing import Any
 # Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
 EXIT_UNPATCHABLE = 86
 UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
-# Patches that every resolution must go through; a count of 0 means pip bypassed one.
-REQUIRED_CALLS = ("markers", "tags", "installed", "target-python", "requires-python")
+# Patches that every resolution must go through, and the pip module that must call each (None:
+# any); no such call means pip bypassed the patch and resolved for this machine.
+REQUIRED_CALLS = {
+    "markers": None,
+    "installed": "pip._internal.resolution.resolvelib.factory",
+    "target-python": None,
+    "requires-python": None,
+}
 # pip settings that say how to reach an index, not which one: kept when the sources are isolated.
 TRANSPORT_OPTIONS = frozenset(
     {
@@ -99,7 +105,9 @@ class _Record:
         self.calls: dict[str, int] = {}
 
     def count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+        for key in (name, f"{name}@{caller}"):
+            self.calls[key] = self.calls.get(key, 0) + 1
 
     def dump(self, path: str) -> None:
         data = {
@@ -113,8 +121,12 @@ class _Record:
 
 
 def bypassed_patches(calls: dict[str, int]) -> list[str]:
-    """The required patches that pip never called."""
-    return [name for name in REQUIRED_CALLS if not calls.get(name)]
+    """The required patches that pip never called (from the module that must call them)."""
+    return [
+        name
+        for name, caller in REQUIRED_CALLS.items()
+        if not calls.get(name if caller is None else f"{name}@{caller}")
+    ]
 
 
 def _patch_markers(markers: dict[str, str], record: _Record) -> None:
@@ -276,6 +288,32 @@ def isolate_sources() -> None:
     os.environ["PIP_CONFIG_FILE"] = os.devnull
 
 
+def _assert_in_effect(spec: dict[str, Any], installed: Path) -> None:
+    """Each patch changes what pip's own objects say, checked through them before pip runs."""
+    from pip._internal.metadata import get_default_environment
+    from pip._internal.models.installation_report import default_environment
+    from pip._internal.models.target_python import TargetPython
+    from pip._vendor.packaging.markers import Marker
+
+    target = TargetPython()
+    tags = [str(tag) for tag in target.get_sorted_tags()]
+    if tags != list(spec["tags"]):
+        raise _Unpatchable(
+            f"TargetPython gives {len(tags)} wheel tags starting {tags[:1]}, not the target's"
+        )
+    version = _python_version_info(spec["python_full_version"])
+    if tuple(target.py_version_info[: len(version)]) != version:
+        raise _Unpatchable(f"TargetPython's Python is {target.py_version_info}, not {version}")
+    full = spec["markers"]["python_full_version"]
+    if not Marker(f'python_full_version == "{full}"').evaluate():
+        raise _Unpatchable("markers are still evaluated for this machine's Python")
+    if dict(default_environment()) != dict(spec["markers"]):
+        raise _Unpatchable("the install report would show this machine's marker environment")
+    names = {dist.canonical_name for dist in get_default_environment().iter_all_distributions()}
+    if names != set(spec["preinstalled"]):
+        raise _Unpatchable("the installed environment is not the kernel's preinstalled set")
+
+
 def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     record = _Record()
     scratch = Path(spec["scratch"])
@@ -291,6 +329,9 @@ def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
         _patch_link_evaluation(record)
         _patch_index_failures(record)
         from pip._internal.cli.main import main as pip_main
+
+        _assert_in_effect(spec, installed)
+        record.calls.clear()  # count pip's own calls only
     except (_Unpatchable, ImportError) as error:
         print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
         return EXIT_UNPATCHABLE
