@@ -148,7 +148,9 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
         f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
     for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
-        chosen = [r for r in result.replacements if _is_upgrade(r.kernel_version, r.version) is wanted]
+        chosen = [
+            r for r in result.replacements if _is_upgrade(r.kernel_version, r.version) is wanted
+        ]
         if chosen:
             print(f"  {label}" + ", ".join(
                 f"{r.describe()} ({r.reason})" for r in chosen))  # fmt: skip

@@ -211,7 +211,9 @@ def _requested_lines(
     lines += from_files
     named = {canonical_name(req.name) for req in parse_requirements(line.text for line in lines)}
     # An --optional NAME that no requirement names is a requirement of its own.
-    lines += [RequirementLine(name, origin="--optional") for name in optional_names if name not in named]
+    lines += [
+        RequirementLine(name, origin="--optional") for name in optional_names if name not in named
+    ]
     return lines
 
 
@@ -394,7 +396,9 @@ class _Session:
     ) -> list[Replacement]:
         pins = self._pins(lines)
         chosen = {item.name: item.version for item in items}
-        replaced = [n for n in chosen if self.profile.preinstalled_version(n) not in (None, chosen[n])]
+        replaced = [
+            n for n in chosen if self.profile.preinstalled_version(n) not in (None, chosen[n])
+        ]
         texts: dict[str, str] = {}
         for line in lines:
             texts.setdefault(canonical_name(Requirement(line.text).name), line.text)

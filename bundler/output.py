@@ -39,7 +39,9 @@ def check_output_dir(folder: Path) -> None:
     if not ancestor.is_dir():
         raise BundlerError(f"{folder}: {ancestor} is a file, so -o cannot be created there")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BundlerError(f"{folder}: cannot write in {ancestor} (permission denied); choose another -o")
+        raise BundlerError(
+            f"{folder}: cannot write in {ancestor} (permission denied); choose another -o"
+        )
 
 
 @dataclass(frozen=True)

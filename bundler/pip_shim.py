@@ -163,7 +163,10 @@ def _patch_python_version(version_info: tuple[int, ...], record: _Record) -> Non
     from pip._internal.models.target_python import TargetPython
     from pip._internal.resolution.resolvelib.candidates import RequiresPythonCandidate
 
-    for cls, label in ((TargetPython, "target-python"), (RequiresPythonCandidate, "requires-python")):
+    for cls, label in (
+        (TargetPython, "target-python"),
+        (RequiresPythonCandidate, "requires-python"),
+    ):
         original_init = cls.__init__
         signature = inspect.signature(original_init)
         if "py_version_info" not in signature.parameters:

@@ -96,7 +96,9 @@ def read_package_list(text: str) -> dict[str, str]:
 
 
 def _data_text(filename: str) -> str:
-    return resources.files("bundler").joinpath("data").joinpath(filename).read_text(encoding="utf-8")
+    return (
+        resources.files("bundler").joinpath("data").joinpath(filename).read_text(encoding="utf-8")
+    )
 
 
 @dataclass(frozen=True)

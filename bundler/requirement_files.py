@@ -220,7 +220,12 @@ def _set_value(
         if "://" in value:
             raise BundlerError(f"{where}: {value}: only local requirement files are supported")
         nested = path.parent / value
-        _read(nested, found, constraint=constraint or name == "constraint", seen=(*seen, path.resolve()))
+        _read(
+            nested,
+            found,
+            constraint=constraint or name == "constraint",
+            seen=(*seen, path.resolve()),
+        )
     elif name == "editable":
         raise BundlerError(
             f"{where}: -e {value}: an editable requirement cannot go into a wheelhouse; build "
@@ -233,7 +238,9 @@ def _set_value(
     elif name == "find_links":
         # pip reads a relative find-links path against the file when it exists there.
         relative = path.parent / value
-        found.find_links.append(str(relative) if "://" not in value and relative.exists() else value)
+        found.find_links.append(
+            str(relative) if "://" not in value and relative.exists() else value
+        )
     elif name == "trusted_hosts":
         found.trusted_hosts.append(value)
     elif name == "only_binary":

@@ -78,7 +78,11 @@ class IndexSettings:
         env = dict(base)
         if self.isolated:
             for key in list(env):
-                if key.startswith("PIP_") and key not in _TRANSPORT_ENV and key != "PIP_CONFIG_FILE":
+                if (
+                    key.startswith("PIP_")
+                    and key not in _TRANSPORT_ENV
+                    and key != "PIP_CONFIG_FILE"
+                ):
                     del env[key]
         return env
 
@@ -414,7 +418,9 @@ def _resolution_error(
         kept = _kernel_conflict(causes, lines, profile)
         if kept:
             return ResolutionError(f"no solution keeps the packages of {target}: {kept}")
-        return ResolutionError(f"conflicting requirements for {target}: {'; '.join(causes)}; loosen one of them")
+        return ResolutionError(
+            f"conflicting requirements for {target}: {'; '.join(causes)}; loosen one of them"
+        )
     if any("DO NOT MATCH THE HASHES" in line for line in lines):
         return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
     build_failure = _build_failure(lines)
@@ -507,7 +513,9 @@ def _hash_mismatch(lines: Sequence[str]) -> str:
             break
         elif " from " in line:
             what = line.split(" from ", 1)[0]
-    return f"{what}: the file's sha256 {got} is not one of the --hash values given for it ({expected})"
+    return (
+        f"{what}: the file's sha256 {got} is not one of the --hash values given for it ({expected})"
+    )
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:")
@@ -528,7 +536,11 @@ def _build_failure(lines: Sequence[str]) -> str:
             reason = line.lstrip("│ ").strip()
         if "error" in line.lower() and package != "a package" and reason:
             break
-    step = "building its metadata failed" if any("metadata" in line for line in lines) else "its build failed"
+    step = (
+        "building its metadata failed"
+        if any("metadata" in line for line in lines)
+        else "its build failed"
+    )
     return f"{package}: {step}" + (f" ({reason[:200]})" if reason else "")
 
 

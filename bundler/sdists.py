@@ -25,6 +25,7 @@ from bundler.errors import SdistBuildError
 from bundler.wheels import describe_target, fits_tags, wheel_tags
 from runtime.contract.profile import TargetProfile
 
+
 def build_wheel_from_sdist(
     sdist_sha256: str,
     sdist_filename: str,

@@ -189,6 +189,8 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
     progress.finish("big.whl")
     progress.close()
     text = stream.getvalue()
-    assert "\r  downloading [###############---------------]  50% 0/1 files, 1.0 MB of 2.0 MB" in text
+    assert (
+        "\r  downloading [###############---------------]  50% 0/1 files, 1.0 MB of 2.0 MB" in text
+    )
     assert text.rstrip("\n").endswith("100% 1/1 files, 1.0 MB of 2.0 MB") is False
     assert "\n" not in text.rstrip("\n")

@@ -106,7 +106,9 @@ def test_a_report_for_another_environment_is_an_error(
 
 
 def test_bypassed_patches_names_each_missing_call() -> None:
-    calls = {name if caller is None else f"{name}@{caller}": 1 for name, caller in REQUIRED_CALLS.items()}
+    calls = {
+        name if caller is None else f"{name}@{caller}": 1 for name, caller in REQUIRED_CALLS.items()
+    }
     assert bypassed_patches(calls) == []
     calls["installed@pip._internal.commands.install"] = calls.pop(
         "installed@pip._internal.resolution.resolvelib.factory"

@@ -223,7 +223,9 @@ def test_no_solution_that_keeps_the_kernel_names_the_chain(
 def test_allow_replace_lets_the_resolver_replace_a_kernel_package(
     world: dict[str, Path | str], tmp_path: Path
 ) -> None:
-    result = _build(world, ["ko-stuck"], tmp_path, target="kaggle-py312", allow_replace=["tifffile"])
+    result = _build(
+        world, ["ko-stuck"], tmp_path, target="kaggle-py312", allow_replace=["tifffile"]
+    )
     assert _versions(result) == {"ko-stuck": "1.0", "ko-arch": "2.0", "tifffile": "2025.1.1"}
     (replacement,) = result.replacements
     assert replacement.describe() == "tifffile 2026.3.3 -> 2025.1.1"
@@ -271,9 +273,7 @@ def test_a_requested_downgrade_that_breaks_a_kernel_package_is_refused(
     assert "--allow-replace numpy" in message
     assert not (tmp_path / "manifest.json").exists()
 
-    result = _build(
-        world, ["numpy==1.26.4"], tmp_path, target=profile, allow_replace=["numpy"]
-    )
+    result = _build(world, ["numpy==1.26.4"], tmp_path, target=profile, allow_replace=["numpy"])
     (replacement,) = result.replacements
     assert replacement.describe() == "numpy 2.4.6 -> 1.26.4"
     assert "ko-kernel-cv 4.13 (requires numpy>=2)" in replacement.breaks

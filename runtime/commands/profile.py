@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
             )
             preinstalled = {n: v for n, v in preinstalled.items() if n not in vendored}
     requires = {n: r for n, r in profile.preinstalled_requires.items() if n in preinstalled}
-    profile = dataclasses.replace(profile, preinstalled=preinstalled, preinstalled_requires=requires)
+    profile = dataclasses.replace(
+        profile, preinstalled=preinstalled, preinstalled_requires=requires
+    )
     if args.output is None:
         print(json.dumps(profile.to_dict(), indent=2))
         return 0

@@ -36,8 +36,10 @@ class InstallReport:
         parts = [
             f"kaggle-offline: {what}",
             *(
-                ["replacing " + ", ".join(
-                    f"{w.name} {w.replaces} -> {w.version}" for w in replaced)]  # fmt: skip
+                [
+                    "replacing "
+                    + ", ".join(f"{w.name} {w.replaces} -> {w.version}" for w in replaced)
+                ]  # fmt: skip
                 if replaced
                 else []
             ),

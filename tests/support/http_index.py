@@ -70,7 +70,11 @@ def _handler(server_state: IndexServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             range_header = self.headers.get("Range")
-            path_only = "/" + self.path.split("://", 1)[-1].split("/", 1)[-1] if "://" in self.path else self.path
+            path_only = (
+                "/" + self.path.split("://", 1)[-1].split("/", 1)[-1]
+                if "://" in self.path
+                else self.path
+            )
             server_state.requests.append((path_only, range_header))
             if server_state.credentials is not None:
                 user, password = server_state.credentials
@@ -150,7 +154,11 @@ def _proxy_handler(state: ProxyServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             state.relayed.append(self.path)  # a proxy is asked for the absolute URL
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
+            headers = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in ("host", "proxy-connection")
+            }
             request = urllib.request.Request(self.path, headers=headers)
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             try:
