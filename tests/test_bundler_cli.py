@@ -52,6 +52,21 @@ def test_builtin_profiles_describe_the_kaggle_kernels() -> None:
         assert profile.preinstalled["torch"] == "2.10.0+cu128", "the GPU image's torch"
         assert len(profile.preinstalled) > 800
     assert "cp312-abi3-manylinux_2_28_x86_64" not in py311.tag_set
+    for profile in (py312, py311):
+        # The GPU image's CUDA stack, as torch 2.10.0+cu128's own metadata pins it.
+        assert profile.preinstalled["triton"] == "3.6.0"
+        assert profile.preinstalled["nvidia-cudnn-cu12"] == "9.10.2.21"
+        assert profile.preinstalled["nvidia-nccl-cu12"] == "2.27.5"  # the CPU list has 2.29.7
+        assert "the CPU image list has 2.29.7" in profile.provenance["nvidia-nccl-cu12"]
+        source = profile.provenance["triton"]
+        assert "torch 2.10.0+cu128's Requires-Dist" in source
+        assert "torch-2.10.0-3-cp312-cp312-manylinux_2_28_x86_64.whl (sha256 98c01b8b" in source
+        # Declared requirements of the kernel's packages, each with the wheel it was read from.
+        assert any(
+            line.startswith("numpy>=2") for line in profile.preinstalled_requires["opencv-python"]
+        )
+        assert "opencv_python-4.13.0.92" in profile.provenance["opencv-python"]
+        assert len(profile.preinstalled_requires) > 200
     assert unconfirmed_reason(py312) is None
     reason = unconfirmed_reason(py311)
     assert reason is not None and "python -m runtime profile" in reason
@@ -60,7 +75,11 @@ def test_builtin_profiles_describe_the_kaggle_kernels() -> None:
 def test_a_captured_profile_file_is_a_target(tmp_path: Path) -> None:
     path = tmp_path / "kernel.json"
     capture_current_profile("my-kernel").dump(path)
-    assert get_profile(str(path)).name == "my-kernel"
+    profile = get_profile(str(path))
+    assert profile.name == "my-kernel"
+    # Every installed distribution's declared requirements come along, for replacement checks.
+    assert set(profile.preinstalled_requires) == set(profile.preinstalled)
+    assert any(line.startswith("pluggy") for line in profile.preinstalled_requires["pytest"])
 
 
 def test_profiles_command_lists_the_builtins() -> None:

@@ -207,6 +207,15 @@ def test_resolution_backtracks_to_versions_that_keep_the_kernel(
     assert {entry.name for entry in result.manifest.skipped} == {"tifffile"}
 
 
+def test_the_gpu_stack_of_the_kernel_is_not_vendored(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    result = _build(world, ["ko-gpu"], tmp_path, target="kaggle-py312")
+    assert _versions(result) == {"ko-gpu": "1.0"}
+    skipped = {entry.name: entry.installed_version for entry in result.manifest.skipped}
+    assert skipped == {"triton": "3.6.0", "nvidia-cudnn-cu12": "9.10.2.21"}
+
+
 def test_no_solution_that_keeps_the_kernel_names_the_chain(
     world: dict[str, Path | str], tmp_path: Path
 ) -> None:

@@ -13,7 +13,9 @@
   ``tifffile<2026`` (below the kernel's, as dynamic-network-architectures pins timm); ``ko-net``
   1.0 with ``ko-arch`` 1.0 keeps the kernel's tifffile. ``ko-stuck`` needs ``ko-arch>=2`` in every
   version: no solution keeps the kernel.
-- ``ko-oldnumpy`` 1.0 is a numpy-1-era package, and ``numpy`` 1.26.4 is on the index too.
+- ``numpy`` 1.26.4 is on the index too (a downgrade the kernel's opencv-python would not survive).
+- ``ko-gpu`` needs ``triton`` and ``nvidia-cudnn-cu12``, which only the GPU image has (no wheel of
+  either is on the index), as liger-kernel needs triton.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def make_distributions(dest: Path) -> list[Path]:
         make_wheel(dest, "ko-arch", "2.0", requires=["tifffile<2026"]),
         make_wheel(dest, "ko-arch", "1.0", requires=["tifffile"]),
         make_wheel(dest, "ko-stuck", "1.0", requires=["ko-arch>=2"]),
+        make_wheel(dest, "ko-gpu", "1.0", requires=["triton>=3", "nvidia-cudnn-cu12"]),
     ]
 
 
