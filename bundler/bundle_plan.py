@@ -16,7 +16,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 
 from bundler.errors import ResolutionError
-from bundler.kernel import Replacement
+from bundler.preinstalled import Replacement
 from bundler.resolve import ResolvedItem
 from runtime.contract.manifest import MissingOptional, SkippedRequirement
 from runtime.contract.profile import TargetProfile, canonical_name
