@@ -1,4 +1,8 @@
-"""``python -m bundler`` / ``kaggle-bundle``: build, verify and list targets (a thin CLI)."""
+"""``python -m bundler`` / ``kaggle-bundle``: build, verify, list targets, prepare the Kaggle side.
+
+``kernel`` and ``model`` live in their own modules (``bundler.kernel_command``,
+``bundler.model_command``: ``configure(parser)`` and ``run(args)``).
+"""
 
 from __future__ import annotations
 
@@ -112,6 +116,20 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     )
 
     sub.add_parser("profiles", help="list the built-in target profiles")
+
+    from bundler import kernel_command, model_command
+
+    model_command.configure(
+        sub.add_parser("model", help="check a model on the CPU and write its Kaggle upload folder")
+    )
+    # Full option names only: the predict options go to the notebook exactly as typed.
+    kernel_command.configure(
+        sub.add_parser(
+            "kernel",
+            allow_abbrev=False,
+            help="write the offline submission notebook and kernel-metadata.json",
+        )
+    )
     return parser, sub.choices  # fmt: skip
 
 
@@ -167,6 +185,13 @@ def _run_build(args: argparse.Namespace) -> int:
         + ("" if result.resolved else " (cached resolution, no pip run)")
     )
     print(f"  took      {result.seconds:.2f} s")
+    from bundler.updates import upload_command, wheel_changes
+
+    previous = result.previous
+    changes = None
+    if previous is not None:
+        changes = wheel_changes(previous.wheels, {e.name: e.version for e in manifest.wheels})
+        print(f"  changes   {changes.summary()} (since the last build in this folder)")
     for warning in result.warnings:
         print(f"warning: {warning}")
     for problem in result.problems:
@@ -175,8 +200,20 @@ def _run_build(args: argparse.Namespace) -> int:
         print(f"{len(result.problems)} problem(s) in {result.output_dir}; fix them before uploading",
               file=sys.stderr)  # fmt: skip
         return EXIT_PROBLEMS
-    print(f"next: kaggle datasets create -p {result.output_dir} --dir-mode zip")
+    dataset_id = _dataset_id(result.output_dir)
+    print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
+    owner = dataset_id.partition("/")[0]
+    print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
+          "--framework pyTorch --variation default")  # fmt: skip
     return 0
+
+
+def _dataset_id(folder: Path) -> str:
+    import json
+
+    from bundler.dataset import FILENAME
+
+    return str(json.loads((folder / FILENAME).read_text(encoding="utf-8")).get("id", ""))
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -204,14 +241,18 @@ def _run_profiles(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, command_parsers = _build_parser()
-    if argv and argv[0] in command_parsers:
-        # Each command reads options and arguments in any order, as pip does
+    if argv and argv[0] == "build":
+        # Options and requirements in any order, as pip reads them
         # (`build imagecodecs --optional imagecodecs tifffile`).
-        args = command_parsers[argv[0]].parse_intermixed_args(argv[1:])
-        args.command = argv[0]
+        args = command_parsers["build"].parse_intermixed_args(argv[1:])
+        args.command = "build"
     else:
-        args = parser.parse_args(argv)  # --help, --version, or the usage error naming commands
-    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles}
+        args = parser.parse_args(argv)
+    args.argv = argv  # `kernel` passes its predict options on exactly as typed
+    from bundler import kernel_command, model_command
+
+    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles,
+                "kernel": kernel_command.run, "model": model_command.run}  # fmt: skip
     try:
         return commands[args.command](args)
     except KaggleOfflineError as error:

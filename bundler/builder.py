@@ -23,7 +23,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from bundler import dataset, resolve
+from bundler import dataset, resolve, updates
 from bundler.blobs import BlobStore
 from bundler.bundle_plan import (
     BundledWheel,
@@ -73,6 +73,7 @@ class BuildResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     replacements: tuple[Replacement, ...] = ()  # kernel packages this wheelhouse replaces
     problems: tuple[str, ...] = ()  # what verify() found in the finished folder
+    previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
 
 
 def default_cache_dir() -> Path:
@@ -127,6 +128,11 @@ def build(
     if not lines and include_self is False:
         # A wheelhouse of only our own wheel is useful (the runtime alone); an empty one is not.
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
+    # A rebuild into the same folder goes to the same dataset unless told otherwise.
+    previous = updates.previous_build(output_dir)
+    if previous is not None and dataset_id in (None, previous.dataset_id):
+        dataset_id = previous.dataset_id
+        title = title or previous.title
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
     dataset.check_id_and_title(profile.name, dataset_id, title)
@@ -199,6 +205,7 @@ def build(
         warnings=tuple(warnings),
         replacements=tuple(plan.replacements),
         problems=tuple(problems),
+        previous=previous,
     )
 
 

@@ -360,3 +360,16 @@ def test_accumulation_follows_free_memory(free_bytes: int, mode: str) -> None:
         "does not fit in free memory"
     ]
     np.testing.assert_array_equal(result.mask, expected)
+
+
+def test_kept_probabilities_come_with_the_same_mask() -> None:
+    model = unet_model(seed=4)
+    image = volume((22, 20, 18), seed=4)
+    plain = Segmenter(model, small_options(threshold=0.4)).segment(image)
+    kept = Segmenter(model, small_options(threshold=0.4, keep_probability=True)).segment(image)
+    assert plain.probability is None
+    assert kept.probability is not None and kept.probability.shape == image.shape
+    assert np.array_equal(kept.mask, plain.mask)
+    assert np.array_equal(kept.mask, (kept.probability > 0.4).astype(np.uint8)) or (
+        np.mean(kept.mask != (kept.probability > 0.4)) < 1e-4  # float rounding at the cut only
+    )

@@ -12,6 +12,7 @@ from runtime.contract.errors import ModelError, VolumeError
 from runtime.inference.sliding_window import (
     BlendSettings,
     blend_volume,
+    blend_volume_with_probability,
     choose_accumulation,
     flip_combinations,
     gaussian_importance,
@@ -200,6 +201,25 @@ def test_every_accumulation_and_threshold_equals_the_reference(
     assert_mask_matches(mask, expected, logit_threshold(threshold))
     logits = blend_volume(volume, as_forward(module), settings, output="logits")
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("accumulate", ["device", "slab", "host"])
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_kept_probabilities_leave_the_mask_unchanged(accumulate: str, threshold: float) -> None:
+    module = random_model(seed=5)
+    volume = random_volume((33, 21, 26), seed=5)
+    patch = (12, 12, 16)
+    settings = BlendSettings(
+        patch, 0.5, batch_size=3, threshold=threshold, normalization=(100.0, 50.0),
+        accumulate=accumulate, flips=flip_combinations((2,)),
+    )  # fmt: skip
+    mask = blend_volume(volume, as_forward(module), settings)
+    logits = blend_volume(volume, as_forward(module), settings, output="logits")
+    kept = blend_volume_with_probability(volume, as_forward(module), settings)
+    assert kept.mask is not None and kept.probability is not None
+    assert np.array_equal(kept.mask, mask)
+    assert kept.probability.dtype == np.float32 and kept.probability.shape == volume.shape
+    np.testing.assert_allclose(kept.probability, 1.0 / (1.0 + np.exp(-logits)), atol=1e-6)
 
 
 @pytest.mark.parametrize("axes", [(0,), (1, 2), (0, 1, 2)])

@@ -12,6 +12,10 @@ import re
 from pathlib import Path
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
+_DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+# runtime.inference.models.ENSEMBLE_MODES, repeated because that module imports torch
+# (tests/test_kernel.py checks that the two agree).
+ENSEMBLE_MODES = ("probabilities", "logits")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 
 
@@ -31,19 +35,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the submission zip to write, or a folder to write submission.zip into "
         "(default: submission.zip)",
     )
+    add_predict_options(parser)
 
+
+def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool = True) -> None:
+    """Every option of predict but INPUT and -o, with the types that check them.
+
+    ``python -m bundler kernel`` takes the same options (without ``--model``: its models come
+    from Kaggle sources) through this function, so a notebook is generated only with options
+    that predict accepts, checked before anything is written.
+    """
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="PATH|demo",
-        help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
-        "file; repeat for an ensemble (default: demo)",
-    )
+    if model_option:
+        model.add_argument(
+            "--model",
+            action="append",
+            dest="models",
+            metavar="PATH|demo",
+            help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
+            "file; repeat for an ensemble (default: demo)",
+        )
     model.add_argument(
         "--ensemble-mode",
         default="probabilities",
+        choices=ENSEMBLE_MODES,
         metavar="MODE",
         help="how ensemble members are averaged: probabilities (default) or logits",
     )
@@ -69,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--overlap",
-        type=float,
+        type=_overlap,
         metavar="F",
         help="window overlap in [0, 1) (default: the model's, else 0.5)",
     )
@@ -82,7 +97,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--threshold",
-        type=float,
+        type=_probability,
         metavar="P",
         help="foreground probability threshold (default: the model's, else 0.5)",
     )
@@ -94,7 +109,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="mirror test-time augmentation over these spatial axes, e.g. 0,1,2; "
         "'none' (default) or 'all'",
     )
-    engine.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    engine.add_argument(
+        "--device", default="auto", type=_device, help="auto (default), cpu, cuda or cuda:N"
+    )
     engine.add_argument(
         "--amp",
         default="auto",
@@ -186,10 +203,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ensemble_problem(model_count: int, weights: list[float] | None) -> str | None:
+    """What is wrong with --ensemble-weights for ``model_count`` models, or None."""
+    if weights is None:
+        return None
+    if len(weights) != model_count:
+        return f"{len(weights)} --ensemble-weights given for {model_count} model(s)"
+    if not all(w > 0 and w != float("inf") for w in weights):
+        return f"--ensemble-weights must be positive numbers, got {weights}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from runtime.contract.errors import ModelError
     from runtime.inference.engine import InferenceOptions
     from runtime.pipeline import PredictOptions, predict
     from runtime.volumes.postprocess import PostprocessOptions
+
+    problem = ensemble_problem(len(args.models or ["demo"]), args.ensemble_weights)
+    if problem:
+        raise ModelError(problem)
 
     inference = InferenceOptions(
         patch_size=args.patch_size,
@@ -273,6 +306,27 @@ def _tta_axes(text: str) -> tuple[int, ...]:
     return tuple(axes)
 
 
+def _overlap(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1), got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(p) for p in text.split(",") if p.strip()]
@@ -294,6 +348,12 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}")
     return seconds
+
+
+def _device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"use auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def _zip_path(text: str) -> Path:

@@ -34,9 +34,11 @@ from runtime.inference.probe import (
     torch_warnings,
 )
 from runtime.inference.sliding_window import (
+    Blended,
     BlendSettings,
     WindowPlan,
     blend_volume,
+    blend_volume_with_probability,
     choose_accumulation,
     flip_combinations,
     plan_windows,
@@ -71,6 +73,8 @@ class InferenceOptions:
     amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
     compile: bool | None = None  # None = decided by the probe
     time_budget: float | None = None  # seconds for the whole run (segment_many)
+    # Also return each volume's blended foreground probability (float32, the volume's shape).
+    keep_probability: bool = False
 
 
 @dataclass
@@ -83,6 +87,7 @@ class VolumeResult:
     compiled: bool
     tta_axes: tuple[int, ...]  # what was actually used (the time budget may reduce it)
     notes: list[str] = field(default_factory=list)  # fallbacks taken
+    probability: np.ndarray | None = None  # float32 foreground probability, if kept
 
 
 @dataclass
@@ -210,9 +215,12 @@ class Segmenter:
         plan = self._plan(volume)
         flips = flip_combinations(axes)
         with _on(worker.device):
-            mask = self._blend_with_backoff(worker, volume, plan, flips, notes)
+            blended = self._blend_with_backoff(worker, volume, plan, flips, notes)
+        mask = blended.mask
+        assert mask is not None
         return VolumeResult(
             mask=mask,
+            probability=blended.probability,
             foreground_fraction=float(mask.mean()),
             seconds=time.perf_counter() - start,
             device=str(worker.device),
@@ -229,7 +237,7 @@ class Segmenter:
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
-    ) -> np.ndarray:
+    ) -> Blended:
         while True:
             accumulate = worker.accumulate or self._accumulation(worker, plan, volume.dtype)
             if accumulate != "device" and worker.accumulate is None:
@@ -250,9 +258,15 @@ class Segmenter:
             )
             seen = len(worker.forward.notes)
             try:
-                mask = blend_volume(volume, worker.forward, settings, worker.device)
+                if self.options.keep_probability:
+                    blended = blend_volume_with_probability(
+                        volume, worker.forward, settings, worker.device
+                    )
+                else:
+                    mask = blend_volume(volume, worker.forward, settings, worker.device)
+                    blended = Blended(mask=mask)
                 notes.extend(worker.forward.notes[seen:])
-                return mask
+                return blended
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
@@ -301,7 +315,7 @@ class Segmenter:
         mode = choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),
-            weight_sum=self.options.threshold != 0.5,
+            weight_sum=self.options.threshold != 0.5 or self.options.keep_probability,
             free_bytes=memory[0],
             working_bytes=working,
         )

@@ -26,8 +26,10 @@ from runtime.contract.errors import ModelError, VolumeError
 __all__ = [
     "ACCUMULATIONS",
     "BlendSettings",
+    "Blended",
     "WindowPlan",
     "blend_volume",
+    "blend_volume_with_probability",
     "choose_accumulation",
     "flip_combinations",
     "gaussian_importance",
@@ -161,6 +163,40 @@ def blend_volume(
     """
     if output not in ("mask", "logits"):
         raise ValueError(f"output must be 'mask' or 'logits', got {output!r}")
+    blended = _blend(volume, forward, settings, device, output)
+    return blended.mask if output == "mask" else blended.logits  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Blended:
+    """What one pass over a volume produced; arrays have the shape of the volume."""
+
+    mask: np.ndarray | None  # uint8 0/1 at the settings' threshold
+    probability: np.ndarray | None = None  # float32 foreground probability, sigmoid(blended logit)
+    logits: np.ndarray | None = None  # float32 blended foreground logits
+
+
+def blend_volume_with_probability(
+    volume: np.ndarray,
+    forward: BatchForward,
+    settings: BlendSettings,
+    device: torch.device | str = "cpu",
+) -> Blended:
+    """:func:`blend_volume`, keeping the blended foreground probability beside the mask.
+
+    The mask is decided exactly as without the probability (the same comparison of weighted
+    sums), so keeping probabilities never changes a submission.
+    """
+    return _blend(volume, forward, settings, device, "mask+probability")
+
+
+def _blend(
+    volume: np.ndarray,
+    forward: BatchForward,
+    settings: BlendSettings,
+    device: torch.device | str,
+    output: str,
+) -> Blended:
     if settings.accumulate not in ACCUMULATIONS:
         raise ValueError(f"accumulate must be one of {ACCUMULATIONS}, got {settings.accumulate!r}")
     if settings.batch_size < 1:
@@ -200,14 +236,15 @@ class _Blender:
         self.weights = gaussian_importance(plan.patch, device=self.store)
         cut = logit_threshold(settings.threshold)
         self.cut = cut * len(settings.flips)
-        self.needs_weight_sum = output == "logits" or cut != 0.0
-        self.result = np.empty(plan.shape, dtype=np.uint8 if output == "mask" else np.float32)
+        self.needs_weight_sum = output != "mask" or cut != 0.0
+        self.mask = np.empty(plan.shape, dtype=np.uint8) if output != "logits" else None
+        self.values = np.empty(plan.shape, dtype=np.float32) if output != "mask" else None
         depth = plan.patch[0] if settings.accumulate == "slab" else plan.padded_shape[0]
         self.accumulator = _Accumulator(
             plan.padded_shape, depth, self.store, self.needs_weight_sum, self._emit
         )
 
-    def run(self) -> np.ndarray:
+    def run(self) -> Blended:
         size = self.settings.batch_size
         batches = [self.items[i : i + size] for i in range(0, len(self.items), size)]
         buffers = [self._new_buffer(), self._new_buffer()]
@@ -229,7 +266,9 @@ class _Blender:
             for batch in batches:
                 checked = self._run_batch(batch, self._assemble(batch, buffers[0]), checked)
         self.accumulator.finish()
-        return self.result
+        if self.output == "logits":
+            return Blended(mask=None, logits=self.values)
+        return Blended(mask=self.mask, probability=self.values)
 
     def _new_buffer(self) -> torch.Tensor:
         shape = (self.settings.batch_size, 1, *self.plan.patch)
@@ -292,14 +331,17 @@ class _Blender:
         rows = slice(first - z0, last - z0)
         crop = (rows, slice(by, by + sy), slice(bx, bx + sx))
         part = sums[crop]
-        if self.output == "logits":
+        rows_out = slice(first - bz, last - bz)
+        if self.mask is not None:
+            cut = 0.0 if weight_sums is None else self.cut * weight_sums[crop]
+            mask = part > cut
+            self.mask[rows_out] = mask.to(torch.uint8).cpu().numpy()
+        if self.values is not None:
             assert weight_sums is not None
-            values = part / (weight_sums[crop] * len(self.settings.flips))
-        elif weight_sums is None:
-            values = (part > 0.0).to(torch.uint8)
-        else:
-            values = (part > self.cut * weight_sums[crop]).to(torch.uint8)
-        self.result[first - bz : last - bz] = values.cpu().numpy()
+            logits = part / (weight_sums[crop] * len(self.settings.flips))
+            if self.output != "logits":
+                logits = torch.sigmoid(logits)
+            self.values[rows_out] = logits.cpu().numpy()
 
 
 class _Accumulator:
