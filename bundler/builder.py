@@ -325,7 +325,8 @@ class _Session:
             self.profile,
             index=self.index,
             blob_dir=self.store.root,
-            constraints=[*pins.constraints, *self.constraints],
+            constraints=self.constraints,
+            kernel_pins=pins.pins,
             options=self.options,
             log=self.log,
         )

@@ -8,9 +8,12 @@ before running it, the way pex does:
 1. the PEP 508 marker environment -> the target's;
 2. the supported wheel tags -> exactly the profile's;
 3. the Python version used for Requires-Python -> the target's;
-4. the installed environment -> fake ``.dist-info`` folders for the kernel's preinstalled set, so a
-   requirement the kernel satisfies is not vendored and everything else is chosen to fit it;
-5. file fetching -> a sha256-keyed store: files already there are served without a download and
+4. the installed environment -> fake ``.dist-info`` folders for the kernel's preinstalled set (made
+   once per set, kept in the cache), so a requirement the kernel satisfies is not vendored;
+5. the resolver's constraints -> every kernel version (``SPEC["kernel_pins"]``) added as a pip
+   constraint, looked up lazily rather than parsed from a file of a thousand lines, so the
+   resolver backtracks to versions that keep the kernel's packages;
+6. file fetching -> a sha256-keyed store: files already there are served without a download and
    files pip downloads (whole wheels, where the index serves no PEP 658 metadata) are kept, so the
    bundler never moves the same bytes twice.
 
@@ -43,6 +46,7 @@ UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
 # any); no such call means pip bypassed the patch and resolved for this machine.
 REQUIRED_CALLS = {
     "markers": None,
+    "kernel-constraints": None,
     "installed": "pip._internal.resolution.resolvelib.factory",
     "target-python": None,
     "requires-python": None,
@@ -76,6 +80,29 @@ def _write_fake_installed(folder: Path, preinstalled: dict[str, str]) -> None:
         (dist_info / "METADATA").write_text(
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
         )
+
+
+def fake_installed(cache: Path, scratch: Path, preinstalled: dict[str, str]) -> Path:
+    """The fake installed set for ``preinstalled``, made once and kept under ``cache``.
+
+    A thousand folders cost seconds on a busy disk; the set is keyed by its own content and
+    written beside its place, then renamed in, so a reader never sees half of one.
+    """
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(sorted(preinstalled.items())).encode()).hexdigest()[:24]
+    folder = cache / key
+    if (folder / ".complete").is_file():
+        return folder
+    staging = scratch / "preinstalled"
+    _write_fake_installed(staging, preinstalled)
+    (staging / ".complete").write_text("", encoding="utf-8")
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(folder)
+    except OSError:  # another build got there first, or the cache is elsewhere: use ours
+        return folder if (folder / ".complete").is_file() else staging
+    return folder
 
 
 def _replace_everywhere(original: Any, replacement: Any) -> None:
@@ -204,6 +231,54 @@ def _patch_installed(folder: Path, record: _Record) -> None:
     _replace_everywhere(original, get_default_environment)
 
 
+def _patch_kernel_constraints(pins: dict[str, str], record: _Record) -> None:
+    """Every kernel version a constraint of the resolver, as ``-c`` lines would be."""
+    import dataclasses
+
+    from pip._internal.resolution.resolvelib.base import Constraint
+    from pip._internal.resolution.resolvelib.factory import Factory
+    from pip._vendor.packaging.specifiers import SpecifierSet
+
+    original = _require(Factory, "collect_root_requirements")
+    empty = _require(Constraint, "empty")
+
+    class KernelConstraints(dict):  # type: ignore[type-arg]
+        """The user's constraints, with the kernel's version of each name joined in on lookup."""
+
+        def __contains__(self, name: object) -> bool:
+            record.count("kernel-constraints")
+            return dict.__contains__(self, name) or name in pins
+
+        def __getitem__(self, name: str) -> Any:
+            version = pins.get(name)
+            if version is None:
+                return dict.__getitem__(self, name)
+            base = dict.get(self, name) or empty()
+            operator = "===" if not _is_version(version) else "=="
+            pinned = base.specifier & SpecifierSet(f"{operator}{version}")
+            return dataclasses.replace(base, specifier=pinned)
+
+        def get(self, name: str, default: Any = None) -> Any:
+            record.count("kernel-constraints")
+            return self[name] if name in self else default
+
+    def collect_root_requirements(self: Any, root_ireqs: Any) -> Any:
+        collected = original(self, root_ireqs)
+        return collected._replace(constraints=KernelConstraints(collected.constraints))
+
+    Factory.collect_root_requirements = collect_root_requirements  # type: ignore[method-assign]
+
+
+def _is_version(text: str) -> bool:
+    from pip._vendor.packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
 def _patch_fetching(blob_dir: Path, serving_dir: Path, record: _Record) -> None:
     from pip._internal.operations import prepare
 
@@ -291,7 +366,7 @@ def isolate_sources() -> None:
     os.environ["PIP_CONFIG_FILE"] = os.devnull
 
 
-def _assert_in_effect(spec: dict[str, Any], installed: Path) -> None:
+def _assert_in_effect(spec: dict[str, Any]) -> None:
     """Each patch changes what pip's own objects say, checked through them before pip runs."""
     from pip._internal.metadata import get_default_environment
     from pip._internal.models.installation_report import default_environment
@@ -320,20 +395,20 @@ def _assert_in_effect(spec: dict[str, Any], installed: Path) -> None:
 def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     record = _Record()
     scratch = Path(spec["scratch"])
-    installed = scratch / "preinstalled"
-    _write_fake_installed(installed, spec["preinstalled"])
+    installed = fake_installed(Path(spec["preinstalled_cache"]), scratch, spec["preinstalled"])
     try:
         # Order matters: names patched before pip's command modules import them need no sweep.
         _patch_markers(spec["markers"], record)
         _patch_tags(spec["tags"], record)
         _patch_installed(installed, record)
         _patch_python_version(_python_version_info(spec["python_full_version"]), record)
+        _patch_kernel_constraints(spec["kernel_pins"], record)
         _patch_fetching(Path(spec["blob_dir"]), scratch / "serve", record)
         _patch_link_evaluation(record)
         _patch_index_failures(record)
         from pip._internal.cli.main import main as pip_main
 
-        _assert_in_effect(spec, installed)
+        _assert_in_effect(spec)
         record.calls.clear()  # count pip's own calls only
     except (_Unpatchable, ImportError) as error:
         print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)

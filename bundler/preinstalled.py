@@ -1,6 +1,7 @@
 """What the kernel keeps: its versions as resolver constraints, and replacements checked against it.
 
-Every preinstalled distribution becomes a ``name==version`` constraint, so pip's resolver can only
+Every preinstalled distribution becomes a ``name==version`` constraint (``bundler.pip_shim`` adds
+them to pip's own constraints), so pip's resolver can only
 pick versions of everything else that work with the kernel as it is, and backtracks to older ones
 where the newest would need another torch, numpy or timm. Two things lift a constraint:
 
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
 
 from bundler.errors import BundlerError, PreinstalledConflictError
 from runtime.contract.profile import TargetProfile, canonical_name
@@ -32,7 +32,7 @@ _SHOWN_BREAKS = 4
 
 @dataclass(frozen=True)
 class KernelPins:
-    constraints: tuple[str, ...]  # "name==version" for pip's -c
+    pins: Mapping[str, str]  # name -> version: a constraint of the resolver each
     released: Mapping[str, str]  # name -> REQUESTED or ALLOWED: may be replaced
 
 
@@ -51,7 +51,7 @@ def kernel_pins(
     for requirement in requested:
         if requirement.marker is None or requirement.marker.evaluate(environment):
             wanted.setdefault(canonical_name(requirement.name), []).append(requirement)
-    constraints: list[str] = []
+    pins: dict[str, str] = {}
     released: dict[str, str] = {}
     for name, version in sorted(profile.preinstalled.items()):
         if name in allowed:
@@ -59,16 +59,8 @@ def kernel_pins(
         elif any(not r.specifier.contains(version, prereleases=True) for r in wanted.get(name, [])):
             released[name] = REQUESTED
         else:
-            constraints.append(f"{name}{'==' if _is_pep440(version) else '==='}{version}")
-    return KernelPins(tuple(constraints), released)
-
-
-def _is_pep440(version: str) -> bool:
-    try:
-        Version(version)
-    except InvalidVersion:
-        return False
-    return True
+            pins[name] = version
+    return KernelPins(pins, released)
 
 
 @dataclass(frozen=True)

@@ -229,13 +229,15 @@ def resolve(
     index: IndexSettings,
     blob_dir: Path,
     constraints: Sequence[str] = (),
+    kernel_pins: Mapping[str, str] | None = None,
     options: ResolverOptions | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> Resolution:
     """pip's resolution of ``requirements`` for ``profile`` (raises ResolutionError).
 
-    ``constraints`` are requirement lines for pip's ``-c``: the kernel's own versions among them
-    keep the resolver to solutions that leave the kernel's packages as they are.
+    ``constraints`` are requirement lines for pip's ``-c``; ``kernel_pins`` (name -> version,
+    default: every preinstalled version) are constraints too, and keep the resolver to solutions
+    that leave the kernel's packages as they are.
     """
     check_pip_version()
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-resolve-") as scratch:
@@ -252,6 +254,8 @@ def resolve(
             "tags": list(profile.tags),
             "python_full_version": python_full_version(profile),
             "preinstalled": dict(profile.preinstalled),
+            "preinstalled_cache": str(blob_dir.parent / "preinstalled"),
+            "kernel_pins": dict(profile.preinstalled if kernel_pins is None else kernel_pins),
             "blob_dir": str(blob_dir),
             "record": str(scratch_dir / "record.json"),
         }
