@@ -35,8 +35,8 @@ from bundler.bundle_plan import (
 )
 from bundler.downloads import Fetch, fetch_all, progress_mode
 from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
-from bundler.preinstalled import Replacement, check_replacements, kernel_pins
 from bundler.output import OWN_ENTRIES, check_output_dir, sync_wheels, write_wheelhouse_files
+from bundler.preinstalled import Replacement, check_replacements, kernel_pins
 from bundler.profiles import get_profile, unconfirmed_reason
 from bundler.requirement_files import RequirementLine, read_requirement_files
 from bundler.resolve import IndexSettings, Resolution, ResolvedItem, ResolverOptions

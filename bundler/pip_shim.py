@@ -260,7 +260,7 @@ def _patch_kernel_constraints(pins: dict[str, str], record: _Record) -> None:
 
         def get(self, name: str, default: Any = None) -> Any:
             record.count("kernel-constraints")
-            return self[name] if name in self else default
+            return self[name] if name in self else default  # noqa: SIM401 (self.get is this)
 
     def collect_root_requirements(self: Any, root_ireqs: Any) -> Any:
         collected = original(self, root_ireqs)
