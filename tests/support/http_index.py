@@ -126,19 +126,26 @@ def _handler(server_state: IndexServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve_index(root: Path) -> Iterator[IndexServer]:
-    """Serve ``root`` (which holds ``simple/``) on a free port of 127.0.0.1 until the block ends."""
-    state = IndexServer(root=root)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}/simple"
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a threaded server running ``handler`` until the block ends."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def serve_index(root: Path) -> Iterator[IndexServer]:
+    """Serve ``root`` (which holds ``simple/``) on a free port of 127.0.0.1 until the block ends."""
+    state = IndexServer(root=root)
+    with _serving(_handler(state)) as base:
+        state.url = f"{base}/simple"
+        yield state
 
 
 @dataclass
@@ -181,13 +188,6 @@ def _proxy_handler(state: ProxyServer) -> type[BaseHTTPRequestHandler]:
 def serve_proxy() -> Iterator[ProxyServer]:
     """A forward proxy for plain HTTP on a free port of 127.0.0.1 until the block ends."""
     state = ProxyServer()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(_proxy_handler(state)) as base:
+        state.url = base
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
