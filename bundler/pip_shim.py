@@ -95,6 +95,7 @@ def fake_installed(cache: Path, scratch: Path, preinstalled: dict[str, str]) -> 
     if (folder / ".complete").is_file():
         return folder
     staging = scratch / "preinstalled"
+    staging.mkdir(parents=True, exist_ok=True)  # an empty kernel is an empty folder
     _write_fake_installed(staging, preinstalled)
     (staging / ".complete").write_text("", encoding="utf-8")
     cache.mkdir(parents=True, exist_ok=True)
