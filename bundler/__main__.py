@@ -84,10 +84,10 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         help="a package whose absence for the target is recorded, not fatal",
     )
     build.add_argument(
-        "--index-url", metavar="URL", help="package index (default: pip's configuration)"
+        "-i", "--index-url", metavar="URL", help="package index (default: pip's configuration)"
     )
     build.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
-    build.add_argument("--find-links", action="append", default=[], metavar="URL")
+    build.add_argument("-f", "--find-links", action="append", default=[], metavar="URL")
     build.add_argument("--dataset-id", metavar="OWNER/SLUG", help="Kaggle dataset id")
     build.add_argument("--title", help="Kaggle dataset title (6-50 characters)")
     self_group = build.add_mutually_exclusive_group()
