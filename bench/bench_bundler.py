@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernel.write_text(
             "".join(f"{n}=={v.split('+')[0]}\n" for n, v in sorted(profile.preinstalled.items()))
         )
-        kept = work / "pylock-kernel.toml"
+        kept = work / "pylock.kernel.toml"
         # Sources allowed: nnunetv2's older releases that keep the kernel's timm are sdists.
         uvc_cold_s, _ = _timed(lambda: _uv_compile(
             args.requirements, python, work / "uvc", kept, kernel, only_binary=False))  # fmt: skip
