@@ -172,6 +172,12 @@ def _run_build(args: argparse.Namespace) -> int:
         if chosen:
             print(f"  {label}" + ", ".join(
                 f"{r.describe()} ({r.reason})" for r in chosen))  # fmt: skip
+    unchecked = max((r.unchecked for r in result.replacements), default=0)
+    if unchecked:
+        known = len(manifest.target.preinstalled) - unchecked
+        print(f"  checked   replacements against the declared requirements of {known} kernel "
+              f"packages; {unchecked} are unknown to {manifest.target.name} (a captured profile "
+              "knows them all)")  # fmt: skip
     if manifest.skipped:
         print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
             f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip

@@ -100,7 +100,10 @@ def test_build_then_verify_then_tamper(tmp_path: Path, project_wheel: Path) -> N
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert "vendored  5:" in out and "kaggle-offline==" in out
-    assert "upgrades  tifffile 2026.3.3 -> 2026.11.1" in out
+    assert "upgrades  tifffile 2026.3.3 -> 2026.11.1 (requested)" in out
+    assert re.search(
+        r"checked   replacements against the declared requirements of 2\d\d kernel", out
+    )
     assert "already in the kernel: numpy==2.4.6" in out
     assert f"next: kaggle datasets create -p {house} --dir-mode zip" in out
     manifest = json.loads((house / "manifest.json").read_text())
