@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -306,36 +307,100 @@ def _attach_kaggle_image(session: nox.Session, venv: Path) -> list[str]:
 
 def _kaggle_image(session: nox.Session) -> list[str]:
     """Build the simulated image once (torch included) and reuse it; returns its site dirs."""
-    stamp = KAGGLE_IMAGE / ".complete"
-    host_torch = _host_version("torch")
-    torch_source = f"host torch {host_torch}" if host_torch else TORCH_REQUIREMENT
-    wanted = "\n".join(("image-format 3", torch_source, *KAGGLE_IMAGE_PACKAGES))
-    python = _python_of(KAGGLE_IMAGE)
+    return build_kaggle_image(
+        KAGGLE_IMAGE,
+        Path(sys.executable),
+        run=lambda argv: session.run(*argv, external=True),
+        log=session.log,
+    )
+
+
+def build_kaggle_image(
+    image: Path,
+    host_python: Path,
+    *,
+    run: Callable[[list[str]], object],
+    log: Callable[[str], object],
+    packages: Sequence[str] = KAGGLE_IMAGE_PACKAGES,
+) -> list[str]:
+    """The simulated image at ``image``, built once by ``host_python`` (the Python running nox).
+
+    torch is reused from ``host_python`` when it has one, wherever it has it: in its own
+    site-packages or in a virtual environment's. Its installed files (and those of its
+    dependencies) are linked into the image's site-packages, so the image has that torch as an
+    installed distribution; a ``--system-site-packages`` venv would see only the *base*
+    interpreter's packages, which is not where a venv's torch is. Without a host torch,
+    ``torch==2.13.0`` is installed into the image.
+    """
+    host_torch = _host_torch(host_python)
+    if host_torch:
+        torch_source = f"host torch {host_torch['version']} ({len(host_torch['entries'])} entries)"
+        torch_source += f" from {host_torch['root']}"
+    else:
+        torch_source = TORCH_REQUIREMENT
+    wanted = "\n".join(("image-format 3", torch_source, *packages))
+    stamp = image / ".complete"
+    python = _python_of(image)
     if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
-        session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} ({torch_source}, once)")
+        log(f"building the simulated Kaggle image in {image} ({torch_source}, once)")
         # No pip or setuptools of its own: a second setuptools on the kernels' sys.path confuses
         # distutils, which torch.compile's C++ toolchain imports. The host's pip installs into it.
-        session.run(
-            sys.executable, "-m", "venv", "--clear", "--without-pip",
-            *(["--system-site-packages"] if host_torch else []), str(KAGGLE_IMAGE),
-            external=True,
-        )  # fmt: skip
-        packages = list(KAGGLE_IMAGE_PACKAGES)
+        run([str(host_python), "-m", "venv", "--clear", "--without-pip", str(image)])
+        requirements = list(packages)
         extra: list[str] = []
-        if not host_torch:
-            packages.insert(0, TORCH_REQUIREMENT)
+        if host_torch:
+            site_packages = Path(_purelib(python))
+            for entry in map(Path, host_torch["entries"]):
+                (site_packages / entry.name).symlink_to(entry)
+        else:
+            requirements.insert(0, TORCH_REQUIREMENT)
             if os.environ.get(TORCH_INDEX_VARIABLE):
                 extra = ["--extra-index-url", os.environ[TORCH_INDEX_VARIABLE]]
-        session.run(
-            sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *extra,
-            *packages, external=True,
-        )  # fmt: skip
+        if requirements:
+            run([str(host_python), "-m", "pip", "--python", str(python), "install", "-q",
+                 *extra, *requirements])  # fmt: skip
         stamp.write_text(wanted)
     output = subprocess.run(
         [str(python), "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return [line for line in output.splitlines() if line.strip()]
+
+
+# Run by the host Python: torch's installed files and those of everything it requires (extras
+# aside), as importlib.metadata records them; the top-level entries of each, to be linked.
+_TORCH_CLOSURE = r"""
+import importlib.metadata as metadata, json, re
+try:
+    torch = metadata.distribution("torch")
+except metadata.PackageNotFoundError:
+    print("null")
+    raise SystemExit
+entries, seen, queue = set(), set(), ["torch"]
+while queue:
+    name = re.sub(r"[-_.]+", "-", queue.pop()).lower()
+    if name in seen:
+        continue
+    seen.add(name)
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        continue  # an optional or platform-specific dependency this host does not have
+    root = dist.locate_file("")
+    for file in dist.files or ():
+        if file.parts and file.parts[0] not in ("..", "__pycache__"):
+            entries.add(str(root / file.parts[0]))
+    queue += [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in dist.requires or () if "extra ==" not in r]
+print(json.dumps({"version": torch.version, "root": str(torch.locate_file("")), "entries": sorted(entries)}))
+"""
+
+
+def _host_torch(host_python: Path) -> dict | None:
+    """The host's torch: its version, where it is installed and what to link, or None."""
+    output = subprocess.run(
+        [str(host_python), "-c", _TORCH_CLOSURE], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output)
 
 
 def _fresh_kernel(session: nox.Session, location: Path, image_paths: list[str]) -> Path:
@@ -398,16 +463,6 @@ def _unshare_works() -> bool:
         return False
     result = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     return result.returncode == 0
-
-
-def _host_version(distribution: str) -> str | None:
-    """The version this Python (the one running nox) has installed, if any."""
-    try:
-        from importlib.metadata import version
-
-        return version(distribution)
-    except Exception:
-        return None
 
 
 def _python_of(venv: Path) -> Path:

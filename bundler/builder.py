@@ -596,6 +596,8 @@ def _self_entry(path: Path, store: BlobStore, profile: TargetProfile) -> WheelEn
         sha256=digest,
         size=path.stat().st_size,
         requested=False,
+        # Pinned: the kernel must end up with the kaggle-offline whose installer bootstrap.py ran.
+        specifier=f"=={info.version}",
         requires_python=info.requires_python,
         requires_dist=info.requires_dist,
         tags=info.tags,

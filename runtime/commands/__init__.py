@@ -27,7 +27,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "doctor": Command(
         "runtime.commands.doctor",
-        "show wheelhouses, installed/missing packages, tags and GPU",
+        "show wheelhouses, installed/missing packages, predict's needs, tags and GPU; exit 1 on "
+        "problems",
     ),
     "profile": Command(
         "runtime.commands.profile",

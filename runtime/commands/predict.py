@@ -128,7 +128,8 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         "--time-budget",
         type=_duration,
         metavar="T",
-        help="time for the whole run, e.g. 8h, 90m or 3600 (seconds); TTA is reduced to fit it",
+        help="time for the whole run from its start (model loading and zipping included), e.g. "
+        "8h, 90m or 3600 (seconds); mirror TTA is reduced to fit it, else a warning",
     )
 
     post = parser.add_argument_group(

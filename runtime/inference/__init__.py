@@ -1,7 +1,8 @@
 """Inference with torch: models, the hardware probe, sliding-window blending, the engine.
 
 ``models`` loads what ``--model`` names (the ``unet`` family, TorchScript, ``.pt2``, ensembles)
-without arbitrary unpickling; ``probe`` decides device, precision, layout and compilation by
+without arbitrary unpickling (``pt2`` reads and runs ``torch.export`` programs without unpickling
+or evaluating anything from the file); ``probe`` decides device, precision, layout and compilation by
 running something; ``sliding_window`` holds the pure window and blending helpers; ``engine``'s
 ``Segmenter`` owns devices and the out-of-memory fallbacks; ``workers`` spreads volumes over
 GPUs; ``time_budget`` trims test-time augmentation to fit the run's time.

@@ -27,6 +27,7 @@ __all__ = [
     "ACCUMULATIONS",
     "BlendSettings",
     "Blended",
+    "NonFiniteOutput",
     "WindowPlan",
     "blend_volume",
     "blend_volume_with_probability",
@@ -43,6 +44,10 @@ ACCUMULATIONS = ("device", "slab", "host")
 
 Shape3 = tuple[int, int, int]
 BatchForward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class NonFiniteOutput(ModelError):
+    """The model returned NaN or inf for a volume: its mask would be silently wrong."""
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -331,6 +336,13 @@ class _Blender:
         rows = slice(first - z0, last - z0)
         crop = (rows, slice(by, by + sy), slice(bx, bx + sx))
         part = sums[crop]
+        # One reduction per emitted block: a NaN would compare false with the cut and erase
+        # foreground silently, an inf would swamp its neighbours' votes.
+        if not bool(torch.isfinite(part).all()):
+            bad = int((~torch.isfinite(part)).sum())
+            raise NonFiniteOutput(
+                f"the model returned non-finite values (NaN or inf) reaching {bad} voxel(s)"
+            )
         rows_out = slice(first - bz, last - bz)
         if self.mask is not None:
             cut = 0.0 if weight_sums is None else self.cut * weight_sums[crop]

@@ -29,6 +29,9 @@ class InstallReport:
         if self.installed:
             names = ", ".join(f"{wheel.name} {wheel.version}" for wheel in self.installed)
             what = f"{verb} {len(self.installed)} ({names})"
+            unverified = sum(not wheel.verified for wheel in self.installed)
+            if unverified:
+                what += f", {unverified} of them UNVERIFIED (no manifest, no hash check)"
         else:
             what = "nothing to install"
         houses = len(self.wheelhouses)
