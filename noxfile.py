@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,12 @@ DYNAMIC_NETWORK_ARCHITECTURES = "dynamic-network-architectures>=0.4.4,<0.5"  # n
 TORCH_INDEX_VARIABLE = "KAGGLE_OFFLINE_TORCH_INDEX_URL"
 COMPETITION = "vesuvius-challenge-surface-detection"
 DATASET_OWNER, DATASET_SLUG = "kaggle-offline-demo", "kaggle-offline-wheels"
+MODEL_SLUG, MODEL_VARIATION = "demo-unet", "default"
+MODEL_SOURCE = f"{DATASET_OWNER}/{MODEL_SLUG}/pyTorch/{MODEL_VARIATION}/1"
+KERNEL_ID, KERNEL_TITLE = f"{DATASET_OWNER}/offline-submission", "Offline submission"
+# A predict option for the generated notebook, checked in metrics.json: options reach predict.
+KERNEL_PREDICT_OPTIONS = ("--min-component-voxels", "16")
+NOTEBOOK_RUNNER = ROOT / "tests" / "support" / "notebooks.py"
 # Variables that would let the kernel's pip see this machine's indexes or find-links.
 _PIP_LEAKS = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONFIG_FILE")
 
@@ -120,13 +127,22 @@ def _simulate_kaggle(session: nox.Session, scenario: _Scenario) -> None:
         )  # fmt: skip
         session.run("python", "-m", "bundler", "verify", str(upload), "--target", str(profile))
 
-    with _timed(scenario, "attach"):
-        wheelhouse, competition = _attach_inputs(session, scenario, upload, input_root)
+    with _timed(scenario, "model"):
+        model_upload = _model_upload(session, work)
 
-    offline_env = {"KAGGLE_OFFLINE_INPUT_ROOT": str(input_root)}
-    with _timed(scenario, "bootstrap"), session.chdir(working):
-        bootstrap_output = _run_in_kernel(
-            session, kernel_python, [str(wheelhouse / "bootstrap.py")], env=offline_env
+    with _timed(scenario, "kernel"):
+        notebook = _kernel_folder(session, work / "notebook")
+
+    with _timed(scenario, "attach"):
+        competition = _attach_inputs(session, scenario, upload, model_upload, input_root)
+
+    # The notebook that `kaggle kernels push` would upload, its code cells run for real by the
+    # kernel's Python, offline, over the fake /kaggle/input: bootstrap, doctor, predict, check.
+    offline_env = {"KAGGLE_OFFLINE_INPUT_ROOT": str(input_root),
+                   "KAGGLE_OFFLINE_WORKING_DIR": str(working)}  # fmt: skip
+    with _timed(scenario, "notebook"), session.chdir(working):
+        notebook_output = _run_in_kernel(
+            session, kernel_python, [str(NOTEBOOK_RUNNER), str(notebook)], env=offline_env
         )
 
     if not scenario.imagecodecs:
@@ -134,48 +150,86 @@ def _simulate_kaggle(session: nox.Session, scenario: _Scenario) -> None:
                        ["-c", "import importlib.util as u, sys; sys.exit(u.find_spec('imagecodecs') is not None)"])  # fmt: skip
 
     submission = working / "submission.zip"
-    with _timed(scenario, "predict"), session.chdir(working):
-        _run_in_kernel(
-            session,
-            kernel_python,
-            [
-                "-m",
-                "runtime",
-                "predict",
-                str(competition),
-                "--model",
-                "demo",
-                "-o",
-                str(submission),
-            ],
-            env=offline_env,
-        )
-
     with _timed(scenario, "validate"):
         verdict = _validate_submission(session, submission, competition / "test_images")
 
-    _print_summary(session, scenario, bootstrap_output, verdict, work, submission)
+    # The sample's labels belong to its test volumes: score the submission in the kernel, offline,
+    # with what the image has (scipy; no connected-components-3d, no topometrics).
+    with _timed(scenario, "score"), session.chdir(working):
+        _run_in_kernel(session, kernel_python,
+                       ["-m", "runtime", "score", str(submission), str(competition / "train_labels"),
+                        "--json", str(working / "score.json")], env=offline_env)  # fmt: skip
+
+    _print_summary(session, scenario, notebook_output, verdict, work, submission)
+
+
+def _model_upload(session: nox.Session, work: Path) -> Path:
+    """`bundler model` on a copy of the demo model, as a user would on their own model folder."""
+    model = work / "my-model"
+    model.mkdir()
+    for name in ("config.json", "weights.pt"):
+        shutil.copy2(ROOT / "runtime" / "samples" / "demo" / name, model / name)
+    upload = work / "model-upload"
+    output = session.run(
+        "python", "-m", "bundler", "model", str(model), "-o", str(upload),
+        "--id", f"{DATASET_OWNER}/{MODEL_SLUG}", "--framework", "pyTorch",
+        "--variation", MODEL_VARIATION, "-q", silent=True,
+    )  # fmt: skip
+    print(output, end="")
+    if f"kernel: --model-source {MODEL_SOURCE}" not in str(output):
+        session.error(f"bundler model did not print --model-source {MODEL_SOURCE}")
+    return upload
+
+
+def _kernel_folder(session: nox.Session, folder: Path) -> Path:
+    """`bundler kernel` for the simulated dataset, competition and model; returns the notebook."""
+    session.run(
+        "python", "-m", "bundler", "kernel", "-o", str(folder), "--id", KERNEL_ID,
+        "--title", KERNEL_TITLE, "--wheelhouse", f"{DATASET_OWNER}/{DATASET_SLUG}",
+        "--competition", COMPETITION, "--model-source", MODEL_SOURCE, "--cpu",
+        *KERNEL_PREDICT_OPTIONS,
+    )  # fmt: skip
+    metadata = json.loads((folder / "kernel-metadata.json").read_text())
+    expected = {
+        "enable_internet": False,
+        "dataset_sources": [f"{DATASET_OWNER}/{DATASET_SLUG}"],
+        "competition_sources": [COMPETITION],
+        "model_sources": [MODEL_SOURCE],
+    }
+    wrong = {k: metadata.get(k) for k, v in expected.items() if metadata.get(k) != v}
+    if wrong:
+        session.error(f"kernel-metadata.json does not attach what the simulation mounts: {wrong}")
+    notebook = folder / metadata["code_file"]
+    cells = json.loads(notebook.read_text())["cells"]
+    if any(cell.get("outputs") for cell in cells):
+        session.error(f"{notebook} holds outputs")
+    return notebook
 
 
 def _attach_inputs(
-    session: nox.Session, scenario: _Scenario, upload: Path, input_root: Path
-) -> tuple[Path, Path]:
-    """Lay out the fake /kaggle/input tree the way Kaggle mounts attached datasets."""
+    session: nox.Session, scenario: _Scenario, upload: Path, model_upload: Path, input_root: Path
+) -> Path:
+    """Lay out the fake /kaggle/input tree the way Kaggle mounts the kernel's sources."""
     if scenario.layout == "new":
         wheelhouse = input_root / "datasets" / DATASET_OWNER / DATASET_SLUG
         competition = input_root / "competitions" / COMPETITION
+        model = input_root / "models" / DATASET_OWNER / MODEL_SLUG
         # `kaggle datasets create --dir-mode zip` keeps sub-folders: the wheelhouse arrives as built.
-        shutil.copytree(upload, wheelhouse)
+        shutil.copytree(upload, wheelhouse, ignore=shutil.ignore_patterns("*-metadata.json"))
     else:
         wheelhouse = input_root / DATASET_SLUG
         competition = input_root / COMPETITION
+        model = input_root / MODEL_SLUG
         # A flat upload: every file at the dataset's top level, no wheels/ folder.
         wheelhouse.mkdir(parents=True)
         for path in upload.rglob("*"):
-            if path.is_file():
+            if path.is_file() and not path.name.endswith("-metadata.json"):
                 shutil.copy2(path, wheelhouse / path.name)
+    # Model mounts use the framework in lower case; the CLI never uploads *-metadata.json files.
+    shutil.copytree(model_upload, model / "pytorch" / MODEL_VARIATION / "1",
+                    ignore=shutil.ignore_patterns("*-metadata.json"))  # fmt: skip
     session.run("python", "-m", "runtime", "sample", "-o", str(competition), "--n", "3")
-    return wheelhouse, competition
+    return competition
 
 
 def _validate_submission(session: nox.Session, submission: Path, test_images: Path) -> dict:
@@ -212,19 +266,29 @@ print(json.dumps({"volumes": len(expected), "problems": problems}))
 def _print_summary(
     session: nox.Session,
     scenario: _Scenario,
-    bootstrap_output: str,
+    notebook_output: str,
     verdict: dict,
     work: Path,
     submission: Path,
 ) -> None:
     metrics_path = submission.with_name("metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    bootstrap_line = bootstrap_output.strip().splitlines()[-1] if bootstrap_output.strip() else "?"
+    said = notebook_output.splitlines()
+    bootstrap_line = next(
+        (line for line in reversed(said) if line.startswith("kaggle-offline:")), "?"
+    )
     decoders = sorted({volume.get("decoder", "?") for volume in metrics.get("volumes", [])})
     if not scenario.imagecodecs and decoders != ["pillow"]:
         session.error(f"without imagecodecs every volume must be read by Pillow, got {decoders}")
+    postprocess = metrics.get("run", {}).get("options", {}).get("postprocess", {})
+    if postprocess.get("min_component_voxels") != int(KERNEL_PREDICT_OPTIONS[1]):
+        session.error(f"the notebook's predict options did not reach predict: {postprocess}")
+    checked = next((line for line in said if line.startswith(f"{submission}: valid")), None)
+    if checked is None:
+        session.error("the notebook's last cell did not report a valid submission.zip")
     lines = [
         f"{scenario.name}: submission.zip is valid ({verdict['volumes']} volumes)",
+        f"  notebook: {work / 'notebook'} ran cell by cell in the kernel; it says: {checked}",
         f"  bootstrap: {bootstrap_line}",
         f"  volumes read by: {', '.join(decoders) or '?'}",
         "  timings: "
@@ -232,7 +296,7 @@ def _print_summary(
         f"  offline: {_offline_description()}",
         f"  submission: {submission} ({submission.stat().st_size} bytes)",
         f"  metrics: {metrics_path}" if metrics else "  metrics: (none written)",
-        f"  wheelhouse: {work / 'upload'}  inputs: {work / 'input'}",
+        f"  wheelhouse: {work / 'upload'}  model: {work / 'model-upload'}  inputs: {work / 'input'}",
     ]
     session.log("\n".join(lines))
 
@@ -254,36 +318,100 @@ def _attach_kaggle_image(session: nox.Session, venv: Path) -> list[str]:
 
 def _kaggle_image(session: nox.Session) -> list[str]:
     """Build the simulated image once (torch included) and reuse it; returns its site dirs."""
-    stamp = KAGGLE_IMAGE / ".complete"
-    host_torch = _host_version("torch")
-    torch_source = f"host torch {host_torch}" if host_torch else TORCH_REQUIREMENT
-    wanted = "\n".join(("image-format 3", torch_source, *KAGGLE_IMAGE_PACKAGES))
-    python = _python_of(KAGGLE_IMAGE)
+    return build_kaggle_image(
+        KAGGLE_IMAGE,
+        Path(sys.executable),
+        run=lambda argv: session.run(*argv, external=True),
+        log=session.log,
+    )
+
+
+def build_kaggle_image(
+    image: Path,
+    host_python: Path,
+    *,
+    run: Callable[[list[str]], object],
+    log: Callable[[str], object],
+    packages: Sequence[str] = KAGGLE_IMAGE_PACKAGES,
+) -> list[str]:
+    """The simulated image at ``image``, built once by ``host_python`` (the Python running nox).
+
+    torch is reused from ``host_python`` when it has one, wherever it has it: in its own
+    site-packages or in a virtual environment's. Its installed files (and those of its
+    dependencies) are linked into the image's site-packages, so the image has that torch as an
+    installed distribution; a ``--system-site-packages`` venv would see only the *base*
+    interpreter's packages, which is not where a venv's torch is. Without a host torch,
+    ``torch==2.13.0`` is installed into the image.
+    """
+    host_torch = _host_torch(host_python)
+    if host_torch:
+        torch_source = f"host torch {host_torch['version']} ({len(host_torch['entries'])} entries)"
+        torch_source += f" from {host_torch['root']}"
+    else:
+        torch_source = TORCH_REQUIREMENT
+    wanted = "\n".join(("image-format 3", torch_source, *packages))
+    stamp = image / ".complete"
+    python = _python_of(image)
     if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
-        session.log(f"building the simulated Kaggle image in {KAGGLE_IMAGE} ({torch_source}, once)")
+        log(f"building the simulated Kaggle image in {image} ({torch_source}, once)")
         # No pip or setuptools of its own: a second setuptools on the kernels' sys.path confuses
         # distutils, which torch.compile's C++ toolchain imports. The host's pip installs into it.
-        session.run(
-            sys.executable, "-m", "venv", "--clear", "--without-pip",
-            *(["--system-site-packages"] if host_torch else []), str(KAGGLE_IMAGE),
-            external=True,
-        )  # fmt: skip
-        packages = list(KAGGLE_IMAGE_PACKAGES)
+        run([str(host_python), "-m", "venv", "--clear", "--without-pip", str(image)])
+        requirements = list(packages)
         extra: list[str] = []
-        if not host_torch:
-            packages.insert(0, TORCH_REQUIREMENT)
+        if host_torch:
+            site_packages = Path(_purelib(python))
+            for entry in map(Path, host_torch["entries"]):
+                (site_packages / entry.name).symlink_to(entry)
+        else:
+            requirements.insert(0, TORCH_REQUIREMENT)
             if os.environ.get(TORCH_INDEX_VARIABLE):
                 extra = ["--extra-index-url", os.environ[TORCH_INDEX_VARIABLE]]
-        session.run(
-            sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *extra,
-            *packages, external=True,
-        )  # fmt: skip
+        if requirements:
+            run([str(host_python), "-m", "pip", "--python", str(python), "install", "-q",
+                 *extra, *requirements])  # fmt: skip
         stamp.write_text(wanted)
     output = subprocess.run(
         [str(python), "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return [line for line in output.splitlines() if line.strip()]
+
+
+# Run by the host Python: torch's installed files and those of everything it requires (extras
+# aside), as importlib.metadata records them; the top-level entries of each, to be linked.
+_TORCH_CLOSURE = r"""
+import importlib.metadata as metadata, json, re
+try:
+    torch = metadata.distribution("torch")
+except metadata.PackageNotFoundError:
+    print("null")
+    raise SystemExit
+entries, seen, queue = set(), set(), ["torch"]
+while queue:
+    name = re.sub(r"[-_.]+", "-", queue.pop()).lower()
+    if name in seen:
+        continue
+    seen.add(name)
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        continue  # an optional or platform-specific dependency this host does not have
+    root = dist.locate_file("")
+    for file in dist.files or ():
+        if file.parts and file.parts[0] not in ("..", "__pycache__"):
+            entries.add(str(root / file.parts[0]))
+    queue += [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in dist.requires or () if "extra ==" not in r]
+print(json.dumps({"version": torch.version, "root": str(torch.locate_file("")), "entries": sorted(entries)}))
+"""
+
+
+def _host_torch(host_python: Path) -> dict | None:
+    """The host's torch: its version, where it is installed and what to link, or None."""
+    output = subprocess.run(
+        [str(host_python), "-c", _TORCH_CLOSURE], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output)
 
 
 def _fresh_kernel(session: nox.Session, location: Path, image_paths: list[str]) -> Path:
@@ -346,16 +474,6 @@ def _unshare_works() -> bool:
         return False
     result = subprocess.run(["unshare", "-rn", "true"], capture_output=True)
     return result.returncode == 0
-
-
-def _host_version(distribution: str) -> str | None:
-    """The version this Python (the one running nox) has installed, if any."""
-    try:
-        from importlib.metadata import version
-
-        return version(distribution)
-    except Exception:
-        return None
 
 
 def _python_of(venv: Path) -> Path:

@@ -36,8 +36,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from runtime.contract.manifest import WheelName  # noqa: E402
 from runtime.installer.capture import capture_current_profile  # noqa: E402
-from runtime.installer.discovery import WheelName  # noqa: E402
 from tests.support.packages import make_index  # noqa: E402
 from tests.support.venvs import Venv, copy_venv, make_template, runtime_source_path  # noqa: E402
 

@@ -37,6 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KaggleOfflineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as error:
+        # numpy or torch missing (a bundler-only environment): say what to install, in one line.
+        from runtime.installer.needs import missing_module_message
+
+        message = missing_module_message(error.name, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

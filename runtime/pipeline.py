@@ -5,24 +5,34 @@ next volume, the engine segments the current one, and a writer thread post-proce
 the previous mask. Queues between them hold at most ``prefetch`` volumes, so host memory stays
 bounded however many volumes there are.
 
-Failure policy (one bad volume must not cost the submission):
+Before any work, every output is checked against the inputs and each other, and an earlier
+submission.zip is moved to ``<name>.previous.zip``, so that a failed or killed run never leaves it
+where the scorer looks (see :mod:`runtime.volumes.outputs`).
 
-* a volume that cannot be read or segmented but whose shape is known from its header gets an
-  all-zero mask, so the zip stays valid; the error is logged and recorded in metrics.json.
+Failure policy (one bad volume must not cost the submission; any exception of one volume, memory
+included, is that volume's):
+
+* a volume that cannot be read or segmented but whose shape is known from a plausible header gets
+  an all-zero mask, so the zip stays valid; the error is logged and recorded in metrics.json.
 * a volume with no usable shape (an id from test.csv with no file, a non-TIFF, a 2D image, a
-  broken header) cannot get a mask. The others are still processed, then the run fails naming
-  those ids and keeps the zip as ``<name>.partial.zip``: a zip missing an id scores nothing, so it
-  is never written under the real name. ``allow_missing`` writes it there anyway.
+  broken header or one claiming more data than its file holds, a stand-in that does not fit in
+  memory), or whose id cannot name a zip member, cannot get a mask. The others are still
+  processed, then the run fails naming those ids and keeps the zip as ``<name>.partial.zip``: a
+  zip missing an id scores nothing, so it is never written under the real name.
+  ``allow_missing`` writes it there anyway.
+* non-finite voxels are replaced by the engine (see :mod:`runtime.inference.engine`), counted in
+  metrics.json and warned about.
 * ``strict`` turns every error into a failure: missing ids stop the run before any work, and a
   zero-mask stand-in makes it end with an error and a ``.partial.zip`` instead of submission.zip.
 
-metrics.json is written whatever happens.
+metrics.json is written whatever happens once the outputs are checked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import queue
 import shutil
 import sys
@@ -47,6 +57,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.volumes.inputs import VolumeInputs
+    from runtime.volumes.mask_settings import MaskSettings
+    from runtime.volumes.outputs import Output
 
 __all__ = ["PredictOptions", "PredictReport", "predict"]
 
@@ -78,6 +91,17 @@ class PredictOptions:
     workdir: Path | None = None  # None: a temporary folder beside the zip, removed afterwards
     prefetch: int = 1  # volumes read ahead of (and masks queued behind) the engine
     progress_bar: bool | None = None  # None: a tqdm bar when installed and on a terminal
+    save_probabilities: Path | None = None  # a folder for each volume's <id>.npy probability
+    probability_encoding: str = "uint8"  # how they are saved: "uint8" or "float16"
+    # Masks decided from the probability (threshold, hysteresis or per-volume rule, then clean-up),
+    # compared in ``mask_encoding`` as tune compared them; replaces threshold and postprocess.
+    mask_settings: MaskSettings | None = None
+    mask_encoding: str = "float32"
+    mask_settings_file: Path | None = None  # the postprocess.json they came from, if any
+
+    @property
+    def keeps_probability(self) -> bool:
+        return self.save_probabilities is not None or self.mask_settings is not None
 
 
 @dataclasses.dataclass
@@ -107,11 +131,14 @@ def predict(
 
     ``segmenter`` reuses an engine that is already set up (its model and options win over
     ``options.models`` and ``options.inference``). Raises :class:`InputError` for unusable
-    inputs, :class:`SubmissionError` when the zip would be incomplete or ``strict`` saw errors,
-    and :class:`ModelError` from model loading. metrics.json is written in every case that got
-    as far as finding the inputs.
+    inputs, :class:`OutputError` for outputs that would overwrite an input or each other or
+    cannot be written, :class:`SubmissionError` when the zip would be incomplete or ``strict``
+    saw errors, and :class:`ModelError` from model loading. metrics.json is written in every
+    case that got past the checks of the inputs and outputs.
     """
     from runtime.volumes.inputs import find_volumes
+    from runtime.volumes.outputs import check_outputs
+    from runtime.volumes.submission import id_problem
 
     options = options or PredictOptions()
     log = log or _print_line
@@ -120,14 +147,19 @@ def predict(
         output = output / "submission.zip"
     metrics_path = options.metrics_path or output.with_name("metrics.json")
     started = time.perf_counter()
+    budget_start = time.monotonic()  # --time-budget counts from here: loading included
 
     inputs = find_volumes(input_path)
+    check_outputs(_outputs(output, metrics_path, options, inputs), _read_files(inputs, options))
     for note in inputs.notes:
         log(note)
     records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
     for record in records:
         if record.path is None:
             _fail(record, f"{record.id}: listed in {inputs.csv_path} but no file found", log)
+            record.status = "no-mask"
+        elif (problem := id_problem(record.id)) is not None:
+            _fail(record, f"{record.path}: cannot be in the zip: {problem}; rename it", log)
             record.status = "no-mask"
 
     run: dict[str, Any] = {
@@ -136,7 +168,16 @@ def predict(
         "options": _options_summary(options),
         "outcome": "failed",
     }
+    previous = _set_aside_earlier_submission(output, log)
+    if previous is not None:
+        run["previous_submission"] = str(previous)
     workdir, own_workdir = _workdir(options.workdir, output)
+    if options.save_probabilities is not None:
+        from runtime.volumes.probability import MANIFEST_NAME
+
+        # Files of an earlier run must never pass for this run's: the manifest comes back at the end.
+        options.save_probabilities.mkdir(parents=True, exist_ok=True)
+        (options.save_probabilities / MANIFEST_NAME).unlink(missing_ok=True)
     from runtime.volumes.run_metrics import PeakMemory
 
     with PeakMemory() as memory:
@@ -144,7 +185,7 @@ def predict(
             if inputs.missing and options.strict:  # the run would fail: fail before the work
                 raise InputError(_missing_message(inputs.missing, inputs.csv_path))
             if segmenter is None:
-                segmenter = _build_segmenter(options, log)
+                segmenter = _build_segmenter(options, log, budget_start)
             _run_pipeline(records, segmenter, options, workdir, log)
             report = _assemble(records, output, metrics_path, options, workdir, log, run)
             report.seconds = time.perf_counter() - started
@@ -156,6 +197,8 @@ def predict(
             decisions = getattr(segmenter, "decisions", None) or []
             run["decisions"] = [_plain(decision) for decision in decisions]
             run["seconds"] = round(time.perf_counter() - started, 3)
+            if options.save_probabilities is not None:
+                _write_probability_manifest(options, records, run, log)
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
                 _clean_workdir(
@@ -175,6 +218,7 @@ class _Item:
     volume: np.ndarray | None = None  # dropped once handed to the engine
     preview_slice: np.ndarray | None = None  # the input's middle z slice, kept for the preview
     mask: np.ndarray | None = None  # None with a known shape: the writer writes zeros
+    probability: np.ndarray | None = None  # the engine's, when options.keeps_probability
 
 
 def _run_pipeline(
@@ -184,7 +228,7 @@ def _run_pipeline(
     workdir: Path,
     log: Log,
 ) -> None:
-    readable = [record for record in records if record.path is not None]
+    readable = [record for record in records if record.status != "no-mask"]
     stop = threading.Event()
     read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
     write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
@@ -211,7 +255,10 @@ def _run_pipeline(
     in_flight: dict[str, _Item] = {}
     feed = _EngineFeed(read_queue, write_queue, in_flight, stop, log)
     try:
-        for volume_id, outcome in segmenter.segment_many(feed, total=len(readable)):
+        outcomes = segmenter.segment_many(
+            feed, total=len(readable), after_seconds=lambda: _zip_seconds(records)
+        )
+        for volume_id, outcome in outcomes:
             item = in_flight.pop(volume_id)
             _take_result(item, outcome, log)
             if stop.is_set() or not _put(write_queue, item, stop):
@@ -242,20 +289,17 @@ def _read_all(
             return
         item = _Item(record)
         started = time.perf_counter()
+        header = None
         try:
-            header, volume = read_volume_with_header(Path(record.path or ""), name=record.path)
-            item.volume = volume
+            header, item.volume = read_volume_with_header(Path(record.path or ""), name=record.path)
             if keep_slice:
-                item.preview_slice = volume[volume.shape[0] // 2].copy()
-        except VolumeError as error:
-            record.errors.append(str(error))
-            try:  # a header that parses still gives the shape for an all-zero stand-in
+                item.preview_slice = item.volume[item.volume.shape[0] // 2].copy()
+        except Exception as error:  # one volume's failure, whatever its kind, is that volume's
+            item.volume = item.preview_slice = None
+            record.errors.append(_read_error(record, error))
+            with contextlib.suppress(Exception):
+                # A header that parses (and is plausible) still gives the shape for a stand-in.
                 header = read_volume_header(Path(record.path or ""), name=record.path)
-            except VolumeError:
-                header = None
-        except MemoryError as error:  # one huge volume must not end the run
-            record.errors.append(f"{record.path}: out of host memory reading it ({error})")
-            header = None
         record.read_seconds = time.perf_counter() - started
         if header is not None:
             record.shape = list(header.shape)
@@ -264,6 +308,19 @@ def _read_all(
         if not _put(out, item, stop):
             return
     _put(out, _DONE, stop, force=True)
+
+
+def _read_error(record: VolumeRecord, error: Exception) -> str:
+    if isinstance(error, VolumeError):
+        return str(error)  # names the file already
+    return f"{record.path}: cannot read it: {_problem(error)}"
+
+
+def _problem(error: Exception) -> str:
+    """One line for an unexpected error of one volume."""
+    if isinstance(error, MemoryError):
+        return "out of host memory"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 class _EngineFeed:
@@ -317,12 +374,21 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
     record.device, record.precision = str(outcome.device), str(outcome.precision)
     record.compiled = bool(outcome.compiled)
     record.tta_axes = [int(axis) for axis in outcome.tta_axes]
+    record.batch_size = int(outcome.batch_size) or None
+    record.accumulation = str(outcome.accumulation)
     record.notes.extend(str(note) for note in outcome.notes)
+    record.nonfinite_voxels = int(outcome.nonfinite_voxels)
+    if record.nonfinite_voxels:
+        log(
+            f"warning: {record.path}: {record.nonfinite_voxels} NaN or inf voxel(s) replaced by "
+            "the model's normalization mean before inference (recorded in metrics.json)"
+        )
     mask = outcome.mask
     if record.shape is not None and tuple(mask.shape) != tuple(record.shape):
         _fail(record, f"{record.path}: engine returned a mask of shape {mask.shape}", log)
         return
     item.mask = mask
+    item.probability = getattr(outcome, "probability", None)
 
 
 def _write_all(
@@ -334,11 +400,6 @@ def _write_all(
     log: Log,
 ) -> None:
     """Writer thread: post-process, write the mask TIFF and the preview, report progress."""
-    import numpy as np
-
-    from runtime.volumes.postprocess import postprocess
-    from runtime.volumes.tiff import write_mask
-
     warned: set[str] = set()
 
     def warn_once(message: str) -> None:
@@ -351,32 +412,97 @@ def _write_all(
         if item is _DONE or item is None:
             return
         record: VolumeRecord = item.record
-        if record.shape is None:
+        try:
+            _write_one(item, options, workdir, warn_once, log)
+        except Exception as error:  # memory included: this volume's failure, not the run's
+            item.mask = None
+            _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
             record.status = "no-mask"
-            progress.done(record)
-            continue
-        mask = item.mask
-        if mask is not None:
-            started = time.perf_counter()
-            try:
-                mask = postprocess(mask, options.postprocess, warn=warn_once)
-            except Exception as error:  # keep the raw mask rather than lose the volume
-                _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
-            record.postprocess_seconds = time.perf_counter() - started
-        else:
-            mask = np.zeros(record.shape, dtype=np.uint8)
-        record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
+        progress.done(record)
+
+
+def _write_one(
+    item: _Item, options: PredictOptions, workdir: Path, warn: Callable[[str], None], log: Log
+) -> None:
+    """Post-process and write one volume's mask (all zeros if it failed but has a shape)."""
+    import numpy as np
+
+    from runtime.volumes.postprocess import postprocess
+    from runtime.volumes.tiff import write_mask
+
+    record = item.record
+    if record.shape is None:
+        record.status = "no-mask"
+        return
+    mask = item.mask
+    if mask is not None:
         started = time.perf_counter()
         try:
-            write_mask(workdir / f"{record.id}.tif", mask)
-            record.status = "zero-mask" if item.mask is None else "ok"
-        except (VolumeError, OSError) as error:
-            _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
+            if options.keeps_probability:
+                mask = _from_probability(item, mask, options, warn)
+            else:
+                mask = postprocess(mask, options.postprocess, warn=warn)
+        except Exception as error:  # keep the raw mask rather than lose the volume
+            _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
+        record.postprocess_seconds = time.perf_counter() - started
+    else:
+        try:
+            mask = np.zeros(record.shape, dtype=np.uint8)
+        except MemoryError:
+            _fail(record, f"{record.id}: its all-zero stand-in does not fit in memory", log)
             record.status = "no-mask"
-        record.write_seconds = time.perf_counter() - started
-        if options.preview_dir is not None and item.preview_slice is not None:
-            _preview(options.preview_dir, record, item.preview_slice, mask, log)
-        progress.done(record)
+            return
+    record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
+    started = time.perf_counter()
+    try:
+        write_mask(workdir / f"{record.id}.tif", mask)
+        record.status = "zero-mask" if item.mask is None else "ok"
+    except (VolumeError, OSError) as error:
+        _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
+        record.status = "no-mask"
+    record.write_seconds = time.perf_counter() - started
+    if options.preview_dir is not None and item.preview_slice is not None:
+        _preview(options.preview_dir, record, item.preview_slice, mask, log)
+
+
+def _from_probability(
+    item: _Item, mask: np.ndarray, options: PredictOptions, warn: Log
+) -> np.ndarray:
+    """Save the probability and/or decide the mask from it with tuned settings."""
+    from runtime.volumes.postprocess import postprocess
+    from runtime.volumes.probability import finish_with_probability
+
+    probability, item.probability = item.probability, None
+    decided, saved, threshold = finish_with_probability(
+        item.record.id,
+        probability,
+        save_dir=options.save_probabilities,
+        save_encoding=options.probability_encoding,
+        settings=options.mask_settings,
+        settings_encoding=options.mask_encoding,
+        warn=warn,
+    )
+    item.record.probability_file = str(saved) if saved else None
+    item.record.threshold = threshold
+    return decided if decided is not None else postprocess(mask, options.postprocess, warn=warn)
+
+
+def _write_probability_manifest(
+    options: PredictOptions, records: list[VolumeRecord], run: dict[str, Any], log: Log
+) -> None:
+    from runtime.volumes.probability import write_manifest
+
+    saved = {r.id: r.shape for r in records if r.probability_file and r.shape and not r.errors}
+    try:
+        path = write_manifest(
+            options.save_probabilities,
+            options.probability_encoding,
+            saved,
+            {"input": run.get("input"), "models": [str(m) for m in options.models]},
+        )
+        run["probabilities_manifest"] = str(path)
+    except OSError as error:
+        log(f"warning: probability manifest not written: {error}")
 
 
 def _preview(
@@ -500,7 +626,21 @@ def _record_line(record: VolumeRecord) -> str:
     return " | ".join(parts)
 
 
-def _build_segmenter(options: PredictOptions, log: Log) -> Segmenter:
+# Zipping (deflate) and validating (inflate, decode with tifffile and Pillow) a mask costs about
+# 17 ns per voxel on two CPU cores; the time budget reserves this much for it.
+_ZIP_SECONDS_PER_VOXEL = 30e-9
+
+
+def _zip_seconds(records: list[VolumeRecord]) -> float:
+    """What zipping every mask will take, from the shapes known so far (for the time budget)."""
+    sizes = [math.prod(record.shape) for record in records if record.shape]
+    if not sizes:
+        return 0.0
+    masks = sum(record.status != "no-mask" for record in records)
+    return _ZIP_SECONDS_PER_VOXEL * sum(sizes) / len(sizes) * masks
+
+
+def _build_segmenter(options: PredictOptions, log: Log, budget_start: float) -> Segmenter:
     from runtime.inference.engine import InferenceOptions, Segmenter
     from runtime.inference.models import load_ensemble, load_model
 
@@ -532,6 +672,12 @@ def _build_segmenter(options: PredictOptions, log: Log) -> Segmenter:
         elif recommended.get(key) is not None:
             chosen[key] = float(recommended[key])
             log(f"{key} = {chosen[key]:g} (recommended by the model)")
+    if inference.time_budget_start is None:
+        chosen["time_budget_start"] = budget_start
+    if options.keeps_probability:
+        chosen["keep_probability"] = True
+    if options.mask_settings is not None:
+        log(f"masks: {options.mask_settings.describe()} (on {options.mask_encoding} probabilities)")
     return Segmenter(model, dataclasses.replace(inference, **chosen), log=log)
 
 
@@ -573,7 +719,85 @@ def _options_summary(options: PredictOptions) -> dict[str, Any]:
         "postprocess": dataclasses.asdict(options.postprocess),
         "strict": options.strict,
         "allow_missing": options.allow_missing,
+        "save_probabilities": (
+            {"dir": str(options.save_probabilities), "encoding": options.probability_encoding}
+            if options.save_probabilities is not None
+            else None
+        ),
+        "mask_settings": (
+            {
+                **options.mask_settings.to_dict(),
+                "encoding": options.mask_encoding,
+                "file": str(options.mask_settings_file) if options.mask_settings_file else None,
+            }
+            if options.mask_settings is not None
+            else None
+        ),
     }
+
+
+def _outputs(
+    output: Path, metrics_path: Path, options: PredictOptions, inputs: VolumeInputs
+) -> list[Output]:
+    """Every path the run writes: one line here per new output."""
+    from runtime.volumes.outputs import Output
+    from runtime.volumes.submission import MASK_SUFFIX, partial_path
+
+    ids = tuple(source.id for source in inputs.sources)
+    outputs = [
+        Output("-o", output),
+        Output("-o (its .partial.zip)", partial_path(output)),
+        Output("-o (the earlier zip set aside)", _previous_path(output)),
+        Output("--metrics", metrics_path),
+    ]
+    if options.workdir is not None:
+        outputs.append(
+            Output("--workdir", options.workdir, tuple(f"{i}{MASK_SUFFIX}" for i in ids))
+        )
+    if options.preview_dir is not None:
+        outputs.append(Output("--preview", options.preview_dir, tuple(f"{i}.png" for i in ids)))
+    if options.save_probabilities is not None:
+        from runtime.volumes.probability import MANIFEST_NAME
+
+        files = (*(f"{i}.npy" for i in ids), MANIFEST_NAME)
+        outputs.append(Output("--save-probabilities", options.save_probabilities, files))
+    return outputs
+
+
+def _read_files(inputs: VolumeInputs, options: PredictOptions) -> list[Path]:
+    """Every file the run reads: the volumes, test.csv, and the files of each model given."""
+    files = [source.path for source in inputs.sources if source.path is not None]
+    if inputs.csv_path is not None:
+        files.append(inputs.csv_path)
+    for spec in options.models:
+        path = Path(spec)
+        if str(spec) != "demo" and path.is_dir():
+            files.extend(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def _previous_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.previous{output.suffix or '.zip'}")
+
+
+def _set_aside_earlier_submission(output: Path, log: Log) -> Path | None:
+    """Move an earlier run's zip out of the way, so that a failed run never leaves it looking
+    like this run's (the scorer takes whatever submission.zip it finds). Returns where it went.
+    """
+    from runtime.volumes.submission import partial_path
+
+    stale_partial = partial_path(output)
+    if stale_partial.is_file():
+        stale_partial.unlink()
+        log(f"removed {stale_partial}, left by an earlier run")
+    if not output.is_file():
+        return None
+    previous = _previous_path(output)
+    output.replace(previous)
+    log(f"moved the earlier {output} to {previous}: this run writes a new one or none")
+    return previous
 
 
 def _workdir(requested: Path | None, output: Path) -> tuple[Path, bool]:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.netns import offline, require_netns
+from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, session_template
 from tests.support.wheelhouses import bundle, kernel_profile, session_index
 
@@ -150,3 +155,127 @@ def test_bootstrap_imports_only_the_standard_library() -> None:
         for alias in node.names
     }
     assert top_level <= set(sys.stdlib_module_names) | {"__future__"}, top_level
+
+
+def _edit_manifest(folder: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("case", ["absolute self_wheel", "climbing wheel_dir"])
+def test_the_private_copy_of_the_own_wheel_never_leaves_its_folder(
+    venv: Venv, house: Path, tmp_path: Path, case: str
+) -> None:
+    mounted = tmp_path / "input" / "wheels"
+    shutil.copytree(house, mounted)
+    victim = tmp_path / "victim.whl"
+    victim.write_bytes(b"precious, never to be truncated\n")
+
+    def edit(data: dict[str, Any]) -> None:
+        if case == "absolute self_wheel":  # the private copy's target == its source: truncated
+            own = next(w for w in data["wheels"] if w["filename"] == data["self_wheel"])
+            own.update(filename=str(victim), sha256=hashlib.sha256(victim.read_bytes()).hexdigest())
+            data["self_wheel"] = str(victim)
+        else:
+            data["wheel_dir"] = "../.."
+
+    _edit_manifest(mounted, edit)
+    before = venv.distributions()
+
+    result = _bootstrap(venv, mounted / "bootstrap.py", tmp_path / "input")
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    key = "self_wheel" if case == "absolute self_wheel" else "wheel_dir"
+    assert result.stderr.startswith(f"error: {mounted / 'manifest.json'}: {key} ")
+    assert "is not a plain file name" in result.stderr
+    assert victim.read_bytes() == b"precious, never to be truncated\n"
+    assert venv.distributions() == before
+
+
+def test_bootstrap_reads_its_manifest_by_the_installers_rule(
+    venv: Venv, house: Path, tmp_path: Path
+) -> None:
+    """A byte order mark is accepted by bootstrap.py as by discovery; a deep nesting is one line."""
+    mounted = tmp_path / "input" / "wheels"
+    shutil.copytree(house, mounted)
+    manifest = mounted / "manifest.json"
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+
+    with_bom = _bootstrap(venv, mounted / "bootstrap.py", tmp_path / "input", "--dry-run")
+
+    assert with_bom.returncode == 0, with_bom.stderr
+    assert with_bom.stdout.startswith("kaggle-offline: would install 4 (alpha 1.0, beta 2.0")
+
+    manifest.write_text("[" * 200_000 + "]" * 200_000)
+    deep = _bootstrap(venv, mounted / "bootstrap.py", tmp_path / "input")
+    assert deep.returncode == 2
+    assert deep.stderr == f"error: {manifest}: corrupt manifest, nested too deeply to be one\n"
+
+
+def test_bootstrap_replaces_an_older_kaggle_offline_and_keeps_a_newer_one(
+    venv: Venv, house: Path, tmp_path: Path
+) -> None:
+    mounted = tmp_path / "input" / "wheels"
+    shutil.copytree(house, mounted)
+
+    def pip_install(wheel: Path) -> None:
+        run_checked(
+            offline([str(venv.python), "-m", "pip", "install", "-q", "--no-index", str(wheel)])
+        )
+
+    pip_install(make_wheel(tmp_path / "dist", "kaggle-offline", "0.0.1"))
+
+    upgraded = _bootstrap(venv, mounted / "bootstrap.py", tmp_path / "input")
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "kaggle-offline 0.1.0)" in upgraded.stdout.splitlines()[0]
+    assert venv.distributions()["kaggle-offline"] == "0.1.0"
+    where = venv.run("-c", "import runtime; print(runtime.__file__)", cwd=tmp_path).stdout
+    assert where.startswith(str(venv.site_packages))
+
+    pip_install(make_wheel(tmp_path / "dist", "kaggle-offline", "9.0"))
+    kept = _bootstrap(venv, mounted / "bootstrap.py", tmp_path / "input")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.startswith("kaggle-offline: nothing to install")
+    assert venv.distributions()["kaggle-offline"] == "9.0"
+
+
+def test_two_bootstraps_upgrading_at_once_take_turns_and_both_tell_the_truth(
+    venv: Venv,
+    tmp_path_factory: pytest.TempPathFactory,
+    project_wheel: Path,
+    tmp_path: Path,
+) -> None:
+    url, wheels = session_index(tmp_path_factory.getbasetemp())
+    run_checked(offline([str(venv.python), "-m", "pip", "install", "-q", "--no-index",
+                         str(wheels["beta-1.0"])]))  # fmt: skip
+    folder = tmp_path / "input" / "wheels"
+    bundle(
+        folder,
+        ["beta>=2", "gamma"],
+        url,
+        target=kernel_profile({"beta": "1.0"}),
+        self_wheel=project_wheel,
+        cache_dir=tmp_path / "cache",
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["KAGGLE_OFFLINE_INPUT_ROOT"] = str(tmp_path / "input")
+    argv = offline([str(venv.python), str(folder / "bootstrap.py")])
+
+    runs = [
+        subprocess.Popen(
+            argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    summaries = sorted(stdout.strip() for stdout, _ in outputs)
+    assert summaries[0].startswith(
+        "kaggle-offline: installed 3 (beta 2.0, gamma 1.0, kaggle-offline 0.1.0)"
+    )
+    assert summaries[1].startswith("kaggle-offline: nothing to install, 3 already satisfied")
+    assert venv.distributions()["beta"] == "2.0"

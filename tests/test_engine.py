@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.contract.errors import InferenceError, VolumeError
+from runtime.contract.errors import InferenceError, ModelError, VolumeError
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.models import SegmentationModel, load_model
 from runtime.inference.probe import Platform
@@ -43,6 +43,7 @@ class Simulated(torch.nn.Module):
 
     max_batch: ClassVar[int | None] = None  # batches above this raise out-of-memory
     only_under_autocast: ClassVar[bool] = False  # ... and only under autocast
+    hot: ClassVar[float | None] = None  # ... and only for batches holding a value above this
     delay: ClassVar[float] = 0.0  # seconds per forward
 
     def __init__(self) -> None:
@@ -54,7 +55,13 @@ class Simulated(torch.nn.Module):
         cls = type(self)
         limit = cls.max_batch
         autocast = torch.is_autocast_enabled(x.device.type)
-        if limit is not None and x.shape[0] > limit and (autocast or not cls.only_under_autocast):
+        hot = cls.hot is None or float(x.amax()) > cls.hot
+        if (
+            limit is not None
+            and x.shape[0] > limit
+            and (autocast or not cls.only_under_autocast)
+            and hot
+        ):
             raise torch.OutOfMemoryError(
                 "simulated: CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail"
             )
@@ -68,6 +75,7 @@ def simulated() -> SegmentationModel:
     yield SegmentationModel.from_module(Simulated(), name="simulated", normalization=(128.0, 50.0))
     Simulated.max_batch = None
     Simulated.only_under_autocast = False
+    Simulated.hot = None
     Simulated.delay = 0.0
 
 
@@ -144,20 +152,46 @@ def test_bad_volumes_and_options_fail_with_one_line() -> None:
 
 
 # --- out of memory --------------------------------------------------------------------------
-def test_out_of_memory_halves_the_batch_and_sticks(simulated: SegmentationModel) -> None:
+def test_out_of_memory_halves_the_batch_for_that_volume_only(simulated: SegmentationModel) -> None:
     data = volume((30, 20, 20))
     expected = Segmenter(simulated, small_options(batch_size=1)).segment(data).mask
     segmenter = Segmenter(simulated, small_options(batch_size=4))
     Simulated.max_batch = 1
     result = segmenter.segment(data)
-    assert result.notes == [
+    steps = [
         "out of memory on cpu at batch 4 (simulated: CUDA out of memory. Tried to allocate "
         "2.00 GiB); retrying with batch 2",
         "out of memory on cpu at batch 2 (simulated: CUDA out of memory. Tried to allocate "
         "2.00 GiB); retrying with batch 1",
     ]
+    assert result.notes == steps and result.batch_size == 1
     np.testing.assert_array_equal(result.mask, expected)
-    assert segmenter.segment(data).notes == []  # the smaller batch is kept
+    # Every volume starts again from the probed batch, and reports its own back-off.
+    assert segmenter.segment(data).notes == steps
+    Simulated.max_batch = None
+    again = segmenter.segment(data)
+    assert again.notes == [] and again.batch_size == 4
+
+
+def test_a_back_off_on_the_second_of_three_volumes_is_that_volumes_own(
+    simulated: SegmentationModel,
+) -> None:
+    """Out of memory under autocast on the middle volume only: it ends on the CPU in fp32."""
+    segmenter = Segmenter(simulated, small_options(amp="bf16", batch_size=2))
+    Simulated.max_batch, Simulated.only_under_autocast = 0, True
+    Simulated.hot = 100.0  # normalized: only a voxel far above the uint16 ramp of volume 2
+    volumes = [volume((16, 16, 16), seed=i, dtype=np.uint16) for i in range(3)]
+    volumes[1][8, 8, 8] = 60_000
+    results = [r for _, r in segmenter.segment_many((str(i), v) for i, v in enumerate(volumes))]
+    assert [type(r) for r in results] == [VolumeResult] * 3
+    first, second, third = results
+    assert first.notes == [] and third.notes == []
+    assert (third.device, third.precision, third.batch_size) == ("cpu", "bf16", 2)
+    assert [note.split("; ")[-1] for note in second.notes] == [
+        "retrying with batch 1",
+        "retrying on the CPU (fp32, eager)",
+    ]
+    assert (second.precision, second.batch_size) == ("fp32", 2)
 
 
 class PassThroughCompiler(Platform):
@@ -373,3 +407,199 @@ def test_kept_probabilities_come_with_the_same_mask() -> None:
     assert np.array_equal(kept.mask, (kept.probability > 0.4).astype(np.uint8)) or (
         np.mean(kept.mask != (kept.probability > 0.4)) < 1e-4  # float rounding at the cut only
     )
+
+
+# --- non-finite numbers ---------------------------------------------------------------------
+def test_nan_and_inf_voxels_are_replaced_by_the_normalization_mean_and_counted() -> None:
+    model = unet_model(seed=5)
+    segmenter = Segmenter(model, small_options())
+    clean = volume((20, 20, 20), seed=5).astype(np.float32)
+    dirty = clean.copy()
+    dirty[10, 10, 10], dirty[0, 3, 4], dirty[19, 0, 0] = np.nan, np.inf, -np.inf
+    filled = clean.copy()
+    filled[10, 10, 10] = filled[0, 3, 4] = filled[19, 0, 0] = 127.5  # the model's mean
+    result = segmenter.segment(dirty)
+    assert result.nonfinite_voxels == 3
+    assert result.notes == [
+        "3 non-finite voxel(s) (NaN or inf) replaced by 127.5, the model's normalization mean"
+    ]
+    np.testing.assert_array_equal(result.mask, segmenter.segment(filled).mask)
+    assert np.isnan(dirty[10, 10, 10])  # the caller's array is left as it was
+    assert segmenter.segment(clean).nonfinite_voxels == 0
+
+
+class NonFinite(torch.nn.Module):
+    """Returns inf where the input is above 1000 (never in warm-ups); under autocast only, if so
+    configured."""
+
+    only_under_autocast: ClassVar[bool] = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        autocast = torch.is_autocast_enabled(x.device.type)
+        if autocast or not type(self).only_under_autocast:
+            return torch.where(x > 1000.0, torch.full_like(x, float("inf")), x)
+        return x
+
+
+def test_non_finite_outputs_are_an_error_of_that_volume() -> None:
+    model = SegmentationModel.from_module(NonFinite(), name="nonfinite", normalization=(0, 1))
+    segmenter = Segmenter(model, small_options(batch_size=1))
+    calm, wild = np.zeros((12, 12, 12), np.float32), np.zeros((12, 12, 12), np.float32)
+    wild[3, 3, 3] = 5000.0
+    results = dict(segmenter.segment_many([("calm", calm), ("wild", wild)]))
+    assert isinstance(results["calm"], VolumeResult)
+    assert isinstance(results["wild"], ModelError)
+    assert "returned non-finite values (NaN or inf)" in str(results["wild"])
+
+
+def test_non_finite_outputs_under_autocast_are_retried_in_fp32() -> None:
+    NonFinite.only_under_autocast = True
+    try:
+        model = SegmentationModel.from_module(NonFinite(), name="nonfinite", normalization=(0, 1))
+        segmenter = Segmenter(model, small_options(batch_size=1, amp="bf16"))
+        wild = np.zeros((12, 12, 12), np.float32)
+        wild[3, 3, 3] = 5000.0
+        result = segmenter.segment(wild)
+    finally:
+        NonFinite.only_under_autocast = False
+    assert result.precision == "fp32" and result.mask[3, 3, 3] == 1
+    (note,) = result.notes
+    assert note.endswith("under bf16; retrying in fp32")
+
+
+# --- several GPUs (simulated) ---------------------------------------------------------------
+class FakeT4s(Platform):
+    """``count`` T4s that pass their test op; the warm-ups are simulated (see below)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def torch_version(self) -> str:
+        return "2.10.0+cu128"
+
+    def cuda_device_count(self) -> int:
+        return self.count
+
+    def device_name(self, index: int) -> str:
+        return "Tesla T4"
+
+    def capability(self, index: int) -> tuple[int, int]:
+        return (7, 5)
+
+    def smoke_test(self, device: str) -> None:
+        pass
+
+    def empty_cache(self, device: torch.device) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("gpus", "failing", "expected"),
+    [(2, {"cuda:1"}, ["cuda:0"]), (2, {"cuda:0"}, ["cuda:1"]), (1, {"cuda:0"}, ["cpu"])],
+)
+def test_a_gpu_whose_warm_up_runs_out_of_memory_is_dropped_unless_no_gpu_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+    simulated: SegmentationModel,
+    gpus: int,
+    failing: set[str],
+    expected: list[str],
+) -> None:
+    import runtime.inference.engine as engine
+
+    real = engine.prepare_forward
+
+    def warm_up(model, device, batch_shape, **_):  # type: ignore[no-untyped-def]
+        if str(device) in failing:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+        # A working fake GPU warms up on the CPU: only the engine's choice of workers is tested.
+        return real(model, torch.device("cpu"), batch_shape, amp="off", compile=False)
+
+    monkeypatch.setattr(engine, "prepare_forward", warm_up)
+    segmenter = Segmenter(simulated, small_options(batch_size=2), platform=FakeT4s(gpus))
+    assert segmenter.devices == expected
+    (dropped,) = [d for d in segmenter.decisions if d.value.endswith(" dropped")]
+    assert dropped.value == f"{min(failing)} dropped"
+    assert "warm-up ran out of memory at batch 1" in dropped.reason
+    devices = [d.value for d in segmenter.decisions if d.name == "device"]
+    assert devices[-1] == (expected[0] if expected == ["cpu"] else f"{min(failing)} dropped")
+
+
+# --- the time budget, from the start of the run ---------------------------------------------
+def test_the_time_budget_counts_from_the_start_and_reserves_the_zipping() -> None:
+    def first_axes(**changes) -> tuple[int, ...]:
+        clock = FakeClock()
+        clock.now = 50.0
+        values = {"total": 10, "workers": 1, "batch_seconds": 0.01, "log": [].append}
+        values.update(changes)
+        budget = TimeBudget(100.0, (0, 1, 2), clock=clock, **values)  # type: ignore[arg-type]
+        return budget.axes_for(27, 2)[0]
+
+    # 27 windows x 8 passes / batch 2 = 108 batches x 0.01 s x 10 volumes = 10.8 s.
+    assert first_axes() == (0, 1, 2)  # started now: 10.8 s of 90 s
+    assert first_axes(start=0.0) == (0, 1, 2)  # 50 s spent loading: 60.8 s still fits
+    assert first_axes(start=0.0, after=lambda: 30.0) == (0, 1)  # 90.8 s with the zipping
+
+
+def test_a_budget_without_tta_to_cut_says_so_and_warns_once_when_over(
+    simulated: SegmentationModel,
+) -> None:
+    log: list[str] = []
+    budget = TimeBudget(10.0, (), total=5, workers=1, batch_seconds=1.0, log=log.append)
+    # 4 windows / batch 2 = 2 batches x 1 s x 5 volumes = 10 s, over 90% of 10 s.
+    axes, message = budget.axes_for(4, 2)
+    assert axes == () and "over the budget, and there is no mirror TTA to cut" in message
+    assert log == [f"warning: {message}"]
+    assert budget.axes_for(4, 2) == ((), None)  # once
+
+    segmenter = Segmenter(simulated, small_options(time_budget=3600.0))
+    list(segmenter.segment_many([("a", volume((12, 12, 12)))]))
+    (decision,) = [d for d in segmenter.decisions if d.name == "time_budget"]
+    assert decision.value == "3600 s, warning only" and "no mirror TTA to cut" in decision.reason
+
+
+# --- windows too big for any memory, and models that return probabilities -------------------
+class LittleMemory(Platform):
+    def host_free_memory(self) -> int:
+        return 2**30
+
+
+def test_a_window_that_fits_in_no_memory_is_refused_before_any_warm_up() -> None:
+    started = time.perf_counter()
+    with pytest.raises(InferenceError) as refused:
+        Segmenter(
+            unet_model(),
+            InferenceOptions(patch_size=(1000, 1000, 1000), device="cpu"),
+            platform=LittleMemory(),
+        )
+    message = str(refused.value)
+    assert message.startswith("a window of 1000x1000x1000 needs about ")
+    assert "more than the 1.0 GiB of memory free on any device here" in message
+    assert "use a patch size of at most about " in message and "\n" not in message
+    assert time.perf_counter() - started < 60  # estimated on the meta device, never run
+    from runtime.inference.probe import estimate_forward_bytes
+
+    # Sane: more than the input and output windows, less than what 1000 channels would need.
+    needed = estimate_forward_bytes(unet_model(), (1, 1, 32, 32, 32))
+    assert needed is not None and 2 * 4 * 32**3 < needed < 1000 * 4 * 32**3
+
+
+class EndsInSigmoid(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.conv(x))
+
+
+def test_a_model_that_ends_in_a_sigmoid_is_warned_about() -> None:
+    log: list[str] = []
+    model = SegmentationModel.from_module(EndsInSigmoid(), name="probabilities")
+    Segmenter(model, small_options(batch_size=1), log=log.append)
+    (warning,) = [line for line in log if "outputs in [0, 1]" in line]
+    assert warning.startswith("decision: warning = outputs in [0, 1] (every warm-up output of")
+    assert "ends in a sigmoid" in warning and "export it without its final sigmoid" in warning
+    log.clear()
+    logits = SegmentationModel.from_module(Simulated(), name="logits", normalization=(128, 50))
+    Segmenter(logits, small_options(batch_size=1), log=log.append)
+    assert log and not [line for line in log if "outputs in [0, 1]" in line]

@@ -187,7 +187,7 @@ def test_a_corrupt_manifest_beside_wheels_is_a_problem(tmp_path: Path, wheelhous
 
     assert [w.path for w in discovery.wheelhouses] == [tmp_path / "fine"]
     (problem,) = discovery.problems
-    assert isinstance(problem, ManifestError)
+    assert problem.path == broken and isinstance(problem.error, ManifestError)
     assert str(broken / "manifest.json") in str(problem) and "corrupt" in str(problem)
     with pytest.raises(ManifestError, match="corrupt manifest"):
         discovery.raise_problems()

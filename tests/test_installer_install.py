@@ -6,19 +6,24 @@ Every command that could install runs inside a network namespace with no network
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runtime.installer.core import install
 from runtime.installer.interpreter import Interpreter, installed_versions
+from runtime.installer.lock import LOCK_FILENAME
 from tests.support.netns import offline, require_netns
+from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, runtime_source_path, session_template
-from tests.support.wheelhouses import bundle, kernel_profile, session_index
+from tests.support.wheelhouses import bundle, kernel_profile, session_index, write_wheelhouse
 
 pytestmark = pytest.mark.netns
 
@@ -236,14 +241,20 @@ def test_a_requested_upgrade_replaces_the_kernel_version(
 ) -> None:
     house = _bundle(tmp_path_factory, packages, ["beta>=2"], target=kernel_profile({"beta": "1.0"}))
 
+    planned = _runtime(
+        kernel, "install", "--dry-run", "--wheelhouse", str(house), input_root=tmp_path / "none"
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "replacing beta 1.0 -> 2.0" in planned.stdout.splitlines()[0]
     result = _runtime(kernel, "install", "--wheelhouse", str(house), input_root=tmp_path / "none")
 
     assert result.returncode == 0, result.stderr
     assert "installed beta 2.0 from" in result.stdout and "(replaces 1.0)" in result.stdout
+    assert "replacing beta 1.0 -> 2.0" in result.stdout.splitlines()[0]
     assert kernel.distributions()["beta"] == "2.0"
 
 
-def test_wheelhouses_merge_and_a_plain_folder_is_installed_unverified(
+def test_wheelhouses_merge_and_a_plain_folder_is_installed_only_when_allowed(
     venv: Venv,
     bare_house: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -260,10 +271,37 @@ def test_wheelhouses_merge_and_a_plain_folder_is_installed_unverified(
     report = _report(_runtime(venv, "install", "--json", input_root=tmp_path / "input"))
 
     installed = {item["name"]: item for item in report["installed"]}  # type: ignore[union-attr]
-    assert set(installed) == {"alpha", "beta", "gamma", "delta"}
-    assert installed["delta"]["verified"] is False
-    assert all(installed[name]["verified"] for name in ("alpha", "beta", "gamma"))
-    assert len(report["wheelhouses"]) == 3  # type: ignore[arg-type]
+    assert set(installed) == {"alpha", "beta", "gamma"}
+    assert all(item["verified"] for item in installed.values())
+    assert len(report["wheelhouses"]) == 2  # type: ignore[arg-type]
+    (warning,) = report["warnings"]  # type: ignore[misc]
+    assert warning.startswith(f"{plain}: 1 wheel(s) without a manifest.json")
+    assert "pass --allow-unverified to install them anyway" in warning
+    assert "delta" not in venv.distributions()
+
+    allowed = _runtime(venv, "install", "--allow-unverified", input_root=tmp_path / "input")
+
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.stdout.startswith(
+        "kaggle-offline: installed 1 (delta 1.0), 1 of them UNVERIFIED (no manifest, no hash check)"
+    )
+    assert "installed delta 1.0 from " in allowed.stdout and "UNVERIFIED" in allowed.stdout
+    assert venv.distributions()["delta"] == "1.0"
+
+
+def test_a_named_folder_of_unhashed_wheels_needs_the_flag(
+    venv: Venv, packages: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    plain = tmp_path / "loose"
+    plain.mkdir()
+    shutil.copyfile(packages[1]["delta-1.0"], plain / packages[1]["delta-1.0"].name)
+
+    result = _runtime(venv, "install", "--wheelhouse", str(plain), input_root=tmp_path / "none")
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {plain}: 1 wheel(s) without a manifest.json")
+    assert "pass --allow-unverified" in result.stderr
+    assert "delta" not in venv.distributions()
 
 
 def test_conflicting_wheelhouses_install_nothing(
@@ -343,3 +381,125 @@ def test_the_fast_path_starts_no_process_among_a_thousand_distributions(
     assert not report.pip_ran and report.installed == ()
     assert {skip.name for skip in report.skipped} == {"alpha", "beta", "gamma"}
     assert report.summary().startswith("kaggle-offline: nothing to install, 3 already satisfied")
+
+
+@pytest.fixture
+def upgrade_house(
+    tmp_path_factory: pytest.TempPathFactory, packages: tuple[str, dict[str, Path]]
+) -> Path:
+    """beta 2.0 as a requested upgrade of the kernel's beta 1.0."""
+    return _bundle(tmp_path_factory, packages, ["beta>=2"], target=kernel_profile({"beta": "1.0"}))
+
+
+@contextlib.contextmanager
+def _holding_the_install_lock(venv: Venv) -> Iterator[None]:
+    """What another install does while it runs: hold the environment's lock (and say who)."""
+    with (venv.site_packages / LOCK_FILENAME).open("a+") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        stream.seek(0)
+        stream.truncate()
+        stream.write(f"{os.getpid()}\n")
+        stream.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(stream, fcntl.LOCK_UN)
+
+
+def test_an_install_waits_for_another_then_plans_again_and_reports_the_truth(
+    kernel: Venv, upgrade_house: Path, packages: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(runtime_source_path())}
+    argv = [str(kernel.python), "-m", "runtime", "install", "--json", "--wheelhouse",
+            str(upgrade_house)]  # fmt: skip
+    with _holding_the_install_lock(kernel):
+        waiting = subprocess.Popen(
+            offline(argv), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert waiting.stderr is not None
+        notice = waiting.stderr.readline()  # blocks until the install says it waits
+        assert notice.startswith(
+            f"waiting for another kaggle-offline install (pid {os.getpid()}) into this environment"
+        ), notice
+        # Meanwhile the other install does the upgrade.
+        run_checked(offline([str(kernel.python), "-m", "pip", "install", "-q", "--no-index",
+                             str(packages[1]["beta-2.0"])]))  # fmt: skip
+    stdout, stderr = waiting.communicate(timeout=120)
+
+    assert waiting.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["pip_ran"] is False and report["installed"] == []
+    assert _versions(report, "skipped") == {"beta": "2.0"}
+    assert any(w.startswith("waited ") for w in report["warnings"])
+
+
+def test_an_install_that_cannot_get_the_lock_in_time_installs_nothing(
+    kernel: Venv, upgrade_house: Path, tmp_path: Path
+) -> None:
+    with _holding_the_install_lock(kernel):
+        result = _runtime(kernel, "install", "--wheelhouse", str(upgrade_house),
+                          "--lock-timeout", "0.5", input_root=tmp_path / "none")  # fmt: skip
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: another kaggle-offline install (pid {os.getpid()}) into this environment still "
+        f"holds {kernel.site_packages / LOCK_FILENAME} after 0 s; nothing was installed: let it "
+        "finish, then run this again"
+    )
+    assert kernel.distributions()["beta"] == "1.0"
+
+
+def test_pip_debris_of_a_killed_upgrade_is_reported_then_removed(
+    kernel: Venv, upgrade_house: Path, packages: tuple[str, dict[str, Path]], tmp_path: Path
+) -> None:
+    # What a pip killed during an upgrade leaves: the old version stashed under "~" names.
+    site = kernel.site_packages
+    shutil.copytree(site / "beta", site / "~eta")
+    shutil.copytree(site / "beta-1.0.dist-info", site / "~eta-1.0.dist-info")
+    assert "Ignoring invalid distribution ~eta" in kernel.run("-m", "pip", "list").stderr
+    debris = f"{site / '~eta'}, {site / '~eta-1.0.dist-info'}"
+    satisfied = tmp_path / "satisfied"
+    write_wheelhouse(satisfied, [packages[1]["beta-1.0"]], target=kernel_profile())
+
+    # Nothing to install (or a dry run): the run stays read-only and says how to remove it.
+    for args in (
+        ["--wheelhouse", str(satisfied)],
+        ["--wheelhouse", str(upgrade_house), "--dry-run"],
+    ):
+        report = _report(_runtime(kernel, "install", "--json", *args, input_root=tmp_path / "none"))
+        (warning,) = report["warnings"]  # type: ignore[misc]
+        assert warning.startswith(
+            f"pip's leftovers of an interrupted install, which make every pip run warn: {debris}; "
+            "remove them with: rm -rf "
+        )
+        assert (site / "~eta").is_dir()
+
+    # An install with something to do removes it, under the install lock.
+    report = _report(_runtime(kernel, "install", "--json", "--wheelhouse", str(upgrade_house),
+                              input_root=tmp_path / "none"))  # fmt: skip
+    assert _versions(report) == {"beta": "2.0"}
+    assert report["warnings"] == [f"removed pip's leftovers of an interrupted install: {debris}"]
+    assert not (site / "~eta").exists() and not (site / "~eta-1.0.dist-info").exists()
+    assert "Ignoring invalid distribution" not in kernel.run("-m", "pip", "list").stderr
+
+
+def test_an_optional_wheel_that_fails_is_not_dropped_under_a_required_one_that_needs_it(
+    venv: Venv, tmp_path: Path
+) -> None:
+    made = [
+        make_wheel(tmp_path / "dist", "fancycodecs", "1.0"),
+        make_wheel(tmp_path / "dist", "needy", "1.0", requires=["fancycodecs"]),
+    ]
+    house = tmp_path / "house"
+    write_wheelhouse(house, made, target=kernel_profile(), optional=["fancycodecs"],
+                     requires_dist={"needy": ["fancycodecs"]})  # fmt: skip
+    (venv.site_packages / "fancycodecs").write_text("in the way\n")
+
+    result = _runtime(venv, "install", "--wheelhouse", str(house), input_root=tmp_path / "none")
+
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    # Not a warning and a broken needy: an error that says why and what is in place.
+    assert "(optional fancycodecs failed, and needy need(s) it)" in result.stderr
+    assert "installed before the failure: " in result.stderr
+    assert "fancycodecs" not in venv.distributions()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from runtime.contract.errors import ManifestError, PlanConflictError, Wheelhouse
 from runtime.contract.manifest import SkippedRequirement
 from runtime.installer.discovery import Wheelhouse, open_wheelhouse
 from runtime.installer.interpreter import Interpreter, installed_versions
-from runtime.installer.plan import make_plan
+from runtime.installer.plan import InstallPlan, make_plan
 from tests.support.packages import make_wheel
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
 
@@ -222,7 +223,9 @@ def test_what_the_bundler_assumed_preinstalled_must_be_there(
     assert any("torch 2.10.0 preinstalled, but it does not have it" in w for w in plan.warnings)
 
 
-def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[str, Path]) -> None:
+def test_plain_wheel_folders_are_used_unverified_when_allowed(
+    tmp_path: Path, made: dict[str, Path]
+) -> None:
     plain_dir = tmp_path / "plain"
     for key in ("beta1", "beta2", "gamma", "codecs312"):
         plain_dir.mkdir(exist_ok=True)
@@ -231,7 +234,7 @@ def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[
     plain = open_wheelhouse(plain_dir)
     verified = _house(tmp_path / "v", [made["gamma"]])
 
-    plan = make_plan([verified, plain], _env())
+    plan = make_plan([verified, plain], _env(), allow_unverified=True)
 
     assert [(w.name, w.version, w.verified, w.wheelhouse) for w in plan.install] == [
         ("beta", "2.0", False, plain_dir),  # newest of the plain folder
@@ -239,14 +242,18 @@ def test_plain_wheel_folders_are_used_but_unverified(tmp_path: Path, made: dict[
     ]
     assert any("fancycodecs: no wheel" in w for w in plan.warnings)
     assert any("not valid wheel names: not-a-wheel.whl" in w for w in plan.warnings)
-    assert [w.name for w in make_plan([plain], _env(beta="0.1", gamma="1")).install] == []
+    kept = make_plan([plain], _env(beta="0.1", gamma="1"), allow_unverified=True)
+    assert [w.name for w in kept.install] == []
 
 
 def test_an_invalid_specifier_names_the_manifest(tmp_path: Path, made: dict[str, Path]) -> None:
-    house = _house(tmp_path / "h", [made["gamma"]], specifiers={"gamma": ">=>1"})
+    write_wheelhouse(
+        tmp_path / "h", [made["gamma"]], target=kernel_profile(), specifiers={"gamma": ">=>1"}
+    )
 
+    # Refused when the manifest is read, before any plan is made from it.
     with pytest.raises(ManifestError, match=r"h/manifest.json: invalid version specifier '>=>1'"):
-        make_plan([house], _env(gamma="1.0"))
+        open_wheelhouse(tmp_path / "h")
 
 
 def test_installed_versions_read_folder_names_and_fall_back_to_metadata(tmp_path: Path) -> None:
@@ -267,3 +274,55 @@ def test_installed_versions_read_folder_names_and_fall_back_to_metadata(tmp_path
         "ruamel-yaml": "0.18.6",
         "old-pkg": "1.2",
     }
+
+
+def test_dropping_an_optional_wheel_re_checks_the_wheels_that_need_it(
+    tmp_path: Path, made: dict[str, Path]
+) -> None:
+    # omega (optional) needs something nobody provides, so it is dropped; alpha, checked first
+    # (alphabetically), needs omega and must not stay planned without it.
+    omega = make_wheel(tmp_path / "dist", "omega", "1.0", requires=["nowhere>=1"])
+    needs = {"alpha": ["omega"], "omega": ["nowhere>=1"]}
+    house = _house(tmp_path / "h", [made["alpha"], omega], optional=["omega"], requires_dist=needs)
+
+    with pytest.raises(WheelhouseError) as caught:
+        make_plan([house], _env())
+    assert str(caught.value).startswith(
+        f"alpha 1.0 from {tmp_path / 'h'} needs omega, but optional omega was left out "
+        "(omega 1.0 from"
+    )
+
+    both = _house(
+        tmp_path / "o", [made["alpha"], omega], optional=["omega", "alpha"], requires_dist=needs
+    )
+    plan = make_plan([both], _env())
+    assert plan.empty
+    assert {s.name for s in plan.skipped} == {"alpha", "omega"}
+    assert any(w.startswith("optional alpha skipped: alpha 1.0") for w in plan.warnings)
+
+
+def test_the_own_wheel_is_the_named_wheelhouses_and_never_a_downgrade(
+    tmp_path: Path, made: dict[str, Path]
+) -> None:
+    older = make_wheel(tmp_path / "dist", "kaggle-offline", "0.1.0")
+    newer = make_wheel(tmp_path / "dist", "kaggle-offline", "0.2.0")
+    pins = {"kaggle-offline": "==0.1.0"}
+    first = _house(tmp_path / "a", [made["gamma"]], self_wheel=older, specifiers=pins)
+    second = _house(tmp_path / "b", [], self_wheel=newer, specifiers={"kaggle-offline": "==0.2.0"})
+    found = [dataclasses.replace(first, named=False), dataclasses.replace(second, named=False)]
+
+    def own(plan: InstallPlan) -> tuple[str, str | None]:
+        (wheel,) = [w for w in plan.install if w.name == "kaggle-offline"]
+        return wheel.version, wheel.replaces
+
+    # Found by a search: the newest own wheel; the two pins are not "wheelhouses that disagree".
+    assert own(make_plan(found, _env())) == ("0.2.0", None)
+    # bootstrap.py names its own folder: the installer that runs is the one installed.
+    assert own(make_plan([first, found[1]], _env())) == ("0.1.0", None)
+    # An older one installed is replaced; the same or a newer one is kept.
+    assert own(make_plan([first, found[1]], _env(kaggle_offline="0.0.9"))) == ("0.1.0", "0.0.9")
+    kept = make_plan([first], _env(kaggle_offline="0.3.0", gamma="1.0"))
+    assert kept.empty
+    assert [s.reason for s in kept.skipped if s.name == "kaggle-offline"] == [
+        "the newer 0.3.0 installed is kept"
+    ]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -147,6 +151,166 @@ def test_pickled_objects_are_refused_without_running_them(tmp_path: Path) -> Non
     with pytest.raises(ModelError, match="weights.pt: refused"):
         load_model(tmp_path / "m")
     assert not marker.exists()
+
+
+def _export_ramp(path: Path) -> None:
+    """A real .pt2 of Ramp with a dynamic batch (so its graph holds symbolic-shape strings)."""
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(Ramp().eval(), (BATCH,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+
+
+def _edit_pt2(source: Path, target: Path, edit: Callable[[dict[str, bytes]], None]) -> None:
+    """Rewrite a .pt2 archive: ``edit`` changes its entries (names without the root folder)."""
+    with zipfile.ZipFile(source) as archive:
+        root = archive.namelist()[0].split("/", 1)[0]
+        entries = {n[len(root) + 1 :]: archive.read(n) for n in archive.namelist()}
+    edit(entries)
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(f"{root}/{name}", data)
+
+
+def _edit_json(entries: dict[str, bytes], name: str, edit: Callable[[dict], None]) -> None:
+    data = json.loads(entries[name])
+    edit(data)
+    entries[name] = json.dumps(data).encode()
+
+
+class _MakesFolder:
+    """What a hostile pickle does: unpickling it calls os.mkdir."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_pt2_weight_flagged_as_a_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    _export_ramp(tmp_path / "ramp.pt2")
+    marker = tmp_path / "pwned"
+    payload = io.BytesIO()
+    torch.save(_MakesFolder(marker), payload)
+
+    def weight_as_pickle(entries: dict[str, bytes]) -> None:
+        config = "data/weights/model_weights_config.json"
+        _edit_json(entries, config, lambda d: d["config"]["conv.weight"].update(use_pickle=True))
+        path_name = json.loads(entries[config])["config"]["conv.weight"]["path_name"]
+        entries[f"data/weights/{path_name}"] = payload.getvalue()
+
+    _edit_pt2(tmp_path / "ramp.pt2", tmp_path / "evil.pt2", weight_as_pickle)
+    with pytest.raises(ModelError) as refused:
+        load_model(tmp_path / "evil.pt2")
+    message = str(refused.value)
+    assert "\n" not in message and str(tmp_path / "evil.pt2") in message
+    assert "refused: weight 'conv.weight' (data/weights/weight_" in message
+    assert "pickled Python object" in message and "arbitrary code" in message
+    assert not marker.exists()
+    # The fixture is live: torch's own loader runs the payload.
+    with contextlib.suppress(Exception):
+        torch.export.load(str(tmp_path / "evil.pt2"))
+    assert marker.exists()
+
+
+def test_strings_in_a_pt2_are_never_evaluated(tmp_path: Path) -> None:
+    """torch.export.load hands symbolic shapes to sympy's eval and guards to exec; not here."""
+    _export_ramp(tmp_path / "ramp.pt2")
+    marker = tmp_path / "pwned"
+    code = f"__import__('os').mkdir({str(marker)!r})"
+
+    def code_in_strings(program: dict) -> None:
+        program["guards_code"] = [code]
+        graph = program["graph_module"]["graph"]
+        for meta in graph["tensor_values"].values():
+            for size in meta["sizes"]:
+                if "as_expr" in size:
+                    size["as_expr"]["expr_str"] = code
+        for node in graph["nodes"]:
+            node["metadata"]["stack_trace"] = f"\r{code}"
+
+    _edit_pt2(
+        tmp_path / "ramp.pt2",
+        tmp_path / "strings.pt2",
+        lambda entries: _edit_json(entries, "models/model.json", code_in_strings),
+    )
+    model = load_model(tmp_path / "strings.pt2")
+    with torch.no_grad():
+        torch.testing.assert_close(model.foreground_logits(BATCH), Ramp().eval()(BATCH))
+    assert not marker.exists()
+    with contextlib.suppress(Exception):
+        torch.export.load(str(tmp_path / "strings.pt2"))
+    assert marker.exists()  # the fixture is live
+
+
+def _set_target(target: str) -> Callable[[dict[str, bytes]], None]:
+    def edit(entries: dict[str, bytes]) -> None:
+        _edit_json(
+            entries,
+            "models/model.json",
+            lambda p: p["graph_module"]["graph"]["nodes"][0].update(target=target),
+        )
+
+    return edit
+
+
+def _add_entry(name: str) -> Callable[[dict[str, bytes]], None]:
+    return lambda entries: entries.update({name: b"\x7fELF"})
+
+
+def _opaque_constant(entries: dict[str, bytes]) -> None:
+    config = {"config": {"c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True}}}
+    entries["data/constants/model_constants_config.json"] = json.dumps(config).encode()
+    entries["data/constants/opaque_obj_0"] = b"\x80\x02."
+
+
+def _buffer_mutation(entries: dict[str, bytes]) -> None:
+    def edit(program: dict) -> None:
+        specs = program["graph_module"]["signature"]["output_specs"]
+        specs.insert(0, {"buffer_mutation": {"arg": {"name": "x"}, "buffer_name": "b"}})
+
+    _edit_json(entries, "models/model.json", edit)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (_set_target("torch.load"), "calls 'torch.load', which is not a PyTorch operator"),
+        (_set_target("builtins.exec"), "calls 'builtins.exec', which is not a PyTorch operator"),
+        (_set_target("torch.ops.load_library.x.y"), "not a PyTorch operator"),
+        (_set_target("torch.ops.aten.__class__.x"), "not a PyTorch operator"),
+        (
+            _set_target("torch.ops.higher_order.cond.default"),
+            "higher_order.cond.default (control flow",
+        ),
+        (_add_entry("data/aotinductor/model/model.so"), "AOTInductor-compiled native code"),
+        (_add_entry("data/weights/model.pt"), "weights stored as a pickle"),
+        (_add_entry("data/executorch/model.bin"), "a payload of a kind this runtime does not"),
+        (_opaque_constant, "constant 'c' (data/constants/opaque_obj_0) is stored as a pickled"),
+        (_buffer_mutation, "a buffer_mutation output"),
+    ],
+)
+def test_pt2_payloads_that_could_run_code_are_refused_by_name(
+    tmp_path: Path, edit: Callable[[dict[str, bytes]], None], expected: str
+) -> None:
+    _export_ramp(tmp_path / "ramp.pt2")
+    _edit_pt2(tmp_path / "ramp.pt2", tmp_path / "edited.pt2", edit)
+    with pytest.raises(ModelError, match="refused") as refused:
+        load_model(tmp_path / "edited.pt2")
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_exported_unets_run_as_their_modules(tmp_path: Path) -> None:
+    """Normalization layers, transposed convolutions, skip connections, decomposed graphs."""
+    for norm in ("instance", "batch"):
+        torch.manual_seed(0)
+        network = UNet3D(UNetConfig(channels=(4, 8), norm=norm)).eval()
+        sample = torch.randn(2, 1, 16, 16, 16)
+        program = torch.export.export(network, (sample,)).run_decompositions()
+        torch.export.save(program, str(tmp_path / f"{norm}.pt2"))
+        model = load_model(tmp_path / f"{norm}.pt2").replicate("cpu")
+        with torch.inference_mode():
+            torch.testing.assert_close(model.foreground_logits(sample), network(sample))
 
 
 def test_bare_state_dicts_and_other_files_get_a_clear_error(tmp_path: Path) -> None:

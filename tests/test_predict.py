@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 import threading
+import time
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ import torch
 from PIL import Image
 
 import runtime.volumes.tiff
-from runtime.contract.errors import InputError, SubmissionError
+from runtime.contract.errors import InputError, OutputError, SubmissionError
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.models import load_model
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
@@ -279,9 +282,9 @@ class _FailingSegmenter(Segmenter):
     fail_id = ""
 
     def segment_many(
-        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
+        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None, **options: Any
     ) -> Iterator[tuple[str, VolumeResult | Exception]]:
-        for name, outcome in super().segment_many(items, total):
+        for name, outcome in super().segment_many(items, total, **options):
             if name == self.fail_id:
                 yield name, RuntimeError("CUDA error: an illegal memory access (simulated)")
             else:
@@ -335,8 +338,8 @@ def test_reading_and_writing_run_beside_the_engine(
     monkeypatch.setattr(runtime.volumes.tiff, "write_mask", recording_write)
 
     class _Recording(Segmenter):
-        def segment_many(self, items, total=None):  # type: ignore[no-untyped-def]
-            for name, outcome in super().segment_many(items, total):
+        def segment_many(self, items, total=None, **options):  # type: ignore[no-untyped-def]
+            for name, outcome in super().segment_many(items, total, **options):
                 with lock:
                     events.append(("result", name, threading.current_thread().name))
                 yield name, outcome
@@ -518,3 +521,309 @@ def test_command_line_values_parse_into_engine_options() -> None:
     ):
         with pytest.raises(SystemExit):
             parser.parse_args(["in", *bad])
+
+
+# --- outputs, earlier runs and one-line errors ---------------------------------------------------
+def test_outputs_that_would_overwrite_inputs_or_each_other_are_refused_before_any_work(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=13)
+    (volume_id,) = _csv_ids(root)
+    images = root / "test_images"
+    volume = images / f"{volume_id}.tif"
+    before = volume.read_bytes()
+    out = tmp_path / "out" / "submission.zip"
+    out.parent.mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    cases = [
+        (volume, {}, f"-o {volume} would overwrite the input {volume}"),
+        (out, {"metrics_path": out}, f"-o {out} and --metrics {out} would both write"),
+        (out, {"workdir": images}, f"--workdir {images} would overwrite the input {volume}"),
+        (tiny_model / "weights.pt", {"models": [str(tiny_model)]}, "would overwrite the input"),
+        (out, {"metrics_path": root / "test.csv"}, "would overwrite the input"),
+        (out, {"preview_dir": tmp_path / "a-file"}, "is a file, not a folder"),
+        (out, {"metrics_path": tmp_path / "out"}, "is a folder, not a file"),
+    ]
+    for target, changes, expected in cases:
+        # A model that does not exist: the check must come before loading anything.
+        options = _options(Path("/nonexistent-model"), **changes)
+        with pytest.raises(OutputError) as refused:
+            predict(root, target, options, log=_Lines())
+        assert expected in str(refused.value), str(refused.value)
+        assert "\n" not in str(refused.value)
+    assert volume.read_bytes() == before and (tiny_model / "weights.pt").stat().st_size > 0
+    assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.zip"))
+
+
+def test_a_failed_run_never_leaves_an_earlier_submission_in_place(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=14)
+    out = tmp_path / "submission.zip"
+    predict(root, out, _options(tiny_model), log=_Lines())
+    earlier = out.read_bytes()
+    with open(root / "test.csv", "a") as handle:
+        handle.write("4242,1\n")  # now an id has no file: this run cannot write submission.zip
+    log = _Lines()
+    with pytest.raises(SubmissionError):
+        predict(root, out, _options(tiny_model), log=log)
+    assert not out.exists() and partial_path(out).exists()
+    previous = tmp_path / "submission.previous.zip"
+    assert previous.read_bytes() == earlier
+    assert f"moved the earlier {out} to {previous}" in "\n".join(log.lines)
+    assert _metrics(tmp_path / "metrics.json")["run"]["previous_submission"] == str(previous)
+    # The next good run removes the stale partial zip, and says so.
+    (root / "test.csv").write_text((root / "test.csv").read_text().replace("4242,1\n", ""))
+    log = _Lines()
+    predict(root, out, _options(tiny_model), log=log)
+    assert out.exists() and not partial_path(out).exists()
+    assert f"removed {partial_path(out)}, left by an earlier run" in log.lines
+
+
+def _read_only_folder_reason() -> str | None:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o ro tmpfs /mnt"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if probe.returncode == 0 else f"no mount namespaces here: {probe.stderr.strip()}"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
+def test_unwritable_outputs_and_a_failing_warm_up_are_one_line_errors(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.__main__ import main
+
+    def last_error(*args: str) -> str:
+        assert main(["predict", *args, "--no-progress"]) == 2
+        return capsys.readouterr().err.splitlines()[-1]  # a traceback would end otherwise
+
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=15)
+    (tmp_path / "a-file").write_text("x")
+    assert last_error(str(root), "--model", str(tiny_model), "-o", f"{tmp_path}/a-file/s.zip") == (
+        f"error: -o {tmp_path}/a-file/s.zip: cannot be written, {tmp_path}/a-file is a file, "
+        "not a folder"
+    )
+    torch.jit.script(_RaisesInForward()).save(str(tmp_path / "raises.ts"))
+    last = last_error(str(root), "--model", str(tmp_path / "raises.ts"), "-o", f"{tmp_path}/s.zip")
+    assert last.startswith("error: model raises: its warm-up forward of a 2-window batch of")
+    assert "failed on cpu" in last and "the network is broken" in last
+
+    reason = _read_only_folder_reason()
+    if reason is not None:
+        pytest.skip(f"a read-only folder needs a mount namespace: {reason}")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    code = (
+        "import sys; from runtime.__main__ import main; "
+        f"common = ['predict', {str(root)!r}, '--model', {str(tiny_model)!r}]; "
+        f"main([*common, '-o', '{read_only}/s.zip']); "
+        f"main([*common, '-o', '{tmp_path}/s.zip', '--workdir', '{read_only}/masks'])"
+    )
+    script = f'mount -t tmpfs -o ro tmpfs {read_only} && {sys.executable} -c "{code}"'
+    completed = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: -o {read_only}/s.zip: cannot write in {read_only} (Read-only file system); "
+        "choose a writable place (on Kaggle, /kaggle/working)",
+        f"error: --workdir {read_only}/masks: cannot write in {read_only}/masks (Read-only file "
+        "system); choose a writable place (on Kaggle, /kaggle/working)",
+    ]
+
+
+class _RaisesInForward(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 0:
+            raise RuntimeError("the network is broken")
+        return x
+
+
+def test_predict_without_torch_says_what_is_missing_and_how_to_get_it(tmp_path: Path) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=16)
+    code = f"""
+        import sys
+        class _NoTorch:  # what a Python without torch looks like to import
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        sys.meta_path.insert(0, _NoTorch())
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from runtime.__main__ import main
+        sys.exit(main(["predict", {str(root)!r}, "-o", {str(tmp_path / "s.zip")!r}]))
+    """
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith("error: `runtime predict` needs torch, which is not installed")
+    assert "Kaggle's images have it" in line and "pip install torch" in line
+
+
+# --- one bad volume never costs the others, whatever goes wrong ----------------------------------
+def _lying_tiff(path: Path, side: int = 1 << 20) -> None:
+    """A small LZW stack whose header claims pages of side x side (3 TiB at the default)."""
+    data = (np.random.default_rng(0).random((3, 16, 16)) * 255).astype(np.uint8)
+    tifffile.imwrite(path, data, compression="lzw", photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        for page in tif.pages:
+            for tag in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+                page.tags[tag].overwrite(side)
+
+
+def test_a_header_that_lies_about_its_size_costs_only_its_own_volume(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=17)
+    good = _csv_ids(root)
+    _lying_tiff(root / "test_images" / "666.tif")
+    with open(root / "test.csv", "a") as handle:
+        handle.write("666,1\n")
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=r"no mask for 1 id\(s\): 666"):
+        predict(root, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(partial_path(out), dict.fromkeys(good, SMALL)) == []
+    by_id = {v["id"]: v for v in _metrics(tmp_path / "metrics.json")["volumes"]}
+    assert by_id["666"]["status"] == "no-mask" and by_id["666"]["shape"] is None
+    (error,) = by_id["666"]["errors"]
+    assert "corrupt header: it claims 3x1048576x1048576 uint8 voxels (3.0 TiB" in error
+    assert "at LZW's best ratio" in error
+
+
+def test_memory_and_other_errors_while_reading_or_writing_stay_with_their_volume(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_sample(tmp_path / "data", n=4, shape=SMALL, seed=18)
+    short, odd, unwritable, fine = _csv_ids(root)
+    real_read, real_write = (
+        runtime.volumes.tiff.read_volume_with_header,
+        runtime.volumes.tiff.write_mask,
+    )
+
+    def read(source, *, name=None):  # type: ignore[no-untyped-def]
+        if isinstance(source, Path) and source.stem == short:
+            raise MemoryError("simulated")
+        if isinstance(source, Path) and source.stem == odd:
+            raise RuntimeError("simulated: a bug in a decoder")
+        return real_read(source, name=name)
+
+    def write(path, mask):  # type: ignore[no-untyped-def]
+        if Path(path).stem == unwritable:
+            raise MemoryError("simulated")
+        real_write(path, mask)
+
+    monkeypatch.setattr(runtime.volumes.tiff, "read_volume_with_header", read)
+    monkeypatch.setattr(runtime.volumes.tiff, "write_mask", write)
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=rf"no mask for 1 id\(s\): {unwritable}"):
+        predict(root, out, _options(tiny_model), log=_Lines())
+    by_id = {v["id"]: v for v in _metrics(tmp_path / "metrics.json")["volumes"]}
+    # A MemoryError while reading keeps the promised all-zero stand-in (the header is cheap).
+    assert by_id[short]["status"] == "zero-mask" and by_id[short]["shape"] == list(SMALL)
+    assert by_id[short]["errors"] == [
+        f"{root / 'test_images' / short}.tif: cannot read it: out of host memory"
+    ]
+    assert by_id[odd]["status"] == "zero-mask"
+    assert "cannot read it: RuntimeError: simulated: a bug in a decoder" in by_id[odd]["errors"][0]
+    assert by_id[unwritable]["status"] == "no-mask"
+    assert by_id[unwritable]["errors"] == [f"{unwritable}: no mask written: out of host memory"]
+    assert by_id[fine]["status"] == "ok"
+    shapes = {short: SMALL, odd: SMALL, fine: SMALL}
+    assert validate_submission(partial_path(out), shapes) == []
+
+
+def test_bool_and_complex_volumes_get_masks(tiny_model: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(19)
+    tifffile.imwrite(images / "1.tif", rng.random(SMALL) > 0.5, photometric="minisblack")
+    tifffile.imwrite(images / "2.tif", rng.random(SMALL).astype(np.complex64))
+    out = tmp_path / "submission.zip"
+    report = predict(images, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(out, {"1": SMALL, "2": SMALL}) == []
+    statuses = {record.id: record.status for record in report.volumes}
+    assert statuses == {"1": "ok", "2": "zero-mask"}  # bool voxels are segmented
+    (problem,) = report.volumes[1].errors
+    assert "unsupported voxel type complex64" in problem
+
+
+def test_an_id_that_cannot_name_a_zip_member_costs_only_its_volume(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    volume = (np.random.default_rng(20).random(SMALL) * 255).astype(np.uint8)
+    for name in ("1.tif", "odd\\name.tif"):
+        tifffile.imwrite(images / name, volume, photometric="minisblack")
+    out = tmp_path / "submission.zip"
+    with pytest.raises(SubmissionError, match=r"no mask for 1 id\(s\): odd\\name"):
+        predict(images, out, _options(tiny_model), log=_Lines())
+    assert validate_submission(partial_path(out), {"1": SMALL}) == []  # the zip's check holds
+    report = predict(images, out, _options(tiny_model, allow_missing=True), log=_Lines())
+    (failed,) = report.failed
+    assert failed.status == "no-mask" and "holds a path separator" in failed.errors[0]
+    assert validate_submission(out, {"1": SMALL}) == []
+
+
+def test_nan_voxels_are_warned_and_recorded_and_never_erase_the_mask(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    clean = np.random.default_rng(21).normal(127, 40, SMALL).astype(np.float32)
+    dirty = clean.copy()
+    dirty[8, 12, 12] = np.nan
+    tifffile.imwrite(images / "1.tif", dirty, photometric="minisblack")
+    filled = clean.copy()
+    filled[8, 12, 12] = 127.5  # the tiny model's normalization mean
+    log = _Lines()
+    predict(
+        images, tmp_path / "submission.zip", _options(tiny_model, workdir=tmp_path / "m"), log=log
+    )
+    engine = Segmenter(load_model(tiny_model), InferenceOptions(device="cpu"), log=_Lines())
+    np.testing.assert_array_equal(
+        read_volume(tmp_path / "m" / "1.tif"), engine.segment(filled).mask
+    )
+    (volume,) = _metrics(tmp_path / "metrics.json")["volumes"]
+    assert volume["status"] == "ok" and volume["nonfinite_voxels"] == 1
+    assert any("replaced by 127.5" in note for note in volume["notes"])
+    assert f"warning: {images / '1.tif'}: 1 NaN or inf voxel(s) replaced" in "\n".join(log.lines)
+
+
+def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime.inference.models
+
+    real_load = runtime.inference.models.load_model
+
+    def slow_load(spec, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(2.0)  # a big model takes a while to load: the budget counts it
+        return real_load(spec, **kwargs)
+
+    monkeypatch.setattr(runtime.inference.models, "load_model", slow_load)
+    root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=22)
+    options = _options(tiny_model, inference=InferenceOptions(device="cpu", time_budget=0.5))
+    log = _Lines()
+    predict(root, tmp_path / "submission.zip", options, log=log)
+    warnings = [line for line in log.lines if line.startswith("warning: time budget: ")]
+    assert len(warnings) == 1 and "there is no mirror TTA to cut" in warnings[0]
+    used = float(warnings[0].split("time budget: ")[1].split(" s used")[0])
+    assert used >= 2  # the 2 s of loading (and the warm-ups) are in the count
+    decisions = _metrics(tmp_path / "metrics.json")["run"]["decisions"]
+    assert {"name": "time_budget", "value": "0.5 s, warning only"}.items() <= next(
+        d for d in decisions if d["name"] == "time_budget"
+    ).items()

@@ -99,3 +99,45 @@ def test_packages_installed_from_attached_wheelhouses_are_not_preinstalled(
     )
     assert code == 0, stderr
     assert TargetProfile.load(output).preinstalled["fancycodecs"] == "1.0"
+
+
+def test_a_profile_taken_after_an_upgrade_restores_the_image_version_so_a_rebuild_installs(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """README step 1: capture after bootstrap.py upgraded beta, rebuild, install in a fresh kernel."""
+    from runtime.installer.capture import capture_current_profile
+    from runtime.installer.discovery import open_wheelhouse
+    from runtime.installer.interpreter import Interpreter
+    from runtime.installer.plan import make_plan
+    from tests.support.wheelhouses import bundle, session_index, write_wheelhouse
+
+    url, wheels = session_index(tmp_path_factory.getbasetemp())
+    venv = copy_venv(session_template(tmp_path_factory.getbasetemp()), tmp_path / "venv")
+    # The kernel after bootstrap.py: its image's beta 1.0 upgraded to the wheelhouse's 2.0.
+    run_checked(
+        [str(venv.python), "-m", "pip", "install", "-q", "--no-index", str(wheels["beta-2.0"])]
+    )
+    input_root = tmp_path / "input"
+    write_wheelhouse(
+        input_root / "datasets" / "me" / "wheels",
+        [wheels["beta-2.0"]],
+        target=capture_current_profile("t"),
+        specifiers={"beta": ">=2"},
+        upgrade_of={"beta": "1.0"},
+    )
+
+    output = tmp_path / "kernel.json"
+    code, _, stderr = _profile_cli(venv.python, "-o", str(output), "--input-root", str(input_root))
+
+    assert code == 0, stderr
+    assert "restored the image's versions of packages the wheelhouses upgraded: beta==1.0" in stderr
+    profile = TargetProfile.load(output)
+    assert profile.preinstalled["beta"] == "1.0"
+
+    # The rebuild for that profile vendors beta as the upgrade it is, so a fresh kernel (the
+    # image's beta 1.0) installs it instead of refusing to replace its own beta.
+    house = tmp_path / "rebuilt"
+    manifest = bundle(house, ["beta>=2"], url, target=profile, cache_dir=tmp_path / "cache")
+    assert manifest.wheel("beta").upgrade_of == "1.0"  # type: ignore[union-attr]
+    (planned,) = make_plan([open_wheelhouse(house)], Interpreter(versions={"beta": "1.0"})).install
+    assert (planned.name, planned.version, planned.replaces) == ("beta", "2.0", "1.0")

@@ -123,3 +123,27 @@ def test_sample_command_line(tmp_path: Path) -> None:
 def test_bad_arguments_are_refused(tmp_path: Path, n: int, shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         write_sample(tmp_path, n=n, shape=shape)  # type: ignore[arg-type]
+
+
+def test_sample_without_numpy_says_which_extra_it_needs(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The README's bundler-only environment has no numpy: one line naming the fix, no traceback."""
+    import os
+
+    from tests.support.venvs import copy_venv, run_checked, runtime_source_path, session_template
+
+    bare = copy_venv(session_template(tmp_path_factory.getbasetemp()), tmp_path / "venv")
+    env = {**os.environ, "PYTHONPATH": str(runtime_source_path())}
+
+    result = run_checked(
+        [str(bare.python), "-m", "runtime", "sample", "-o", str(tmp_path / "out")],
+        env=env,
+        check=False,
+    )
+
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "error: `runtime sample` needs numpy, which is not installed in this environment: "
+        "pip install 'kaggle-offline[predict]' (or pip install numpy)\n"
+    )

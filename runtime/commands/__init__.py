@@ -27,7 +27,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "doctor": Command(
         "runtime.commands.doctor",
-        "show wheelhouses, installed/missing packages, tags and GPU",
+        "show wheelhouses, installed/missing packages, predict's needs, tags and GPU; exit 1 on "
+        "problems",
     ),
     "profile": Command(
         "runtime.commands.profile",
@@ -37,6 +38,13 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(
         "runtime.commands.predict", "segment volumes and write a validated submission.zip"
     ),
+    "score": Command(
+        "runtime.commands.score", "score masks against labels with the competition's metric"
+    ),
+    "tune": Command(
+        "runtime.commands.tune", "choose threshold and post-processing on saved probabilities"
+    ),
+    "fuse": Command("runtime.commands.fuse", "fuse saved probabilities of several models"),
     "sample": Command("runtime.commands.sample", "write synthetic competition-like data"),
 }
 
@@ -55,3 +63,25 @@ def add_wheelhouse_arguments(
     parser.add_argument(
         "--input-root", metavar="DIR", help=f"{input_root_purpose} ({_DEFAULT_ROOT})"
     )
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--jobs N`` and ``--progress/--no-progress``, for commands that work volume by volume."""
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes (default: one per CPU, within memory)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a tqdm progress bar (default: when tqdm is installed and on a terminal)",
+    )
+
+
+def log_to_stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)

@@ -1,4 +1,7 @@
-"""``python -m runtime doctor``: show wheelhouses, installed/missing packages, tags and GPU."""
+"""``python -m runtime doctor``: show wheelhouses, installed/missing packages, tags and GPU.
+
+Exit status: 0 when it found no problem, 1 when it did (each is listed), 2 on an error.
+"""
 
 from __future__ import annotations
 
@@ -27,4 +30,4 @@ def run(args: argparse.Namespace) -> int:
     gpu = {} if args.no_gpu else gpu_info()
     diagnosis = diagnose(args.wheelhouse, input_root=args.input_root, gpu=gpu)
     print(json.dumps(diagnosis.to_dict(), indent=2) if args.json else diagnosis.render())
-    return 0
+    return 0 if diagnosis.ok else 1

@@ -10,6 +10,8 @@ from runtime.commands import add_wheelhouse_arguments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from runtime.installer.lock import DEFAULT_TIMEOUT
+
     add_wheelhouse_arguments(
         parser,
         wheelhouse_help="a wheelhouse folder to use (repeatable); without it the input root is "
@@ -22,6 +24,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="byte-compile every installed module now (default: on first import, which is faster)",
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="also install from folders of wheels that have no manifest.json (nothing to check "
+        "their hashes against); without it they are left out, with a warning",
+    )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for another install into this environment to finish "
+        f"(default: {DEFAULT_TIMEOUT:.0f})",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress to stderr")
@@ -36,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         search=not args.wheelhouse or args.input_root is not None,
         dry_run=args.dry_run,
         compile_bytecode=args.compile,
+        allow_unverified=args.allow_unverified,
+        lock_timeout=args.lock_timeout,
         log=(lambda message: print(message, file=sys.stderr)) if args.verbose else None,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())

@@ -12,6 +12,10 @@ import re
 from pathlib import Path
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
+_DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
+# runtime.inference.models.ENSEMBLE_MODES, repeated because that module imports torch
+# (tests/test_kernel.py checks that the two agree).
+ENSEMBLE_MODES = ("probabilities", "logits")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 
 
@@ -31,20 +35,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the submission zip to write, or a folder to write submission.zip into "
         "(default: submission.zip)",
     )
+    add_predict_options(parser)
 
+
+def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool = True) -> None:
+    """Every option of predict but INPUT and -o, with the types that check them.
+
+    ``python -m bundler kernel`` takes the same options (without ``--model``: its models come
+    from Kaggle sources) through this function, so a notebook is generated only with options
+    that predict accepts, checked before anything is written.
+    """
     model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="PATH|demo",
-        help="'demo', a model folder or its config.json, a TorchScript or .pt2 file, or an "
-        "nnU-Net v2 trained-model folder (or a folder holding exactly one, such as a Kaggle "
-        "model mount); repeat for an ensemble (default: demo)",
-    )
+    if model_option:
+        model.add_argument(
+            "--model",
+            action="append",
+            dest="models",
+            metavar="PATH|demo",
+            help="'demo', a model folder or its config.json, a TorchScript or .pt2 file, or an "
+            "nnU-Net v2 trained-model folder (or a folder holding exactly one, such as a Kaggle "
+            "model mount); repeat for an ensemble (default: demo)",
+        )
     model.add_argument(
         "--ensemble-mode",
         default="probabilities",
+        choices=ENSEMBLE_MODES,
         metavar="MODE",
         help="how ensemble members are averaged: probabilities (default) or logits",
     )
@@ -92,7 +107,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--overlap",
-        type=float,
+        type=_overlap,
         metavar="F",
         help="window overlap in [0, 1) (default: the model's, else 0.5)",
     )
@@ -105,7 +120,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--threshold",
-        type=float,
+        type=_probability,
         metavar="P",
         help="foreground probability threshold (default: the model's, else 0.5)",
     )
@@ -118,7 +133,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "'none' (default), 'all', or 'auto' (each model's own: an nnU-Net checkpoint's "
         "mirror axes, as nnU-Net's predictor mirrors)",
     )
-    engine.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    engine.add_argument(
+        "--device", default="auto", type=_device, help="auto (default), cpu, cuda or cuda:N"
+    )
     engine.add_argument(
         "--amp",
         default="auto",
@@ -135,7 +152,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--time-budget",
         type=_duration,
         metavar="T",
-        help="time for the whole run, e.g. 8h, 90m or 3600 (seconds); TTA is reduced to fit it",
+        help="time for the whole run from its start (model loading and zipping included), e.g. "
+        "8h, 90m or 3600 (seconds); mirror TTA is reduced to fit it, else a warning",
     )
 
     post = parser.add_argument_group(
@@ -161,6 +179,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=False,
         help="fill cavities enclosed by foreground (default: off)",
+    )
+    post.add_argument(
+        "--hysteresis",
+        type=_probability_pair,
+        metavar="LOW,HIGH",
+        help="hysteresis thresholding: seeds above HIGH grow 26-connectedly through voxels "
+        "above LOW (instead of --threshold)",
+    )
+    post.add_argument(
+        "--foreground-fraction",
+        type=_probability,
+        metavar="F",
+        help="per-volume threshold: each volume's threshold makes F of it foreground "
+        "(clipped to 0.05-0.95; instead of --threshold)",
+    )
+    post.add_argument(
+        "--postprocess",
+        type=Path,
+        metavar="FILE",
+        help="apply the threshold and post-processing of a postprocess.json written by "
+        "`runtime tune`, exactly as tune scored them (replaces the options above)",
+    )
+
+    saved = parser.add_argument_group("saved probabilities (for score, tune and fuse)")
+    saved.add_argument(
+        "--save-probabilities",
+        type=Path,
+        metavar="DIR",
+        help="keep each volume's foreground probability as DIR/<id>.npy (memory-mappable), "
+        "with DIR/probabilities.json; the masks are unchanged",
+    )
+    saved.add_argument(
+        "--probability-encoding",
+        choices=("uint8", "float16"),
+        default="uint8",
+        help="uint8 (default, ~33 MB per 320^3 volume, steps of 1/255) or float16 (~66 MB)",
     )
 
     run = parser.add_argument_group("run")
@@ -210,10 +264,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def ensemble_problem(model_count: int, weights: list[float] | None) -> str | None:
+    """What is wrong with --ensemble-weights for ``model_count`` models, or None."""
+    if weights is None:
+        return None
+    if len(weights) != model_count:
+        return f"{len(weights)} --ensemble-weights given for {model_count} model(s)"
+    if not all(w > 0 and w != float("inf") for w in weights):
+        return f"--ensemble-weights must be positive numbers, got {weights}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    from runtime.contract.errors import ModelError
     from runtime.inference.engine import InferenceOptions
     from runtime.pipeline import PredictOptions, predict
     from runtime.volumes.postprocess import PostprocessOptions
+
+    problem = ensemble_problem(len(args.models or ["demo"]), args.ensemble_weights)
+    if problem:
+        raise ModelError(problem)
 
     inference = InferenceOptions(
         patch_size=args.patch_size,
@@ -248,8 +318,56 @@ def run(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         progress_bar=args.progress,
     )
+    options.save_probabilities = args.save_probabilities
+    options.probability_encoding = args.probability_encoding
+    _choose_mask_settings(args, options)
     predict(args.input, args.output, options)
     return 0
+
+
+def _choose_mask_settings(args: argparse.Namespace, options: object) -> None:
+    """--postprocess, --hysteresis or --foreground-fraction: masks decided from the probability."""
+    from runtime.contract.errors import InputError
+    from runtime.volumes.mask_settings import MaskSettings, read_postprocess_file
+
+    if args.postprocess is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--threshold", args.threshold),
+                ("--hysteresis", args.hysteresis),
+                ("--foreground-fraction", args.foreground_fraction),
+                ("--min-component-voxels", args.min_component_voxels or None),
+                ("--closing-radius", args.closing_radius or None),
+                ("--fill-holes", args.fill_holes or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise InputError(
+                f"--postprocess {args.postprocess} sets the threshold and post-processing; drop {', '.join(given)}"
+            )
+        settings, encoding = read_postprocess_file(args.postprocess)
+        options.mask_settings, options.mask_encoding = settings, encoding  # type: ignore[attr-defined]
+        options.mask_settings_file = args.postprocess  # type: ignore[attr-defined]
+        return
+    if args.hysteresis is None and args.foreground_fraction is None:
+        return
+    if args.threshold is not None:
+        raise InputError("--threshold does not combine with --hysteresis or --foreground-fraction")
+    try:
+        low, high = args.hysteresis if args.hysteresis else (0.5, None)
+        settings = MaskSettings(
+            threshold=low,
+            hysteresis_high=high,
+            foreground_fraction=args.foreground_fraction,
+            postprocess=options.postprocess,  # type: ignore[attr-defined]
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    options.mask_settings = settings  # type: ignore[attr-defined]
+    # compared as they will be saved, so that tune on the saved files sees the same masks
+    options.mask_encoding = args.probability_encoding if args.save_probabilities else "float32"  # type: ignore[attr-defined]
 
 
 # --- argument types: each error is one line naming the value ------------------------------------
@@ -324,6 +442,37 @@ def _spacing(text: str) -> tuple[float, float, float]:
     return (values[0], values[1], values[2])
 
 
+def _overlap(text: str) -> float:
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in (0, 1), got {text}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _probability_pair(text: str) -> tuple[float, float]:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give LOW,HIGH, e.g. 0.3,0.6, got {text!r}")
+    low, high = (_probability(p) for p in parts)
+    if not low < high:
+        raise argparse.ArgumentTypeError(f"LOW must be below HIGH, got {text!r}")
+    return low, high
+
+
 def _floats(text: str) -> list[float]:
     try:
         return [float(p) for p in text.split(",") if p.strip()]
@@ -345,6 +494,12 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"the time budget must be positive, got {text!r}")
     return seconds
+
+
+def _device(text: str) -> str:
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"use auto, cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def _zip_path(text: str) -> Path:

@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"kernel-py{sys.version_info.major}{sys.version_info.minor}"
     profile = capture_current_profile(name, description=args.description)
     preinstalled = {n: v for n, v in profile.preinstalled.items() if n != _OWN_DISTRIBUTION}
+    restored: dict[str, str] = {}
     if not args.keep_wheelhouse_packages:
-        vendored = _installed_from_wheelhouses(preinstalled, args.input_root)
+        vendored, restored = _installed_from_wheelhouses(preinstalled, args.input_root)
         if vendored:
             # A profile taken after bootstrap.py ran would otherwise list imagecodecs & co. as
             # part of the image, and a rebuild for it would silently leave them out.
@@ -53,8 +54,28 @@ def run(args: argparse.Namespace) -> int:
                 + ", ".join(f"{n}=={v}" for n, v in sorted(vendored.items())),
                 file=sys.stderr,
             )
-            preinstalled = {n: v for n, v in preinstalled.items() if n not in vendored}
-    profile = dataclasses.replace(profile, preinstalled=preinstalled)
+        if restored:
+            # An upgrade the wheelhouse made (tifffile 2026.3.3 -> 2026.11.1) hides the image's
+            # own version; a rebuild must see that one, or it vendors the upgrade as a new
+            # package that the next fresh kernel refuses to replace its own with.
+            print(
+                "restored the image's versions of packages the wheelhouses upgraded: "
+                + ", ".join(
+                    f"{n}=={v} (installed {preinstalled[n]})" for n, v in sorted(restored.items())
+                ),
+                file=sys.stderr,
+            )
+        preinstalled = {n: v for n, v in preinstalled.items() if n not in vendored}
+        preinstalled.update(restored)
+    # The requirements read here are the installed versions'; a restored image version's are unknown.
+    requires = {
+        n: r
+        for n, r in profile.preinstalled_requires.items()
+        if n in preinstalled and n not in restored
+    }
+    profile = dataclasses.replace(
+        profile, preinstalled=preinstalled, preinstalled_requires=requires
+    )
     if args.output is None:
         print(json.dumps(profile.to_dict(), indent=2))
         return 0
@@ -72,14 +93,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _installed_from_wheelhouses(
     versions: Mapping[str, str], input_root: str | None
-) -> dict[str, str]:
-    """Installed distributions whose exact version a wheelhouse under the input root vendors."""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What wheelhouses under the input root put in place: (new packages, image versions upgraded).
+
+    An installed distribution whose exact version a wheelhouse vendors came from that wheelhouse:
+    a new package is left out of the profile; an upgrade of one the image shipped (``upgrade_of``)
+    is put back at the image's version.
+    """
     from runtime.installer.discovery import find_wheelhouses
 
-    vendored = {
-        entry.name: entry.version
-        for house in find_wheelhouses(input_root).wheelhouses
-        if house.manifest is not None
-        for entry in house.manifest.wheels
-    }
-    return {name: version for name, version in vendored.items() if versions.get(name) == version}
+    vendored: dict[str, str] = {}
+    restored: dict[str, str] = {}
+    for house in find_wheelhouses(input_root).wheelhouses:
+        for entry in house.manifest.wheels if house.manifest is not None else ():
+            if versions.get(entry.name) != entry.version:
+                continue
+            if entry.upgrade_of is not None:
+                restored[entry.name] = entry.upgrade_of
+            else:
+                vendored[entry.name] = entry.version
+    return {n: v for n, v in vendored.items() if n not in restored}, restored

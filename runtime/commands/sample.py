@@ -13,7 +13,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         required=True,
         metavar="DIR",
-        help="folder to write test_images/, train_labels/ and test.csv into",
+        help="folder to write test_images/, their labels in train_labels/, and test.csv into",
     )
     parser.add_argument(
         "--n", type=int, default=3, metavar="N", help="number of volumes (default: 3)"
@@ -40,4 +40,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} volume(s) of shape {'x'.join(map(str, shape))} to {root}")
     # The zip goes to the working folder: on Kaggle the input tree is read-only.
     print(f"try: python -m runtime predict {root} --model demo -o submission.zip")
+    print(f"then: python -m runtime score submission.zip {root / 'train_labels'}")
     return 0

@@ -46,6 +46,10 @@ class InputError(KaggleOfflineError):
     """The prediction input is unusable: no volumes found, or ids from test.csv have no file."""
 
 
+class OutputError(KaggleOfflineError):
+    """An output path would overwrite an input or another output, or cannot be written."""
+
+
 class ModelError(KaggleOfflineError):
     """A model cannot be loaded safely (unknown format, needs arbitrary unpickling, bad config)."""
 

@@ -1,4 +1,4 @@
-"""Files written atomically and files hashed: the one copy of each, shared by every layer.
+"""Files written atomically, files hashed and JSON documents read: the one copy of each.
 
 Everything the project writes that someone else reads later (a manifest, a mask, the submission
 zip, metrics.json, a cached wheel) goes through :func:`replacing`, so a reader sees the old file
@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 __all__ = [
+    "JsonFields",
     "check_document_format",
     "copy_hashing",
+    "load_json",
     "replacing",
     "sha256_file",
     "sha256_stream",
@@ -60,6 +62,31 @@ def write_text_atomically(path: Path | str, text: str) -> None:
 def write_json_atomically(path: Path | str, data: Any) -> None:
     """JSON, indented, with a final newline; a crash leaves the old file or the new one."""
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
+    """The JSON document at ``path``; every way it can be unusable is one line, ``error("<path>: ...")``.
+
+    One rule for every document either half reads (manifests, profiles): UTF-8 with or without a
+    byte order mark (Windows editors add one, and RFC 8259 lets a parser ignore it), and nesting
+    deeper than the interpreter can parse is a corrupt document, not a crash.
+    """
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise error(f"{path}: {kind} not found") from None
+    except OSError as problem:
+        raise error(f"{path}: unreadable {kind} ({problem.strerror or problem})") from None
+    except UnicodeDecodeError as problem:
+        raise error(
+            f"{path}: unreadable {kind}, not UTF-8 ({problem.reason} at byte {problem.start})"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as problem:
+        raise error(f"{path}: corrupt {kind}, not valid JSON ({problem})") from None
+    except RecursionError:
+        raise error(f"{path}: corrupt {kind}, nested too deeply to be one") from None
 
 
 def sha256_stream(stream: BinaryIO) -> str:
@@ -115,6 +142,78 @@ def check_document_format(
             f"{origin}: {kind} format_version {data.get('format_version')!r} is not supported "
             f"(expected {format_version}); {hint}"
         )
+
+
+_JSON_TYPES = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
+               str: "a string", list: "a list", dict: "an object"}  # fmt: skip
+_REQUIRED: Any = object()
+
+
+class JsonFields:
+    """Typed reads from one JSON object of a document; every wrong type is one line, ``error``.
+
+    A manifest or profile is untrusted input: ``"name": null`` must be refused by name, never
+    turned into a package called "None" by ``str()``.
+    """
+
+    def __init__(self, data: Any, where: str, error: type[Exception]) -> None:
+        if not isinstance(data, dict):
+            raise error(f"{where} must be a JSON object, not {_kind(data)}")
+        self.data, self.where, self.error = data, where, error
+
+    def _get(self, key: str, default: Any, expected: tuple[type, ...], kind: str) -> Any:
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.error(f"{self.where}: missing key {key!r}")
+            return default
+        value = self.data[key]
+        # bool is an int in Python, never in a manifest: a size of `true` is a type error.
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            raise self.error(f"{self.where}: {key!r} must be {kind}, not {_kind(value)}")
+        return value
+
+    def text(self, key: str, default: Any = _REQUIRED) -> str:
+        return self._get(key, default, (str,), "a string")
+
+    def optional_text(self, key: str) -> str | None:
+        return self._get(key, None, (str, type(None)), "a string or null")
+
+    def flag(self, key: str, default: Any = _REQUIRED) -> bool:
+        return self._get(key, default, (bool,), "true or false")
+
+    def count(self, key: str) -> int:
+        value = self._get(key, _REQUIRED, (int,), "a whole number")
+        if value < 0:
+            raise self.error(f"{self.where}: {key!r} must not be negative, got {value}")
+        return value
+
+    def mapping(self, key: str, default: Any = _REQUIRED) -> dict[str, Any]:
+        return self._get(key, default, (dict,), "an object")
+
+    def items(self, key: str, *, required: bool = False) -> list[Any]:
+        return self._get(key, _REQUIRED if required else [], (list,), "a list")
+
+    def text_mapping(self, key: str, default: Any = _REQUIRED) -> dict[str, str]:
+        value = self.mapping(key, default)
+        for item in value.values():
+            if not isinstance(item, str):
+                raise self.error(
+                    f"{self.where}: {key!r} must map names to strings, not to {_kind(item)}"
+                )
+        return value
+
+    def texts(self, key: str, *, required: bool = False) -> tuple[str, ...]:
+        values = self.items(key, required=required)
+        for value in values:
+            if not isinstance(value, str):
+                raise self.error(
+                    f"{self.where}: {key!r} must be a list of strings, not hold {_kind(value)}"
+                )
+        return tuple(values)
+
+
+def _kind(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 @functools.cache

@@ -3,12 +3,16 @@
 A wheelhouse folder holds ``manifest.json``, ``requirements.lock``, ``bootstrap.py``,
 ``dataset-metadata.json`` and ``wheels/*.whl``. The manifest pins every wheel by sha256 and says
 why it is there, so the kernel can install exactly what is missing and refuse anything tampered.
+
+A manifest is checked whole when it is read, before anything it names is opened: every field has
+its JSON type (``"name": null`` is an error, not a package called "none"), every path is a plain
+name inside the wheelhouse (a ``filename`` or ``wheel_dir`` that is absolute or climbs with ``..``
+is refused by name), and every entry's name is the name in its wheel's file name.
 Standard library only: it is read in a kernel where nothing of ours is installed yet.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,7 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract.errors import ManifestError, ProfileError
-from runtime.contract.files import check_document_format, write_json_atomically
+from runtime.contract.files import (
+    JsonFields,
+    check_document_format,
+    load_json,
+    write_json_atomically,
+)
 from runtime.contract.profile import TargetProfile, canonical_name
 
 MANIFEST_FILENAME = "manifest.json"
@@ -46,6 +55,20 @@ class WheelEntry:
     requires_dist: tuple[str, ...] = ()  # the wheel's own Requires-Dist, for closure checks
     tags: tuple[str, ...] = ()  # the wheel filename's expanded tags
 
+    def __post_init__(self) -> None:
+        plain_name(self.filename, "wheel filename")
+        parsed = WheelName.parse(self.filename)
+        if parsed is None:
+            raise ManifestError(
+                f"wheel filename {self.filename!r} is not a wheel's file name "
+                "(name-version-python-abi-platform.whl)"
+            )
+        if parsed.name != canonical_name(self.name):
+            raise ManifestError(
+                f"the entry for {self.name!r} names {self.filename}, a wheel of {parsed.name}: "
+                "an inconsistent manifest, rebuild the wheelhouse"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -63,21 +86,30 @@ class WheelEntry:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WheelEntry:
-        return cls(
-            name=canonical_name(str(data["name"])),
-            version=str(data["version"]),
-            filename=str(data["filename"]),
-            sha256=str(data["sha256"]).lower(),
-            size=int(data["size"]),
-            requested=bool(data["requested"]),
-            optional=bool(data.get("optional", False)),
-            specifier=str(data.get("specifier", "")),
-            upgrade_of=None if data.get("upgrade_of") is None else str(data["upgrade_of"]),
-            requires_python=str(data.get("requires_python", "")),
-            requires_dist=tuple(str(item) for item in data.get("requires_dist", ())),
-            tags=tuple(str(item) for item in data.get("tags", ())),
-        )
+    def from_dict(cls, data: Any, where: str = "wheel entry") -> WheelEntry:
+        read = _fields(data, where)
+        sha256 = read.text("sha256").lower()
+        if len(sha256) != 64 or not all(char in "0123456789abcdef" for char in sha256):
+            raise ManifestError(f"{where}: 'sha256' must be 64 hexadecimal digits, got {sha256!r}")
+        try:
+            return cls(
+                name=canonical_name(read.text("name")),
+                version=read.text("version"),
+                filename=read.text("filename"),
+                sha256=sha256,
+                size=read.count("size"),
+                requested=read.flag("requested"),
+                optional=read.flag("optional", False),
+                specifier=read.text("specifier", ""),
+                upgrade_of=read.optional_text("upgrade_of"),
+                requires_python=read.text("requires_python", ""),
+                requires_dist=read.texts("requires_dist"),
+                tags=read.texts("tags"),
+            )
+        except ManifestError as error:
+            if str(error).startswith(where):
+                raise
+            raise ManifestError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -98,12 +130,13 @@ class SkippedRequirement:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SkippedRequirement:
+    def from_dict(cls, data: Any, where: str = "skipped requirement") -> SkippedRequirement:
+        read = _fields(data, where)
         return cls(
-            name=canonical_name(str(data["name"])),
-            installed_version=str(data["installed_version"]),
-            specifier=str(data.get("specifier", "")),
-            required_by=tuple(str(item) for item in data.get("required_by", ())),
+            name=canonical_name(read.text("name")),
+            installed_version=read.text("installed_version"),
+            specifier=read.text("specifier", ""),
+            required_by=read.texts("required_by"),
         )
 
 
@@ -118,8 +151,9 @@ class MissingOptional:
         return {"name": self.name, "reason": self.reason}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MissingOptional:
-        return cls(name=canonical_name(str(data["name"])), reason=str(data["reason"]))
+    def from_dict(cls, data: Any, where: str = "missing optional") -> MissingOptional:
+        read = _fields(data, where)
+        return cls(name=canonical_name(read.text("name")), reason=read.text("reason"))
 
 
 @dataclass(frozen=True)
@@ -135,6 +169,16 @@ class Manifest:
     created: str = ""  # ISO 8601 UTC
     wheel_dir: str = WHEEL_DIRNAME
     extra: Mapping[str, Any] = field(default_factory=dict)  # forward-compatible, ignored on read
+
+    def __post_init__(self) -> None:
+        plain_name(self.wheel_dir, "wheel_dir")
+        _check_unique_names(self.wheels)
+        if self.self_wheel is not None and not any(
+            entry.filename == self.self_wheel for entry in self.wheels
+        ):
+            raise ManifestError(
+                f"self_wheel {self.self_wheel!r} is not one of the manifest's wheels"
+            )
 
     def wheel(self, name: str) -> WheelEntry | None:
         wanted = canonical_name(name)
@@ -153,7 +197,7 @@ class Manifest:
             "wheels": [entry.to_dict() for entry in self.wheels],
             "skipped_preinstalled": [entry.to_dict() for entry in self.skipped],
             "missing_optional": [entry.to_dict() for entry in self.missing_optional],
-            "target": self.target.to_dict(),
+            "target": self.target.to_dict(details=False),
             **dict(self.extra),
         }
 
@@ -168,67 +212,114 @@ class Manifest:
             hint="install the kaggle-offline that built it",
             error=ManifestError,
         )
+        known = {
+            "format", "format_version", "tool", "created", "wheel_dir", "requested", "optional",
+            "self_wheel", "wheels", "skipped_preinstalled", "missing_optional", "target",
+        }  # fmt: skip
+        read = _fields(data, "manifest")
         try:
-            target = TargetProfile.from_dict(data["target"], origin=f"{origin} (target)")
-            known = {
-                "format", "format_version", "tool", "created", "wheel_dir", "requested", "optional",
-                "self_wheel", "wheels", "skipped_preinstalled", "missing_optional", "target",
-            }  # fmt: skip
+            target = TargetProfile.from_dict(read.mapping("target"), origin=f"{origin} (target)")
+            tool = read.mapping("tool", {})
             manifest = cls(
                 target=target,
-                requested=tuple(str(item) for item in data["requested"]),
-                wheels=tuple(WheelEntry.from_dict(item) for item in data["wheels"]),
+                requested=read.texts("requested", required=True),
+                wheels=tuple(
+                    WheelEntry.from_dict(item, _where("wheels", index, item))
+                    for index, item in enumerate(read.items("wheels", required=True))
+                ),
                 skipped=tuple(
-                    SkippedRequirement.from_dict(item)
-                    for item in data.get("skipped_preinstalled", ())
+                    SkippedRequirement.from_dict(item, _where("skipped_preinstalled", index, item))
+                    for index, item in enumerate(read.items("skipped_preinstalled"))
                 ),
                 missing_optional=tuple(
-                    MissingOptional.from_dict(item) for item in data.get("missing_optional", ())
+                    MissingOptional.from_dict(item, _where("missing_optional", index, item))
+                    for index, item in enumerate(read.items("missing_optional"))
                 ),
-                optional=tuple(canonical_name(str(item)) for item in data.get("optional", ())),
-                self_wheel=None if data.get("self_wheel") is None else str(data["self_wheel"]),
-                tool_version=str(dict(data.get("tool", {})).get("version", "")),
-                created=str(data.get("created", "")),
-                wheel_dir=str(data.get("wheel_dir", WHEEL_DIRNAME)),
+                optional=tuple(canonical_name(name) for name in read.texts("optional")),
+                self_wheel=read.optional_text("self_wheel"),
+                tool_version=_fields(tool, "tool").text("version", ""),
+                created=read.text("created", ""),
+                wheel_dir=read.text("wheel_dir", WHEEL_DIRNAME),
                 extra={key: value for key, value in data.items() if key not in known},
             )
         except ProfileError as error:
             raise ManifestError(str(error)) from None
-        except KeyError as error:
-            raise ManifestError(f"{origin}: missing key {error.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as error:
-            raise ManifestError(f"{origin}: malformed manifest ({error})") from None
-        _check_unique_names(manifest.wheels, origin)
+        except ManifestError as error:
+            raise ManifestError(f"{origin}: {error}") from None
         return manifest
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ManifestError(f"{path}: manifest not found") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ManifestError(f"{path}: unreadable manifest ({error})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ManifestError(f"{path}: corrupt manifest, not valid JSON ({error})") from None
+        data = load_json(path, kind="manifest", error=ManifestError)
         return cls.from_dict(data, origin=str(path))
 
     def dump(self, path: str | os.PathLike[str]) -> None:
         write_json_atomically(Path(path), self.to_dict())
 
 
-def _check_unique_names(wheels: Iterable[WheelEntry], origin: str) -> None:
+def _where(key: str, index: int, item: Any) -> str:
+    name = item.get("name") if isinstance(item, dict) else None
+    return f"{key}[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+
+
+def _check_unique_names(wheels: Iterable[WheelEntry]) -> None:
     seen: dict[str, str] = {}
     for entry in wheels:
         if entry.name in seen and seen[entry.name] != entry.version:
             raise ManifestError(
-                f"{origin}: {entry.name} appears twice ({seen[entry.name]} and {entry.version}); "
+                f"{entry.name} appears twice ({seen[entry.name]} and {entry.version}); "
                 "a wheelhouse must hold one version per package"
             )
         seen[entry.name] = entry.version
+
+
+def _fields(data: Any, where: str) -> JsonFields:
+    return JsonFields(data, where, ManifestError)
+
+
+def plain_name(value: str, what: str) -> str:
+    """``value`` when it is a plain file or folder name; anything that could leave the folder raises.
+
+    Every path a manifest gives (a wheel's ``filename``, ``wheel_dir``, ``self_wheel``) is joined
+    to its wheelhouse folder, so it must be one name: not absolute, no separator, not ``.``/``..``.
+    """
+    if (
+        not value
+        or value in (".", "..")
+        or any(char in value for char in ("/", "\\", "\x00"))
+        or Path(value).name != value
+    ):
+        raise ManifestError(
+            f"{what} {value!r} is not a plain file name: a manifest may only name files inside "
+            "its own wheelhouse"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class WheelName:
+    """The parts of a wheel filename (``name-version(-build)?-python-abi-platform.whl``)."""
+
+    name: str  # canonical
+    version: str
+    tags: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, filename: str) -> WheelName | None:
+        if not filename.endswith(".whl"):
+            return None
+        parts = filename[:-4].split("-")
+        if len(parts) not in (5, 6) or not all(parts):
+            return None
+        name, version = parts[0], parts[1]
+        interpreters, abis, platforms = parts[-3:]
+        tags = tuple(
+            f"{interpreter}-{abi}-{platform}"
+            for interpreter in interpreters.split(".")
+            for abi in abis.split(".")
+            for platform in platforms.split(".")
+        )
+        return cls(canonical_name(name), version, tags)
 
 
 def locate_wheel(wheelhouse: Path, manifest: Manifest, entry: WheelEntry) -> Path | None:

@@ -7,7 +7,6 @@ Standard library only, because it is read in a kernel where nothing of ours is i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract.errors import ProfileError
-from runtime.contract.files import check_document_format, write_json_atomically
+from runtime.contract.files import (
+    JsonFields,
+    check_document_format,
+    load_json,
+    write_json_atomically,
+)
 
 PROFILE_FORMAT = "kaggle-offline-profile"
 PROFILE_FORMAT_VERSION = 1
@@ -62,6 +66,11 @@ class TargetProfile:
         ""  # where these facts come from: "captured on ..." or the facts file for built-ins
     )
     site_packages: str = ""
+    # Declared Requires-Dist of preinstalled distributions, where known (a captured profile knows
+    # all of them): the bundler checks a replacement against the kernel's packages that need it.
+    preinstalled_requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where an entry of `preinstalled`/`preinstalled_requires` comes from, when not `source`.
+    provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [key for key in MARKER_KEYS if key not in self.markers]
@@ -83,8 +92,9 @@ class TargetProfile:
     def preinstalled_version(self, name: str) -> str | None:
         return self.preinstalled.get(canonical_name(name))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The JSON form; ``details=False`` leaves out what only the bundler reads (requirements)."""
+        data = {
             "format": PROFILE_FORMAT,
             "format_version": PROFILE_FORMAT_VERSION,
             "name": self.name,
@@ -98,6 +108,12 @@ class TargetProfile:
             "tags": list(self.tags),
             "preinstalled": dict(sorted(self.preinstalled.items())),
         }
+        if details:
+            data["preinstalled_requires"] = {
+                name: list(lines) for name, lines in sorted(self.preinstalled_requires.items())
+            }
+            data["provenance"] = dict(sorted(self.provenance.items()))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "profile") -> TargetProfile:
@@ -110,37 +126,38 @@ class TargetProfile:
             hint="upgrade kaggle-offline or re-capture the profile",
             error=ProfileError,
         )
-        try:
-            return cls(
-                name=str(data["name"]),
-                python_version=str(data["python_version"]),
-                implementation=str(data["implementation"]),
-                abi=str(data["abi"]),
-                tags=tuple(str(tag) for tag in data["tags"]),
-                markers={str(k): str(v) for k, v in dict(data["markers"]).items()},
-                preinstalled={
-                    canonical_name(str(k)): str(v)
-                    for k, v in dict(data.get("preinstalled", {})).items()
-                },
-                description=str(data.get("description", "")),
-                source=str(data.get("source", "")),
-                site_packages=str(data.get("site_packages", "")),
-            )
-        except KeyError as error:
-            raise ProfileError(f"{origin}: missing key {error.args[0]!r}") from None
-        except (TypeError, ValueError) as error:
-            raise ProfileError(f"{origin}: malformed profile ({error})") from None
+        read = JsonFields(data, origin, ProfileError)
+        requires = JsonFields(
+            read.mapping("preinstalled_requires", {}),
+            f"{origin} (preinstalled_requires)",
+            ProfileError,
+        )
+        return cls(
+            name=read.text("name"),
+            python_version=read.text("python_version"),
+            implementation=read.text("implementation"),
+            abi=read.text("abi"),
+            tags=read.texts("tags", required=True),
+            markers=read.text_mapping("markers"),
+            preinstalled={
+                canonical_name(name): version
+                for name, version in read.text_mapping("preinstalled", {}).items()
+            },
+            description=read.text("description", ""),
+            source=read.text("source", ""),
+            site_packages=read.text("site_packages", ""),
+            preinstalled_requires={
+                canonical_name(name): requires.texts(name) for name in requires.data
+            },
+            provenance={
+                canonical_name(name): where
+                for name, where in read.text_mapping("provenance", {}).items()
+            },
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TargetProfile:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ProfileError(f"{path}: profile file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ProfileError(f"{path}: unreadable profile ({error})") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(load_json(path, kind="profile", error=ProfileError), origin=str(path))
 
     def dump(self, path: str | os.PathLike[str]) -> None:
         write_json_atomically(Path(path), self.to_dict())

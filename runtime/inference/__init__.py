@@ -1,7 +1,8 @@
 """Inference with torch: models, the hardware probe, sliding-window blending, the engine.
 
 ``models`` loads what ``--model`` names (the ``unet`` family, TorchScript, ``.pt2``, ensembles)
-without arbitrary unpickling; ``nnunet`` reads nnU-Net v2 trained-model folders (with
+without arbitrary unpickling (``pt2`` reads and runs ``torch.export`` programs without unpickling
+or evaluating anything from the file; ``nnunet`` reads nnU-Net v2 trained-model folders with
 dynamic-network-architectures, never nnunetv2); ``probe`` decides device, precision, layout and compilation by
 running something; ``sliding_window`` holds the pure window and blending helpers; ``engine``'s
 ``Segmenter`` owns devices and the out-of-memory fallbacks; ``workers`` spreads volumes over

@@ -3,8 +3,13 @@
 :class:`Segmenter` probes the devices and settles precision and compilation with warm-up
 forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inference.sliding_window.blend_volume` per
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
-CPU. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in input
-order, and reduces mirror TTA when the measured pace would overrun the time budget.
+CPU; that back-off is the volume's own, and the next volume starts again from the probed settings
+on its device. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in
+input order, and reduces mirror TTA when the measured pace would overrun the time budget.
+
+Non-finite numbers: NaN and inf input voxels are replaced by the model's normalization mean (what
+the model reads as "no information"), counted, and noted on the volume; non-finite model outputs
+are an error of that volume (after one retry in fp32 when they came from fp16 or bf16).
 
 A model with its own preprocessing (an nnU-Net folder) prepares each volume itself and gets its
 results pasted back (:meth:`SegmentationModel.prepare_volume`). An :class:`Ensemble` runs every
@@ -18,6 +23,7 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from runtime.contract.errors import InferenceError, VolumeError, first_line
+from runtime.contract.errors import (
+    InferenceError,
+    KaggleOfflineError,
+    ModelError,
+    VolumeError,
+    first_line,
+)
 from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
@@ -33,6 +45,7 @@ from runtime.inference.probe import (
     Decision,
     Platform,
     cpu_fallback,
+    estimate_forward_bytes,
     is_out_of_memory,
     prepare_forward,
     probe_devices,
@@ -41,6 +54,7 @@ from runtime.inference.probe import (
 from runtime.inference.sliding_window import (
     Blended,
     BlendSettings,
+    NonFiniteOutput,
     WindowPlan,
     blend_volume,
     blend_volume_with_probability,
@@ -62,6 +76,7 @@ __all__ = [
 ]
 
 DEFAULT_PATCH = (128, 128, 128)
+_ESTIMATED_FROM = 2**23  # window voxels (about 203^3) from which memory is estimated first
 _logger = logging.getLogger("runtime.inference.engine")
 
 
@@ -80,6 +95,9 @@ class InferenceOptions:
     amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
     compile: bool | None = None  # None = decided by the probe
     time_budget: float | None = None  # seconds for the whole run (segment_many)
+    # time.monotonic() when the run began, which the budget counts from (None: when the
+    # Segmenter was created, so model loading is not counted but warm-ups are).
+    time_budget_start: float | None = None
     # Also return each volume's blended foreground probability (float32, the volume's shape).
     keep_probability: bool = False
 
@@ -95,11 +113,14 @@ class VolumeResult:
     tta_axes: tuple[int, ...]  # what was actually used (the time budget may reduce it)
     notes: list[str] = field(default_factory=list)  # fallbacks taken
     probability: np.ndarray | None = None  # float32 foreground probability, if kept
+    batch_size: int = 0  # windows per forward this volume ended with (after any back-off)
+    accumulation: str = "device"  # where its accumulator lived: "device", "slab" or "host"
+    nonfinite_voxels: int = 0  # NaN/inf input voxels, replaced by the normalization mean
 
 
 @dataclass
 class _Worker:
-    """One device's forward and its current (possibly backed-off) settings."""
+    """One device's forward and the settings its warm-up settled; every volume starts from them."""
 
     device: torch.device
     forward: BatchForward
@@ -107,7 +128,21 @@ class _Worker:
     batch_seconds: float
     peak_bytes: int | None  # device memory of one warm-up forward of ``probe_batch`` windows
     probe_batch: int
-    accumulate: str | None = None  # None: chosen per volume from free memory
+
+
+@dataclass
+class _Attempt:
+    """One volume's settings: the worker's, until an out-of-memory back-off changes them."""
+
+    worker: _Worker
+    device: torch.device
+    forward: BatchForward
+    batch_size: int
+    accumulate: str | None = None  # None: chosen from free memory; "host" once backed off
+
+    @classmethod
+    def starting(cls, worker: _Worker) -> _Attempt:
+        return cls(worker, worker.device, worker.forward, worker.batch_size)
 
 
 @dataclass
@@ -120,6 +155,11 @@ class _Member:
     batch_size: int
     tta_axes: tuple[int, ...]
     workers: list[_Worker]  # one per device, in the order of Segmenter.devices
+    cpu_fallback: BatchForward | None = None  # the last resort, made once when first needed
+
+    def worker(self, slot: int) -> _Worker:
+        # A member that lost a GPU at its warm-up shares its remaining workers between slots.
+        return self.workers[slot % len(self.workers)]
 
 
 class Segmenter:
@@ -138,12 +178,14 @@ class Segmenter:
         *,
         platform: Platform | None = None,
     ) -> None:
+        self._created = time.monotonic()
         self.model = model
         self.options = options or InferenceOptions()
         self._log = log or _logger.info
         self._platform = platform or Platform()
         self.decisions: list[Decision] = []
         self._member: str | None = None  # the ensemble member whose decisions are being made
+        self._cpu_lock = threading.Lock()
         self._check_options()
         ensemble = model if isinstance(model, Ensemble) else None
         models = ensemble.members if ensemble else [model]
@@ -158,13 +200,13 @@ class Segmenter:
                 self._decide(Decision("member", member.name, f"weight {weight:.4g}"))
             patch = self._choose_patch(member)
             batch = self._choose_batch(member)
+            self._check_patch_fits(member, patch, devices)
             self._decide(_normalization_decision(member))
-            workers = [
-                self._prepare(member, patch, batch, device, first=i == 0)
-                for i, device in enumerate(devices)
-            ]
+            workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
             self._members.append(_Member(member, weight, patch, batch, axes, workers))
+            # Every member runs on the devices the first one could use.
+            devices = [worker.device for worker in workers]
         self._member = None
         if ensemble:
             self._decide(
@@ -174,7 +216,7 @@ class Segmenter:
                     "each member blends the whole volume with its own windows; fused per volume",
                 )
             )
-        if devices[0].type == "cpu":
+        if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
         # What the time budget cuts: dropping axis k from the end drops it from every member.
         self.tta_axes = max((m.tta_axes for m in self._members), key=len)
@@ -190,7 +232,7 @@ class Segmenter:
 
     @property
     def devices(self) -> list[str]:
-        return [str(worker.device) for worker in self._members[0].workers]
+        return [str(worker.device) for worker in self._workers]
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
@@ -210,35 +252,49 @@ class Segmenter:
         return self._segment(0, volume, self.tta_axes, [])
 
     def segment_many(
-        self, items: Iterable[tuple[str, np.ndarray]], total: int | None = None
+        self,
+        items: Iterable[tuple[str, np.ndarray]],
+        total: int | None = None,
+        *,
+        after_seconds: Callable[[], float] | None = None,
     ) -> Iterator[tuple[str, VolumeResult | Exception]]:
         """Segment ``(name, volume)`` pairs, spread over the devices, yielded in input order.
 
         A volume that fails yields its exception and the others go on. ``total`` (or ``len`` of
-        ``items``) lets the time budget predict the end of the run.
+        ``items``) lets the time budget predict the end of the run; ``after_seconds`` says how
+        long the caller will still need after the last volume (zipping), asked at each check.
         """
         if total is None and hasattr(items, "__len__"):
             total = len(items)  # type: ignore[arg-type]
+        start = self.options.time_budget_start
         budget = TimeBudget(
             self.options.time_budget,
             self.tta_axes,
             total=total,
-            workers=len(self.devices),
+            workers=len(self._workers),
             # One "batch" of the budget is one batch of every member, one after the other.
             batch_seconds=sum(m.workers[0].batch_seconds for m in self._members),
             log=self._log,
+            start=self._created if start is None else start,
+            after=after_seconds,
         )
         if self.options.time_budget is not None:
-            if budget.active:
+            seconds = f"{self.options.time_budget:g} s"
+            if not budget.active:
+                reason = "the number of volumes is unknown"
+                self._decide(Decision("time_budget", "inactive", reason))
+            elif self.tta_axes:
                 reason = "mirror TTA is cut for the remaining volumes if the pace would overrun"
-                self._decide(Decision("time_budget", f"{self.options.time_budget:g} s", reason))
+                self._decide(Decision("time_budget", seconds, reason))
             else:
-                self._decide(
-                    Decision("time_budget", "inactive", "the number of volumes is unknown")
+                reason = (
+                    "no mirror TTA to cut (--tta): the budget can only warn when the run is "
+                    "predicted to overrun it"
                 )
+                self._decide(Decision("time_budget", f"{seconds}, warning only", reason))
         workers = [
             functools.partial(self._segment_budgeted, slot, budget)
-            for slot in range(len(self.devices))
+            for slot in range(len(self._workers))
         ]
         return ordered_map(items, workers)
 
@@ -251,7 +307,8 @@ class Segmenter:
         batches = sum(self._batches(member, slot, volume.shape) for member in self._members)
         axes, message = budget.axes_for(batches, 1)
         if message:
-            self.decisions.append(Decision("tta", _axes_text(axes), message))
+            name = "tta" if self.tta_axes else "time_budget"
+            self.decisions.append(Decision(name, _axes_text(axes), message))
         try:
             result = self._segment(slot, volume, axes, [message] if message else [])
         except Exception:
@@ -262,7 +319,7 @@ class Segmenter:
 
     def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
         windows = plan_windows(shape, member.patch_size, self.options.overlap).n_windows
-        return math.ceil(windows / member.workers[slot].batch_size)
+        return math.ceil(windows / member.worker(slot).batch_size)
 
     def _segment(
         self, slot: int, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
@@ -273,17 +330,23 @@ class Segmenter:
         start = time.perf_counter()
         fused: _Fusion | None = None
         used: tuple[int, ...] = ()
+        replaced = 0
         for member in self._members:
-            worker = member.workers[slot]
+            worker = member.worker(slot)
             member_axes = member.tta_axes[: len(axes)]
             used = max(used, member_axes, key=len)
-            prepared = member.model.prepare_volume(volume)
+            finite, replaced = self._finite(member.model, volume, notes)
+            prepared = member.model.prepare_volume(finite)
+            del finite
             plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
             flips = flip_combinations(member_axes)
             output = "logits" if len(self._members) > 1 else "mask"
+            # A back-off is this volume's only: the next one starts again from the probed
+            # settings.
+            attempt = _Attempt.starting(worker)
             with _on(worker.device):
-                blended = self._blend_with_backoff(
-                    member, worker, prepared.data, plan, flips, notes, output
+                blended, accumulate = self._blend_with_backoff(
+                    member, attempt, prepared.data, plan, flips, notes, output
                 )
             if len(self._members) == 1:
                 assert blended.mask is not None
@@ -291,7 +354,9 @@ class Segmenter:
                 probability = blended.probability
                 if probability is not None:
                     probability = prepared.restore(probability, 0.0)
-                return _volume_result(worker, mask, probability, used, notes, start)
+                return _volume_result(
+                    attempt, accumulate, mask, probability, used, notes, start, replaced
+                )
             assert blended.logits is not None
             logits = prepared.restore(blended.logits, -math.inf)
             del blended
@@ -300,27 +365,51 @@ class Segmenter:
             fused.add(logits, member.weight)
         assert fused is not None
         mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
-        last = self._members[-1].workers[slot]
-        return _volume_result(last, mask, probability, used, notes, start)
+        return _volume_result(attempt, accumulate, mask, probability, used, notes, start, replaced)
+
+    def _finite(
+        self, model: SegmentationModel, volume: np.ndarray, notes: list[str]
+    ) -> tuple[np.ndarray, int]:
+        """The volume with NaN and inf voxels replaced, and how many there were.
+
+        A NaN fed to a convolution spreads over every window that sees it and then compares
+        false with the threshold, erasing the mask around it; the model's normalization mean
+        is what the model reads as "no information" (0 after normalization).
+        """
+        if volume.dtype.kind != "f":
+            return volume, 0
+        bad = ~np.isfinite(volume)
+        count = int(np.count_nonzero(bad))
+        if not count:
+            return volume, 0
+        fill = model.normalization[0]
+        note = (
+            f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
+            "normalization mean"
+        )
+        if len(self._members) > 1:
+            note = f"{model.name}: {note}"
+        notes.append(note)
+        return np.where(bad, volume.dtype.type(fill), volume), count
 
     def _blend_with_backoff(
         self,
         member: _Member,
-        worker: _Worker,
+        attempt: _Attempt,
         volume: np.ndarray,
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
         output: str = "mask",
-    ) -> Blended:
+    ) -> tuple[Blended, str]:
         model = member.model
         while True:
-            accumulate = worker.accumulate or self._accumulation(
-                member, worker, plan, volume.dtype, output
+            accumulate = attempt.accumulate or self._accumulation(
+                member, attempt, plan, volume.dtype, output
             )
-            if accumulate != "device" and worker.accumulate is None:
+            if accumulate != "device" and attempt.accumulate is None:
                 note = (
-                    f"{accumulate} accumulation on {worker.device}: a whole-volume fp32 "
+                    f"{accumulate} accumulation on {attempt.device}: a whole-volume fp32 "
                     f"accumulator for {plan.padded_shape} does not fit in free memory"
                 )
                 notes.append(note)
@@ -328,7 +417,7 @@ class Segmenter:
             settings = BlendSettings(
                 patch=member.patch_size,
                 overlap=self.options.overlap,
-                batch_size=worker.batch_size,
+                batch_size=attempt.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
                 normalization=model.normalization,
@@ -336,79 +425,102 @@ class Segmenter:
                 importance=model.importance,
                 padding=model.padding,
                 channels=model.window_channels,
-                pad_last_batch=_needs_fixed_batch(model, worker),
+                pad_last_batch=_needs_fixed_batch(model, attempt),
             )
-            seen = len(worker.forward.notes)
+            forward = attempt.forward
+            seen = len(forward.notes)
             try:
                 if output == "logits":
                     logits = blend_volume(
-                        volume, worker.forward, settings, worker.device, output="logits"
+                        volume, forward, settings, attempt.device, output="logits"
                     )
                     blended = Blended(mask=None, logits=logits)
                 elif self.options.keep_probability:
                     blended = blend_volume_with_probability(
-                        volume, worker.forward, settings, worker.device
+                        volume, forward, settings, attempt.device
                     )
                 else:
-                    mask = blend_volume(volume, worker.forward, settings, worker.device)
+                    mask = blend_volume(volume, forward, settings, attempt.device)
                     blended = Blended(mask=mask)
-                notes.extend(worker.forward.notes[seen:])
-                return blended
+                notes.extend(forward.notes[seen:])
+                return blended, accumulate
+            except NonFiniteOutput as error:
+                if forward.precision == "fp32":
+                    raise
+                # fp16 overflows where fp32 does not: this volume is tried again in fp32.
+                note = f"{first_line(error)} under {forward.precision}; retrying in fp32"
+                attempt.forward = forward.in_fp32()
+                notes.append(note)
+                self._log(note)
+                continue
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
                 reason = first_line(error)
             # Outside the except block the traceback, and the tensors its frames hold, are gone.
-            self._platform.empty_cache(worker.device)
-            note = self._back_off(member, worker, accumulate, reason, volume.shape)
+            self._platform.empty_cache(attempt.device)
+            note = self._back_off(member, attempt, accumulate, reason, volume.shape)
             notes.append(note)
             self._log(note)
 
     def _back_off(
         self,
         member: _Member,
-        worker: _Worker,
+        attempt: _Attempt,
         accumulate: str,
         reason: str,
         shape: tuple[int, ...],
     ) -> str:
-        """Take the next step of the out-of-memory chain; it sticks for later volumes."""
-        where = f"out of memory on {worker.device} at batch {worker.batch_size} ({reason})"
+        """Take the next step of the out-of-memory chain, for this volume only."""
+        where = f"out of memory on {attempt.device} at batch {attempt.batch_size} ({reason})"
         if len(self._members) > 1:
             where = f"{member.model.name}: {where}"
         model = member.model
         static_batch = model.static_input_shape and model.static_input_shape[0]
-        if worker.batch_size > 1 and not static_batch:
-            worker.batch_size //= 2
-            if worker.forward.compiled:
+        if attempt.batch_size > 1 and not static_batch:
+            attempt.batch_size //= 2
+            if attempt.forward.compiled:
                 # The compiled graph was checked against eager for the probed batch shape only; a
                 # new one would recompile lazily and unchecked, in a worker thread that may run
                 # beside another GPU's (dynamo is not thread-safe).
-                worker.forward = worker.forward.eager()
-                return f"{where}; retrying with batch {worker.batch_size}, eager"
-            return f"{where}; retrying with batch {worker.batch_size}"
-        if worker.device.type != "cpu" and accumulate != "host":
-            worker.accumulate = "host"
+                attempt.forward = attempt.forward.eager()
+                return f"{where}; retrying with batch {attempt.batch_size}, eager"
+            return f"{where}; retrying with batch {attempt.batch_size}"
+        if attempt.device.type != "cpu" and accumulate != "host":
+            attempt.accumulate = "host"
             return f"{where}; retrying with accumulation on the host"
-        current = worker.forward
+        current = attempt.forward
         if current.device.type != "cpu" or current.precision != "fp32" or current.compiled:
-            worker.forward = cpu_fallback(model)
-            worker.device = torch.device("cpu")
-            worker.batch_size = member.batch_size
-            worker.accumulate = None
+            attempt.forward = self._cpu_forward(member)
+            attempt.device = torch.device("cpu")
+            attempt.batch_size = member.batch_size
+            attempt.accumulate = None
             return f"{where}; retrying on the CPU (fp32, eager)"
         raise InferenceError(
             f"out of memory on the CPU at batch 1 ({reason}) for a volume of shape "
             f"{tuple(shape)}: it needs more RAM than this machine has"
         )
 
+    def _cpu_forward(self, member: _Member) -> BatchForward:
+        """The last resort, made once and shared by every worker that falls back to it."""
+        with self._cpu_lock:
+            if member.cpu_fallback is None:
+                member.cpu_fallback = cpu_fallback(member.model)
+            return member.cpu_fallback
+
     def _accumulation(
-        self, member: _Member, worker: _Worker, plan: WindowPlan, dtype: np.dtype, output: str
+        self,
+        member: _Member,
+        attempt: _Attempt,
+        plan: WindowPlan,
+        dtype: np.dtype,
+        output: str = "mask",
     ) -> str:
-        memory = self._platform.free_memory(worker.device)  # None: the CPU, RAM is plenty
+        memory = self._platform.free_memory(attempt.device)  # None: the CPU, RAM is plenty
         if memory is None:
             return "device"
-        working = (worker.peak_bytes or 0) * worker.batch_size // worker.probe_batch
+        worker = attempt.worker
+        working = (worker.peak_bytes or 0) * attempt.batch_size // worker.probe_batch
         mode = choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),
@@ -422,6 +534,31 @@ class Segmenter:
         return mode
 
     # --- set-up ---------------------------------------------------------------------------
+    def _prepare_all(
+        self,
+        model: SegmentationModel,
+        patch: tuple[int, int, int],
+        batch_size: int,
+        devices: list[torch.device],
+    ) -> list[_Worker]:
+        """One worker per device that warms up; the CPU only if no GPU does.
+
+        A GPU that runs out of memory even at batch 1 is dropped: beside GPUs that work, a CPU
+        worker would take volumes at a fraction of their pace and finish last.
+        """
+        prepared = [
+            self._prepare(model, patch, batch_size, device, first=i == 0)
+            for i, device in enumerate(devices)
+        ]
+        workers = [worker for worker in prepared if worker is not None]
+        if workers:
+            return workers
+        reason = "no GPU's warm-up fits in its memory, even at batch 1; using the CPU"
+        self._decide(Decision("device", "cpu", reason))
+        cpu = self._prepare(model, patch, batch_size, torch.device("cpu"), first=False)
+        assert cpu is not None  # the CPU raises rather than being dropped
+        return [cpu]
+
     def _prepare(
         self,
         model: SegmentationModel,
@@ -430,8 +567,8 @@ class Segmenter:
         device: torch.device,
         *,
         first: bool,
-    ) -> _Worker:
-        """Warm up on ``device``; a warm-up out of memory halves the batch, then uses the CPU."""
+    ) -> _Worker | None:
+        """Warm up on ``device``; out of memory halves the batch, then drops a GPU (None)."""
         batch = batch_size
         static_batch = bool(model.static_input_shape and model.static_input_shape[0])
         while True:
@@ -445,9 +582,14 @@ class Segmenter:
                     platform=self._platform,
                 )
                 break
+            except KaggleOfflineError:
+                raise
             except Exception as error:
                 if not is_out_of_memory(error):
-                    raise
+                    raise ModelError(
+                        f"model {model.name}: its warm-up forward of a {batch}-window batch "
+                        f"of {_shape_text(patch)} failed on {device}: {_error_text(error)}"
+                    ) from None
                 reason = first_line(error)
             self._platform.empty_cache(device)
             if batch > 1 and not static_batch:
@@ -460,9 +602,9 @@ class Segmenter:
                     f"the warm-up forward of a {batch}-window batch of {patch} ran out "
                     f"of memory on the CPU ({reason}); use a smaller patch size"
                 )
-            why = f"{device} ran out of memory at batch {batch} ({reason}); using the CPU"
-            self._decide(Decision("device", "cpu", why))
-            device, batch, first = torch.device("cpu"), batch_size, False
+            why = f"its warm-up ran out of memory at batch {batch} ({reason})"
+            self._decide(Decision("device", f"{device} dropped", why))
+            return None
         for decision in prepared.decisions:
             if not first:
                 decision.reason = f"{device}: {decision.reason}"
@@ -504,6 +646,39 @@ class Segmenter:
             source += f", rounded up to multiples of {multiple}"
         self._decide(Decision("patch_size", _shape_text(patch), source))
         return patch  # type: ignore[return-value]
+
+    def _check_patch_fits(
+        self, model: SegmentationModel, patch: tuple[int, int, int], devices: list[torch.device]
+    ) -> None:
+        """Refuse a window that fits nowhere, before a warm-up tries it (and fills the RAM).
+
+        One window's forward is estimated on the meta device and compared with the memory of
+        the largest place it could run: the host (the last resort) or a GPU. Windows under
+        _ESTIMATED_FROM voxels are not estimated: any sane model fits them, and the estimate's
+        first run costs seconds of imports.
+        """
+        voxels = math.prod(patch)
+        if voxels < _ESTIMATED_FROM:
+            return
+        places = [self._platform.host_free_memory()]
+        places += [
+            memory[0]
+            for device in devices
+            if (memory := self._platform.free_memory(device)) is not None
+        ]
+        room = max((place for place in places if place is not None), default=None)
+        needed = estimate_forward_bytes(model, (1, 1, *patch))
+        if room is None or needed is None or needed <= room:
+            return
+        multiple = model.size_multiple
+        # Activations grow with the window's voxels; 80% of the room leaves some to the rest.
+        side = int((voxels * 0.8 * room / needed) ** (1 / 3)) // multiple * multiple
+        raise InferenceError(
+            f"a window of {_shape_text(patch)} needs about {needed / 2**30:.1f} GiB "
+            f"for one forward of model {model.name} (estimated without running it), more "
+            f"than the {room / 2**30:.1f} GiB of memory free on any device here; use a "
+            f"patch size of at most about {max(side, multiple)} per axis (--patch-size)"
+        )
 
     def _choose_batch(self, model: SegmentationModel) -> int:
         static = model.static_input_shape
@@ -560,34 +735,6 @@ class Segmenter:
         self._log(f"decision: {decision}")
 
 
-def _needs_fixed_batch(model: SegmentationModel, worker: _Worker) -> bool:
-    """Only an eager CPU forward gains from running a short last batch at its true size: on a
-    GPU cuDNN re-tunes per shape, a compiled graph recompiles, an exported batch is fixed."""
-    static = bool(model.static_input_shape and model.static_input_shape[0])
-    return worker.device.type != "cpu" or worker.forward.compiled or static
-
-
-def _volume_result(
-    worker: _Worker,
-    mask: np.ndarray,
-    probability: np.ndarray | None,
-    axes: tuple[int, ...],
-    notes: list[str],
-    start: float,
-) -> VolumeResult:
-    return VolumeResult(
-        mask=mask,
-        probability=probability,
-        foreground_fraction=float(mask.mean()),
-        seconds=time.perf_counter() - start,
-        device=str(worker.device),
-        precision=worker.forward.precision,
-        compiled=worker.forward.compiled,
-        tta_axes=axes,
-        notes=notes,
-    )
-
-
 def _check_volume(volume: np.ndarray) -> None:
     if not isinstance(volume, np.ndarray):
         raise VolumeError(f"expected a numpy array, got {type(volume).__name__}")
@@ -599,6 +746,14 @@ def _check_volume(volume: np.ndarray) -> None:
         raise VolumeError(f"unsupported voxel type {volume.dtype}: expected integers or floats")
     if np.issubdtype(volume.dtype, np.complexfloating):
         raise VolumeError(f"unsupported voxel type {volume.dtype}: expected integers or floats")
+
+
+def _error_text(error: BaseException) -> str:
+    """One line for a model's own error; TorchScript puts the Python error on its last line."""
+    lines = str(error).strip().splitlines()
+    if isinstance(error, torch.jit.Error) and lines:
+        return first_line(lines[-1])
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
@@ -619,6 +774,39 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def _normalization_decision(model: SegmentationModel) -> Decision:
     what, why = model.describe_normalization()
     return Decision("normalization", what, why)
+
+
+def _needs_fixed_batch(model: SegmentationModel, attempt: _Attempt) -> bool:
+    """Only an eager CPU forward gains from running a short last batch at its true size: on a
+    GPU cuDNN re-tunes per shape, a compiled graph recompiles, an exported batch is fixed."""
+    static = bool(model.static_input_shape and model.static_input_shape[0])
+    return attempt.device.type != "cpu" or attempt.forward.compiled or static
+
+
+def _volume_result(
+    attempt: _Attempt,
+    accumulation: str,
+    mask: np.ndarray,
+    probability: np.ndarray | None,
+    axes: tuple[int, ...],
+    notes: list[str],
+    start: float,
+    replaced: int,
+) -> VolumeResult:
+    return VolumeResult(
+        mask=mask,
+        probability=probability,
+        foreground_fraction=float(mask.mean()),
+        seconds=time.perf_counter() - start,
+        device=str(attempt.device),
+        precision=attempt.forward.precision,
+        compiled=attempt.forward.compiled,
+        tta_axes=axes,
+        notes=notes,
+        batch_size=attempt.batch_size,
+        accumulation=accumulation,
+        nonfinite_voxels=replaced,
+    )
 
 
 class _Fusion:

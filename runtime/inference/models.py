@@ -7,12 +7,13 @@ Four formats are accepted:
   may instead name a ``"program"`` (TorchScript or ``.pt2``) to give it a normalization and
   foreground class;
 * a TorchScript archive (``torch.jit.save``);
-* a ``torch.export`` program (``torch.export.save``, ``.pt2``);
+* a ``torch.export`` program (``torch.export.save``, ``.pt2``), read and run by
+  :mod:`runtime.inference.pt2`, which unpickles and evaluates nothing from the file;
 * an nnU-Net v2 trained-model folder (see :mod:`runtime.inference.nnunet`), which brings its own
   preprocessing (:meth:`SegmentationModel.prepare_volume`) and nnU-Net's blending.
 
 A checkpoint that pickles Python objects (``torch.save(model)``) is refused: unpickling it can run
-any code. Whatever the network outputs, :meth:`SegmentationModel.foreground_logits` returns one
+any code; so is a ``.pt2`` whose payloads need unpickling. Whatever the network outputs, :meth:`SegmentationModel.foreground_logits` returns one
 foreground log-odds channel; C-class logits become ``logit_k - logsumexp(other logits)``.
 Several models make an :class:`Ensemble`: each member runs on its own (its patch, normalization and
 preprocessing) and the engine fuses their per-volume probabilities or logits.
@@ -604,32 +605,11 @@ def _refusal(path: Path, error: Exception, hint: str = _SAVE_HINT) -> str:
 def _load_exported(
     path: Path,
 ) -> tuple[torch.nn.Module, tuple[int | None, ...] | None, Callable[..., torch.nn.Module]]:
-    try:
-        program = torch.export.load(str(path))
-    except Exception as error:
-        raise ModelError(
-            f"{path}: not a loadable torch.export program ({first_line(error)})"
-        ) from None
-    inputs = [n for n in program.graph.nodes if n.op == "placeholder"]
-    user_inputs = set(program.graph_signature.user_inputs)
-    shapes = [n.meta["val"].shape for n in inputs if n.name in user_inputs and "val" in n.meta]
-    if len(shapes) != 1 or len(shapes[0]) != 5:
-        raise ModelError(
-            f"{path}: the exported program must take one (N, 1, Z, Y, X) tensor, "
-            f"got inputs {[tuple(s) for s in shapes]}"
-        )
-    static = tuple(int(d) if isinstance(d, int) else None for d in shapes[0])
+    # Not torch.export.load: it unpickles payloads and evaluates strings from the file.
+    from runtime.inference.pt2 import load_pt2
 
-    def mover(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        # An exported graph may hold device constants, so the program, not the module, is moved;
-        # it is read again because a deep copy of a program no longer passes its verifier.
-        try:
-            from torch.export.passes import move_to_device_pass
-        except ImportError:
-            return copy.deepcopy(network).to(device)
-        return move_to_device_pass(torch.export.load(str(path)), device).module()
-
-    return program.module(), static, mover
+    network, static = load_pt2(path)
+    return network, static, _move_module
 
 
 def _static_recommendation(static: tuple[int | None, ...] | None) -> dict[str, Any]:

@@ -17,10 +17,13 @@ import dataclasses
 import importlib.util
 import re
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from runtime.contract.errors import DeviceError, InferenceError, ModelError, first_line
 from runtime.inference.models import SegmentationModel
@@ -31,6 +34,7 @@ __all__ = [
     "Decision",
     "Platform",
     "cpu_fallback",
+    "estimate_forward_bytes",
     "is_out_of_memory",
     "planned_compile",
     "planned_precision",
@@ -110,6 +114,24 @@ class Platform:
     def empty_cache(self, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def host_free_memory(self) -> int | None:
+        """Bytes of host memory available to a new allocation (Linux MemAvailable); None if
+        unknown."""
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().available)
+        except ImportError:
+            pass
+        try:
+            with open("/proc/meminfo", encoding="ascii") as meminfo:
+                for line in meminfo:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -237,6 +259,10 @@ class BatchForward:
         """The same forward without compilation."""
         return BatchForward(self.model, self.device, self.precision, self.channels_last)
 
+    def in_fp32(self) -> BatchForward:
+        """The same replica, eager and without autocast."""
+        return BatchForward(self.model, self.device, "fp32", self.channels_last)
+
     def _run(
         self, function: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
     ) -> torch.Tensor:
@@ -304,8 +330,74 @@ def prepare_forward(
         else:
             step = dataclasses.replace(step, decision=Decision("compile", "off", compile_reason))
         decisions.append(step.decision)
+        decisions += _output_range_warnings(step.reference, model)
         peak = _forward_peak(step.forward, sample)
     return PreparedForward(step.forward, decisions, step.seconds, peak)
+
+
+def _output_range_warnings(output: torch.Tensor | None, model: SegmentationModel) -> list[Decision]:
+    """A model that ends in a sigmoid returns probabilities, which read as logits give a wrong
+    mask (at threshold 0.5, every voxel is foreground): warn when every warm-up output lies in
+    [0, 1], which logits of a trained model on CT-like noise never do."""
+    if output is None or output.numel() == 0:
+        return []
+    low, high = float(output.min()), float(output.max())
+    if low < 0.0 or high > 1.0:
+        return []
+    return [
+        Decision(
+            "warning",
+            "outputs in [0, 1]",
+            f"every warm-up output of model {model.name} lies in [{low:.3g}, {high:.3g}], as "
+            "if it returned probabilities (it ends in a sigmoid) rather than logits: its masks "
+            "will be wrong (at threshold 0.5, every voxel is foreground); export it without "
+            "its final sigmoid or softmax",
+        )
+    ]
+
+
+class _LivePeak(TorchDispatchMode):
+    """The peak bytes of the tensors alive during a forward, counted op by op on any device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if _is_tensor(t)}
+        for tensor in tree_leaves(out):
+            if _is_tensor(tensor) and tensor.untyped_storage()._cdata not in inputs:
+                size = tensor.untyped_storage().nbytes()  # a new allocation, not an in-place op
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self._free, size)
+        return out
+
+    def _free(self, size: int) -> None:
+        self.live -= size
+
+
+def _is_tensor(value: object) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def estimate_forward_bytes(model: SegmentationModel, batch_shape: tuple[int, ...]) -> int | None:
+    """Memory one fp32 forward of ``batch_shape`` needs (weights and the peak of live tensors),
+    estimated on the meta device, where nothing is allocated or computed; None if the model
+    cannot run there (a TorchScript module, say)."""
+    try:
+        replica = model.replicate("meta")
+        weights = sum(p.numel() * p.element_size() for p in replica.network.parameters())
+        tracker = _LivePeak()
+        with torch.inference_mode(), tracker:
+            sample = torch.empty(batch_shape, device="meta")
+            output = replica.foreground_logits(sample)
+            del output, sample
+        return weights + tracker.peak
+    except Exception:
+        return None
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ __all__ = [
     "PADDINGS",
     "BlendSettings",
     "Blended",
+    "NonFiniteOutput",
     "WindowPlan",
     "blend_volume",
     "blend_volume_with_probability",
@@ -55,6 +56,10 @@ PADDINGS = ("reflect", "constant")  # how a volume smaller than the patch is pad
 
 Shape3 = tuple[int, int, int]
 BatchForward = Callable[[torch.Tensor], torch.Tensor]
+
+
+class NonFiniteOutput(ModelError):
+    """The model returned NaN or inf for a volume: its mask would be silently wrong."""
 
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
@@ -404,6 +409,13 @@ class _Blender:
         rows = slice(first - z0, last - z0)
         crop = (rows, slice(by, by + sy), slice(bx, bx + sx))
         part = sums[(..., *crop)]
+        # One reduction per emitted block: a NaN would compare false with the cut and erase
+        # foreground silently, an inf would swamp its neighbours' votes.
+        if not bool(torch.isfinite(part).all()):
+            bad = int((~torch.isfinite(part)).sum())
+            raise NonFiniteOutput(
+                f"the model returned non-finite values (NaN or inf) reaching {bad} voxel(s)"
+            )
         rows_out = slice(first - bz, last - bz)
         if self.settings.channels > 1:
             assert weight_sums is not None

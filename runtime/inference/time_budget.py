@@ -1,8 +1,12 @@
 """The time budget of a multi-volume run: cut mirror TTA when the measured pace would overrun it.
 
-Heavy test-time augmentation is what made many submissions time out. The pace is measured per
-forward batch (the batch shape is fixed, so a batch costs the same whatever it holds), and the
-remaining volumes are assumed to have as many windows as the ones seen so far.
+Heavy test-time augmentation is what made many submissions time out. The budget counts from the
+start of the run (model loading, warm-ups and compilation included: the caller says when that
+was), and what must still happen after the last volume (zipping, validation) is reserved. The
+pace is measured per forward batch (the batch shape is fixed, so a batch costs the same whatever
+it holds), and the remaining volumes are assumed to have as many windows as the ones seen so far.
+Without mirror TTA there is nothing to cut: the budget then only warns, once, when the run is
+predicted to overrun it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ class TimeBudget:
         batch_seconds: float,
         log: Callable[[str], None],
         clock: Callable[[], float] = time.monotonic,
+        start: float | None = None,
+        after: Callable[[], float] | None = None,
     ) -> None:
+        """``start``: the ``clock()`` value the budget counts from (None: now); ``after``: the
+        seconds still needed once the last volume is done (asked at each check)."""
         self.seconds = seconds
         self.axes = tuple(tta_axes)
         self.total = total
@@ -43,7 +51,8 @@ class TimeBudget:
         self._batch_seconds_guess = batch_seconds
         self._log = log
         self._clock = clock
-        self._start = clock()
+        self._start = clock() if start is None else start
+        self._after = after or (lambda: 0.0)
         self._lock = threading.Lock()
         self._started = 0
         self._finished = 0
@@ -61,29 +70,42 @@ class TimeBudget:
         """Mirror axes for a volume about to start, and a message if they were just reduced."""
         with self._lock:
             self._started += 1
-            if not self.active or not self.axes:
+            if not self.active:
                 return self.axes, None
             remaining = max(self.total - self._started + 1, 1)  # type: ignore[operator]
             elapsed = self._clock() - self._start
             per_batch = self._pace()
             windows = (self._windows_seen + n_windows) / (self._volumes_seen + 1)
             deadline = _SAFETY * self.seconds  # type: ignore[operator]
+            after = self._after()
 
             def finish_at(n_axes: int) -> float:
                 batches = math.ceil(windows * 2**n_axes / batch_size)
                 per_volume = batches * per_batch
-                return elapsed + per_volume * math.ceil(remaining / self.workers)
+                return elapsed + per_volume * math.ceil(remaining / self.workers) + after
 
             if finish_at(len(self.axes)) <= deadline:
                 return self.axes, None
+            if not self.axes:
+                if self._warned_over:
+                    return self.axes, None
+                self._warned_over = True
+                message = (
+                    f"time budget: {elapsed:.0f} s used of {self.seconds:.0f} s; {remaining} "
+                    f"volume(s) left (and {after:.0f} s of zipping) would end near "
+                    f"{finish_at(0):.0f} s, over the budget, and there is no mirror TTA to cut; "
+                    "a smaller patch size, less overlap or fewer models would be faster"
+                )
+                self._log(f"warning: {message}")
+                return self.axes, message
             keep = len(self.axes)
             while keep > 0 and finish_at(keep) > deadline:
                 keep -= 1
             reduced = self.axes[:keep]
             message = (
                 f"time budget: {elapsed:.0f} s used of {self.seconds:.0f} s; {remaining} volume(s) "
-                f"left with {2 ** len(self.axes)} mirror passes would end near "
-                f"{finish_at(len(self.axes)):.0f} s; mirror TTA reduced to "
+                f"left with {2 ** len(self.axes)} mirror passes (and {after:.0f} s of zipping) "
+                f"would end near {finish_at(len(self.axes)):.0f} s; mirror TTA reduced to "
                 f"{_describe(reduced)} for the remaining volumes"
             )
             if finish_at(keep) > deadline and not self._warned_over:

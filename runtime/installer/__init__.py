@@ -2,9 +2,10 @@
 
 ``discovery`` finds wheelhouses under ``/kaggle/input``; ``interpreter`` is the installed-
 distribution view of this Python; ``plan`` decides what to install before anything is touched;
-``staging`` hash-checks private copies; ``pip_step`` runs pip offline; ``core.install`` joins
-them and ``report`` says what happened. ``bootstrap.py`` (copied verbatim into every wheelhouse),
-``doctor`` and ``capture`` (profiles) are the entry points of a kernel.
+``staging`` hash-checks private copies; ``lock`` keeps installs into one environment apart;
+``pip_step`` runs pip offline; ``core.install`` joins them and ``report`` says what happened.
+``bootstrap.py`` (copied verbatim into every wheelhouse), ``doctor`` (with ``needs``, what predict
+needs) and ``capture`` (profiles) are the entry points of a kernel.
 
 May import: the standard library and :mod:`runtime.contract` only (checked by
 ``tests/test_layers.py``), inside functions too: it runs before numpy, torch or packaging exist.

@@ -40,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only-here", action="store_true", help="use this wheelhouse only, search nothing else"
     )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="also install from folders of wheels without a manifest.json (no hash check)",
+    )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-") as private:
@@ -72,6 +77,7 @@ def _bootstrap(here: Path, private: Path, args: argparse.Namespace) -> int:
             input_root=args.input_root,
             search=not args.only_here,
             dry_run=args.dry_run,
+            allow_unverified=args.allow_unverified,
         )
     except KaggleOfflineError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -83,8 +89,10 @@ def _bootstrap(here: Path, private: Path, args: argparse.Namespace) -> int:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
+    # The installer's rule for every document, kept here because this file stands alone: UTF-8
+    # with or without a byte order mark, and a nesting too deep to parse is a corrupt manifest.
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise BootstrapError(
             f"{path}: manifest not found; bootstrap.py must stay beside its manifest.json"
@@ -93,6 +101,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BootstrapError(f"{path}: unreadable manifest ({error})") from None
     except json.JSONDecodeError as error:
         raise BootstrapError(f"{path}: corrupt manifest, not valid JSON ({error})") from None
+    except RecursionError:
+        raise BootstrapError(f"{path}: corrupt manifest, nested too deeply to be one") from None
     if not isinstance(data, dict) or not isinstance(data.get("wheels"), list):
         raise BootstrapError(f"{path}: not a kaggle-offline manifest (no list of wheels)")
     return data
@@ -101,26 +111,29 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> Path | None:
     """A verified private copy of kaggle-offline's wheel, or None if the manifest names none."""
     filename = manifest.get("self_wheel")
-    if not filename:
+    if filename is None:
         return None
     origin = here / MANIFEST_FILENAME
+    wheel_dir = manifest.get("wheel_dir", "wheels")
+    _check_plain_name(origin, "self_wheel", filename)
+    _check_plain_name(origin, "wheel_dir", wheel_dir)
     entry = next(
         (w for w in manifest["wheels"] if isinstance(w, dict) and w.get("filename") == filename),
         None,
     )
     if entry is None or not entry.get("sha256"):
         raise BootstrapError(f"{origin}: self_wheel {filename} has no wheel entry with a sha256")
-    wheel_dir = str(manifest.get("wheel_dir") or "wheels")
     source = next((p for p in (here / wheel_dir / filename, here / filename) if p.is_file()), None)
     if source is None:
         raise BootstrapError(
             f"{here}: {filename} is listed in manifest.json but missing from disk (looked in "
             f"{wheel_dir}/ and beside the manifest); upload the whole wheelhouse folder again with `kaggle datasets create -p DIR --dir-mode zip` (without it Kaggle drops wheels/)"
         )
-    # Hash the very bytes that get imported, so a file swapped after the check cannot run.
+    # Hash the very bytes that get imported, so a file swapped after the check cannot run. The
+    # copy is a new file in the private folder ("x"): no name can make it overwrite anything.
     target = private / filename
     digest = hashlib.sha256()
-    with source.open("rb") as stream, target.open("wb") as copy:
+    with source.open("rb") as stream, target.open("xb") as copy:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
             copy.write(chunk)
@@ -132,6 +145,20 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
             "re-attach the dataset or rebuild the wheelhouse"
         )
     return target
+
+
+def _check_plain_name(origin: Path, key: str, value: object) -> None:
+    """A manifest's paths are plain names inside its wheelhouse (the installer's rule, too)."""
+    if (
+        not isinstance(value, str)
+        or value in ("", ".", "..")
+        or any(char in value for char in ("/", "\\", "\x00"))
+        or Path(value).name != value
+    ):
+        raise BootstrapError(
+            f"{origin}: {key} {value!r} is not a plain file name: a manifest may only name files "
+            "inside its own wheelhouse; nothing was opened or installed"
+        )
 
 
 def _forget_private_copy(private: str) -> None:

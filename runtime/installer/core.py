@@ -4,13 +4,30 @@ Each planned wheel is copied into a private temporary folder while its sha256 is
 installs those copies: a wheel swapped in the dataset after it was checked cannot slip in, and a
 single mismatch stops everything before pip starts. pip then runs once, with ``--no-index
 --no-deps`` and its configuration cut off, so it never reaches for the network and never resolves
-anything on its own. When nothing is missing no pip process starts at all. Standard library only.
+anything on its own. When nothing is missing no pip process starts and no lock is taken at all.
+
+The failure policy, case by case:
+
+* a wheelhouse named explicitly (``--wheelhouse``, bootstrap.py's own folder) that is broken is
+  an error; one found by the search is left out with a warning and the others are used, unless
+  it is all the search found (then it is the error);
+* a folder of wheels without a manifest is installed from only with ``allow_unverified``;
+* an install that has something to do takes the environment's install lock (waiting up to
+  ``lock_timeout`` for another one), then plans again, so a second install at the same time
+  reports what it really did; pip's debris of an interrupted install is removed under that lock,
+  and only reported (with the command that removes it) by a run that has nothing to install,
+  which stays read-only;
+* an optional wheel that pip cannot install is dropped and the rest installed, unless a required
+  wheel needs it; any other pip failure names what landed and what is still missing.
+
+Standard library only.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -20,11 +37,12 @@ from pathlib import Path
 from runtime.contract.errors import InstallError
 from runtime.installer.discovery import Wheelhouse, find_wheelhouses, open_wheelhouse
 from runtime.installer.interpreter import Interpreter, installed_versions
-from runtime.installer.pip_step import pip_command, run_pip
+from runtime.installer.lock import DEFAULT_TIMEOUT, install_lock, lock_path
+from runtime.installer.pip_step import pip_command, remove_pip_debris, run_pip
 from runtime.installer.plan import InstallPlan, PlannedWheel, make_plan
 from runtime.installer.report import InstallReport
 from runtime.installer.staging import stage_wheel
-from runtime.installer.versions import parse_version
+from runtime.installer.versions import same_version
 
 
 def install(
@@ -34,6 +52,8 @@ def install(
     search: bool | None = None,
     dry_run: bool = False,
     compile_bytecode: bool = False,
+    allow_unverified: bool = False,
+    lock_timeout: float = DEFAULT_TIMEOUT,
     interpreter: Interpreter | None = None,
     log: Callable[[str], None] | None = None,
 ) -> InstallReport:
@@ -43,8 +63,11 @@ def install(
     ``$KAGGLE_OFFLINE_INPUT_ROOT``, else ``/kaggle/input``) is searched when ``search`` is true,
     which is the default when no folder is named. ``compile_bytecode`` makes pip compile every
     module at install time (its default); off, each module is compiled when first imported, which
-    in a kernel is a small part of what gets installed. Raises a :class:`KaggleOfflineError` subclass,
-    with nothing installed, for anything that can be checked before pip runs.
+    in a kernel is a small part of what gets installed. ``allow_unverified`` lets folders of
+    wheels without a manifest be installed from. ``log`` hears progress; a wait for another
+    install's lock is told to it, or printed to stderr without one (a silent wait looks like a
+    hang). Raises a :class:`KaggleOfflineError` subclass, with nothing installed, for anything
+    that can be checked before pip runs.
     """
     say = log or (lambda _message: None)
     started = time.perf_counter()
@@ -56,16 +79,33 @@ def install(
     timings["discover"] = time.perf_counter() - started
     mark = time.perf_counter()
     interpreter = interpreter or Interpreter.current()
-    plan = make_plan(found, interpreter)
+    plan = make_plan(found, interpreter, allow_unverified=allow_unverified)
     timings["plan"] = time.perf_counter() - mark
     say(f"plan: {len(plan.install)} to install, {len(plan.skipped)} satisfied or skipped")
 
     installed: tuple[PlannedWheel, ...] = plan.install if dry_run else ()
     pip_ran = False
-    if plan.install and not dry_run:
-        installed, pip_warnings = _install_plan(plan, interpreter, compile_bytecode, timings, say)
-        warnings.extend(pip_warnings)
-        pip_ran = True
+    if dry_run or not plan.install:
+        warnings += _debris_warnings(interpreter.debris)
+    else:
+        notice = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        with install_lock(lock_path(), timeout=lock_timeout, on_wait=notice) as waited:
+            if waited:
+                timings["lock"] = waited
+                warnings.append(
+                    f"waited {waited:.1f} s for another kaggle-offline install into this "
+                    "environment, then planned again"
+                )
+            # Whatever another install did before we got the lock is no longer missing.
+            interpreter = interpreter.rescanned()
+            plan = make_plan(found, interpreter, allow_unverified=allow_unverified)
+            warnings += _remove_debris(interpreter.debris)
+            if plan.install:
+                installed, pip_warnings = _install_plan(
+                    plan, interpreter, compile_bytecode, timings, say
+                )
+                warnings.extend(pip_warnings)
+                pip_ran = True
     timings["total"] = time.perf_counter() - started
     return InstallReport(
         wheelhouses=tuple(str(w.path) for w in plan.wheelhouses),
@@ -84,16 +124,44 @@ def _gather(
     input_root: str | os.PathLike[str] | None,
     search: bool,
 ) -> tuple[list[Wheelhouse], list[str]]:
+    """The named wheelhouses (each must be sound) and, when searching, every one found."""
     found = [open_wheelhouse(path) for path in named]
     warnings: list[str] = []
     if search:
         discovery = find_wheelhouses(input_root)
-        discovery.raise_problems()
         known = {w.path.resolve() for w in found}
         found += [w for w in discovery.wheelhouses if w.path.resolve() not in known]
+        if discovery.problems and not found:
+            discovery.raise_problems()  # all there is is broken: that is the error, not a shrug
+        warnings += [
+            f"left out a broken wheelhouse, the others were used: {problem}"
+            for problem in discovery.problems
+        ]
         if not found:
             warnings.append(f"no wheelhouse found under {discovery.root}")
     return found, warnings
+
+
+def _debris_warnings(debris: Sequence[str]) -> list[str]:
+    if not debris:
+        return []
+    return [
+        "pip's leftovers of an interrupted install, which make every pip run warn: "
+        f"{', '.join(debris)}; remove them with: rm -rf {' '.join(map(shlex.quote, debris))}"
+    ]
+
+
+def _remove_debris(debris: Sequence[str]) -> list[str]:
+    removed, left = remove_pip_debris(debris)
+    warnings = []
+    if removed:
+        warnings.append(f"removed pip's leftovers of an interrupted install: {', '.join(removed)}")
+    if left:
+        warnings.append(
+            f"could not remove pip's leftovers of an interrupted install: {', '.join(left)}; "
+            "delete them by hand (rm -rf), or pip warns about them on every run"
+        )
+    return warnings
 
 
 def _install_plan(
@@ -116,11 +184,25 @@ def _install_plan(
         failure = run_pip([*pip, *map(str, staged.values())])
         if failure is not None:
             landed = _landed(plan.install)
-            retry = [w for w in plan.install if not w.optional and w.name not in landed]
             optional = [w for w in plan.install if w.optional and w.name not in landed]
             if not optional:
                 raise _pip_error(failure, plan.install, landed)
-            # An optional package (imagecodecs) must not sink the rest: once more without it.
+            # An optional package (imagecodecs) must not sink the rest: once more without it,
+            # unless a required wheel needs it (then the rest would be installed broken).
+            dropped = {w.name for w in optional}
+            needing = sorted(
+                w.name
+                for w in plan.install
+                if w.name in plan.dependents(dropped) and not w.optional
+            )
+            if needing:
+                raise _pip_error(
+                    f"{failure} (optional {', '.join(sorted(dropped))} failed, and "
+                    f"{', '.join(needing)} need(s) it)",
+                    plan.install,
+                    landed,
+                )
+            retry = [w for w in plan.install if not w.optional and w.name not in landed]
             second = run_pip([*pip, *(str(staged[w.name]) for w in retry)]) if retry else None
             if second is not None:
                 raise _pip_error(second, plan.install, _landed(plan.install))
@@ -140,14 +222,11 @@ def _install_plan(
 def _landed(planned: Sequence[PlannedWheel]) -> set[str]:
     """Names of planned wheels whose version is now installed (read fresh from disk)."""
     now = installed_versions()
-    landed = set()
-    for wheel in planned:
-        version = now.get(wheel.name)
-        if version is not None and (
-            version == wheel.version or parse_version(version) == parse_version(wheel.version)
-        ):
-            landed.add(wheel.name)
-    return landed
+    return {
+        wheel.name
+        for wheel in planned
+        if wheel.name in now and same_version(now[wheel.name], wheel.version)
+    }
 
 
 def _pip_error(message: str, planned: Sequence[PlannedWheel], landed: set[str]) -> InstallError:

@@ -9,28 +9,32 @@ breadth-first walk that stops at a depth limit, never opens folders named like d
 wheelhouse ever holds. A competition with thousands of volumes costs a few directory reads.
 
 A folder is a wheelhouse when it holds a kaggle-offline ``manifest.json``; a folder of ``.whl``
-files without one is used too, but reported as unverified (there are no hashes to check).
+files without one is found too, as unverified (there are no hashes to check: the plan installs
+from it only when asked to). A manifest is checked whole when its folder is read; one that is
+unreadable or inconsistent makes its folder a :class:`BrokenWheelhouse` of the search, so one
+broken dataset does not hide the others (what an install then does is :mod:`core`'s policy).
 Standard library only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.contract.errors import KaggleOfflineError, ManifestError, WheelhouseError
+from runtime.contract.files import load_json
 from runtime.contract.manifest import (
     MANIFEST_FILENAME,
     MANIFEST_FORMAT,
     WHEEL_DIRNAME,
     Manifest,
     WheelEntry,
+    WheelName,
     locate_wheel,
 )
-from runtime.contract.profile import canonical_name
+from runtime.installer.versions import is_valid_specifier, is_valid_version, same_version
 
 DEFAULT_INPUT_ROOT = Path("/kaggle/input")
 INPUT_ROOT_VARIABLE = "KAGGLE_OFFLINE_INPUT_ROOT"
@@ -65,6 +69,7 @@ class Wheelhouse:
     path: Path
     manifest: Manifest | None
     plain_wheels: tuple[Path, ...] = ()  # only for a folder without manifest.json
+    named: bool = False  # given by the user (or bootstrap.py's own folder), not found by a search
 
     @property
     def verified(self) -> bool:
@@ -76,20 +81,31 @@ class Wheelhouse:
 
 
 @dataclass(frozen=True)
+class BrokenWheelhouse:
+    """A folder that is a wheelhouse but cannot be used: its manifest is unreadable or inconsistent."""
+
+    path: Path
+    error: KaggleOfflineError
+
+    def __str__(self) -> str:
+        return str(self.error)
+
+
+@dataclass(frozen=True)
 class Discovery:
     """What a search of the input root found, and the folders it could not read as wheelhouses."""
 
     root: Path
     wheelhouses: tuple[Wheelhouse, ...]
-    problems: tuple[KaggleOfflineError, ...]
+    problems: tuple[BrokenWheelhouse, ...]
     folders_read: int
 
     def raise_problems(self) -> None:
         if self.problems:
-            first = self.problems[0]
+            first = self.problems[0].error
             more = len(self.problems) - 1
             if more:
-                raise type(first)(f"{first} (and {more} more wheelhouse problem(s))")
+                raise type(first)(f"{first} (and {more} more broken wheelhouse(s))")
             raise first
 
 
@@ -111,7 +127,7 @@ def find_wheelhouses(
     """
     root = Path(root) if root is not None else default_input_root()
     found: list[Wheelhouse] = []
-    problems: list[KaggleOfflineError] = []
+    problems: list[BrokenWheelhouse] = []
     seen: set[tuple[int, int]] = set()
     queue: deque[tuple[Path, int]] = deque([(root, 0)])
     folders_read = 0
@@ -126,7 +142,7 @@ def find_wheelhouses(
             try:
                 wheelhouse = _read_manifest_folder(folder, listing)
             except KaggleOfflineError as problem:
-                problems.append(problem)
+                problems.append(BrokenWheelhouse(folder, problem))
                 continue
         if wheelhouse is None and listing.wheels:
             wheelhouse = Wheelhouse(folder, None, listing.wheels)
@@ -155,7 +171,7 @@ def open_wheelhouse(path: str | os.PathLike[str]) -> Wheelhouse:
     if listing is None:
         raise WheelhouseError(f"{path}: cannot read the wheelhouse folder")
     if listing.has_manifest:
-        return Wheelhouse(path, Manifest.load(path / MANIFEST_FILENAME))
+        return Wheelhouse(path, read_manifest(path / MANIFEST_FILENAME), named=True)
     wheels = listing.wheels
     if not wheels:
         nested = path / WHEEL_DIRNAME
@@ -166,7 +182,52 @@ def open_wheelhouse(path: str | os.PathLike[str]) -> Wheelhouse:
             f"{path}: neither a {MANIFEST_FILENAME} nor any .whl file here; point --wheelhouse at "
             "the folder the bundler wrote"
         )
-    return Wheelhouse(path, None, wheels)
+    return Wheelhouse(path, None, wheels, named=True)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``, checked whole (see :func:`checked_manifest`)."""
+    return checked_manifest(load_json(path, kind="manifest", error=ManifestError), path)
+
+
+def checked_manifest(data: object, path: Path) -> Manifest:
+    """The manifest ``data`` read from ``path``, checked whole.
+
+    The contract checks types, paths and names; what needs PEP 440 arithmetic is checked here:
+    every version and specifier parses, and each entry's version is its wheel file's. So an
+    inconsistent manifest is refused before anything is planned from it, never half-way through
+    an install, and an invalid specifier is reported as one, naming its manifest.
+    """
+    manifest = Manifest.from_dict(data, origin=str(path))
+    for entry in manifest.wheels:
+        file_version = (WheelName.parse(entry.filename) or WheelName("", entry.version, ())).version
+        if not is_valid_version(entry.version):
+            raise ManifestError(
+                f"{path}: {entry.name} has version {entry.version!r}, which is not a PEP 440 "
+                "version; rebuild the wheelhouse"
+            )
+        if not same_version(file_version, entry.version):
+            raise ManifestError(
+                f"{path}: the entry for {entry.name} {entry.version} names {entry.filename}, a "
+                f"wheel of version {file_version}: an inconsistent manifest, rebuild the wheelhouse"
+            )
+        if entry.upgrade_of is not None and not is_valid_version(entry.upgrade_of):
+            raise ManifestError(
+                f"{path}: {entry.name} has upgrade_of {entry.upgrade_of!r}, which is not a PEP 440 "
+                "version; rebuild the wheelhouse"
+            )
+        for text in (entry.specifier, entry.requires_python):
+            _check_specifier(path, entry.name, text)
+    for assumed in manifest.skipped:
+        _check_specifier(path, assumed.name, assumed.specifier)
+    return manifest
+
+
+def _check_specifier(path: Path, name: str, text: str) -> None:
+    if not is_valid_specifier(text):
+        raise ManifestError(
+            f"{path}: invalid version specifier {text!r} for {name}; rebuild the wheelhouse"
+        )
 
 
 @dataclass(frozen=True)
@@ -235,38 +296,12 @@ def _read_manifest_folder(folder: Path, listing: _Listing) -> Wheelhouse | None:
     """
     path = folder / MANIFEST_FILENAME
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as error:
+        data = load_json(path, kind="manifest", error=ManifestError)
+    except ManifestError:
         if listing.has_wheelhouse_markers:
-            raise ManifestError(f"{path}: corrupt manifest, not valid JSON ({error})") from None
+            raise
         return None
     claims_ours = isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT
     if not claims_ours and not listing.has_wheelhouse_markers:
         return None
-    return Wheelhouse(folder, Manifest.from_dict(data, origin=str(path)))
-
-
-@dataclass(frozen=True)
-class WheelName:
-    """The parts of a wheel filename (``name-version(-build)?-python-abi-platform.whl``)."""
-
-    name: str  # canonical
-    version: str
-    tags: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, filename: str) -> WheelName | None:
-        if not filename.endswith(".whl"):
-            return None
-        parts = filename[:-4].split("-")
-        if len(parts) not in (5, 6):
-            return None
-        name, version = parts[0], parts[1]
-        interpreters, abis, platforms = parts[-3:]
-        tags = tuple(
-            f"{interpreter}-{abi}-{platform}"
-            for interpreter in interpreters.split(".")
-            for abi in abis.split(".")
-            for platform in platforms.split(".")
-        )
-        return cls(canonical_name(name), version, tags)
+    return Wheelhouse(folder, checked_manifest(data, path))

@@ -1,9 +1,11 @@
-"""``runtime doctor``: what an offline kernel has — wheelhouses, packages, wheel tags and the GPU.
+"""``runtime doctor``: what an offline kernel has — wheelhouses, packages, predict's needs, the GPU.
 
-Read-only: it plans but never installs. Problems (a corrupt manifest, a conflict) are shown as
-findings instead of stopping the report, because the report is what one reads to fix them.
-The GPU findings come from :func:`runtime.inference.devices.gpu_info` (torch lives there, not in
-this standard-library-only layer); ``runtime doctor`` passes them in.
+Read-only: it plans but never installs. Problems (a broken or tampered wheelhouse, a conflict, a
+missing torch) are shown as findings instead of stopping the report, because the report is what
+one reads to fix them; ``runtime doctor`` then exits 1. Each wheelhouse is shown as one group: its
+line, then its packages. A wheelhouse is called usable only after each of its wheels was hashed
+against its manifest. The GPU findings come from :func:`runtime.inference.devices.gpu_info`
+(torch lives there, not in this standard-library-only layer); ``runtime doctor`` passes them in.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract.errors import KaggleOfflineError
+from runtime.contract.files import sha256_file
 from runtime.installer.discovery import Wheelhouse, find_wheelhouses, open_wheelhouse
 from runtime.installer.interpreter import Interpreter
-from runtime.installer.plan import make_plan
+from runtime.installer.needs import check_needs
+from runtime.installer.plan import ALLOW_UNVERIFIED_HINT, make_plan
 
 _SHOWN_TAGS = 5
 
@@ -40,20 +44,27 @@ class PackageStatus:
 class Diagnosis:
     interpreter: dict[str, Any]
     input_root: str
-    wheelhouses: list[dict[str, Any]]
-    packages: list[PackageStatus]
+    wheelhouses: list[dict[str, Any]]  # each with its "packages"
     plan: dict[str, Any]
+    predict: list[dict[str, Any]]
     problems: list[str]
+    notes: list[str] = field(default_factory=list)
     gpu: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "ok": self.ok,
             "interpreter": self.interpreter,
             "input_root": self.input_root,
             "wheelhouses": self.wheelhouses,
-            "packages": [vars(package) for package in self.packages],
             "plan": self.plan,
+            "predict": self.predict,
             "problems": self.problems,
+            "notes": self.notes,
             "gpu": self.gpu,
         }
 
@@ -64,28 +75,40 @@ class Diagnosis:
             f"tags        {py['tag_count']} accepted, most preferred: {', '.join(py['top_tags'])}",
             f"input root  {self.input_root}"
             + ("" if Path(self.input_root).is_dir() else " (does not exist)"),
+            f"wheelhouses {len(self.wheelhouses) or 'none'} found",
         ]
-        if not self.wheelhouses:
-            lines.append("wheelhouses none found")
-        for house in self.wheelhouses:
-            kind = (
-                f"Python {house['python']}, {house['wheels']} wheels"
-                if house["verified"]
-                else f"UNVERIFIED, {house['wheels']} wheels"
-            )
-            lines.append(f"wheelhouse  {house['path']} ({kind}): {house['status']}")
-        for package in self.packages:
-            flag = ", optional" if package.optional else ""
-            have = f", this kernel has {package.installed}" if package.installed else ""
-            lines.append(f"  {package.name} {package.version}: {package.status}{have}{flag}")
+        for number, house in enumerate(self.wheelhouses, 1):
+            lines.append(f"  [{number}] {house['path']}: {house['status']}")
+            if house["kind"]:
+                lines.append(f"      {house['kind']}")
+            for package in house["packages"]:
+                flag = ", optional" if package["optional"] else ""
+                have = f", this kernel has {package['installed']}" if package["installed"] else ""
+                lines.append(
+                    f"      {package['name']} {package['version']}: {package['status']}{have}{flag}"
+                )
         if self.plan.get("install"):
             lines.append(f"to install  {', '.join(self.plan['install'])}")
         elif "install" in self.plan:
             lines.append("to install  nothing")
+        for warning in self.plan.get("warnings", []):
+            lines.append(f"  warning   {warning}")
+        met = [n for n in self.predict if not n["problem"]]
+        lines.append(
+            "predict     "
+            + (", ".join(f"{n['distribution']} {n['version']}" for n in met) or "nothing found")
+        )
+        for note in self.notes:
+            lines.append(f"note        {note}")
         for problem in self.problems:
             lines.append(f"problem     {problem}")
         lines.append(f"gpu         {_describe_gpu(self.gpu)}")
         lines += [f"  note      {note}" for note in self.gpu.get("notes", [])]
+        lines.append(
+            f"verdict     {len(self.problems)} problem(s) found"
+            if self.problems
+            else "verdict     ok"
+        )
         return "\n".join(lines)
 
 
@@ -99,16 +122,22 @@ def diagnose(
     """Look at everything, change nothing; ``wheelhouses`` are used as well as the search."""
     interpreter = interpreter or Interpreter.current()
     problems: list[str] = []
+    notes: list[str] = []
     found: list[Wheelhouse] = []
+    houses: list[dict[str, Any]] = []
     for path in wheelhouses:
         try:
             found.append(open_wheelhouse(path))
         except KaggleOfflineError as error:
+            houses.append(_broken(Path(path), error))
             problems.append(str(error))
     discovery = find_wheelhouses(input_root)
-    problems += [str(problem) for problem in discovery.problems]
     known = {w.path.resolve() for w in found}
     found += [w for w in discovery.wheelhouses if w.path.resolve() not in known]
+    houses += [_describe_wheelhouse(w, interpreter, problems) for w in found]
+    for broken in discovery.problems:
+        houses.append(_broken(broken.path, broken.error))
+        problems.append(str(broken))
 
     plan_summary: dict[str, Any] = {}
     try:
@@ -119,13 +148,27 @@ def diagnose(
         }
     except KaggleOfflineError as error:
         problems.append(str(error))
+
+    predict = check_needs(interpreter)
+    for status in predict:
+        if status.problem:
+            (notes if status.need.optional else problems).append(
+                f"predict: {status.problem}"
+                + (f" ({status.need.without})" if status.need.optional else "")
+            )
+    if interpreter.debris:
+        problems.append(
+            "pip's leftovers of an interrupted install, which make every pip run warn: "
+            f"{', '.join(interpreter.debris)}; the next install removes them, or rm -rf them"
+        )
     return Diagnosis(
         interpreter=_interpreter(interpreter),
         input_root=str(discovery.root),
-        wheelhouses=[_describe_wheelhouse(w, interpreter) for w in found],
-        packages=_package_statuses(found, interpreter),
+        wheelhouses=houses,
         plan=plan_summary,
+        predict=[status.to_dict() for status in predict],
         problems=problems,
+        notes=notes,
         gpu=dict(gpu or {}),
     )
 
@@ -147,11 +190,37 @@ def _interpreter(interpreter: Interpreter) -> dict[str, Any]:
     }
 
 
-def _describe_wheelhouse(wheelhouse: Wheelhouse, interpreter: Interpreter) -> dict[str, Any]:
+def _broken(path: Path, error: KaggleOfflineError) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "verified": False,
+        "python": None,
+        "target": None,
+        "wheels": 0,
+        "self_wheel": None,
+        "status": f"broken: {error}",
+        "kind": "",
+        "packages": [],
+    }
+
+
+def _describe_wheelhouse(
+    wheelhouse: Wheelhouse, interpreter: Interpreter, problems: list[str]
+) -> dict[str, Any]:
     manifest = wheelhouse.manifest
-    status = "usable"
-    if manifest is not None and manifest.target.python_version != interpreter.python:
-        status = f"built for Python {manifest.target.python_version}, not {interpreter.python}"
+    if manifest is None:
+        status = f"unverified: no manifest.json, so not installed from ({ALLOW_UNVERIFIED_HINT})"
+        kind = f"{len(wheelhouse.plain_wheels)} wheels, no hashes"
+    elif manifest.target.python_version != interpreter.python:
+        status = (
+            f"not used: built for Python {manifest.target.python_version}, not {interpreter.python}"
+        )
+        kind = f"target {manifest.target.name}, {len(manifest.wheels)} wheels"
+    else:
+        damage = _damage(wheelhouse)
+        status = f"damaged: {'; '.join(damage)}" if damage else "usable, every wheel hash-checked"
+        problems += [f"{wheelhouse.path}: {line}" for line in damage]
+        kind = f"target {manifest.target.name} (Python {manifest.target.python_version}), {len(manifest.wheels)} wheels"
     return {
         "path": str(wheelhouse.path),
         "verified": manifest is not None,
@@ -160,38 +229,57 @@ def _describe_wheelhouse(wheelhouse: Wheelhouse, interpreter: Interpreter) -> di
         "wheels": len(manifest.wheels) if manifest else len(wheelhouse.plain_wheels),
         "self_wheel": manifest.self_wheel if manifest else None,
         "status": status,
+        "kind": kind,
+        "packages": [vars(p) for p in _package_statuses(wheelhouse, interpreter)],
     }
 
 
-def _package_statuses(
-    wheelhouses: Sequence[Wheelhouse], interpreter: Interpreter
-) -> list[PackageStatus]:
+def _damage(wheelhouse: Wheelhouse) -> list[str]:
+    """What differs between the wheel files and the manifest: missing, resized or re-hashed."""
+    assert wheelhouse.manifest is not None
+    found = []
+    for entry in wheelhouse.manifest.wheels:
+        path = wheelhouse.wheel_path(entry)
+        if path is None:
+            found.append(f"{entry.filename} is missing from disk")
+            continue
+        try:
+            size, digest = path.stat().st_size, sha256_file(path)
+        except OSError as error:
+            found.append(f"{entry.filename} is unreadable ({error.strerror or error})")
+            continue
+        if size != entry.size or digest != entry.sha256:
+            found.append(
+                f"{entry.filename} differs from the manifest (sha256 {digest[:16]}..., {size} "
+                f"bytes; the manifest says {entry.sha256[:16]}..., {entry.size}): tampered or "
+                "truncated"
+            )
+    return found
+
+
+def _package_statuses(wheelhouse: Wheelhouse, interpreter: Interpreter) -> list[PackageStatus]:
     from runtime.installer.versions import satisfies
 
+    if wheelhouse.manifest is None:
+        return []
     statuses = []
-    for wheelhouse in wheelhouses:
-        if wheelhouse.manifest is None:
-            continue
-        for entry in wheelhouse.manifest.wheels:
-            installed = interpreter.version_of(entry.name)
-            if installed is None:
-                status = "missing"
-            else:
-                try:
-                    status = "installed" if satisfies(installed, entry.specifier) else "differs"
-                except ValueError:
-                    status = "differs"
-            statuses.append(
-                PackageStatus(
-                    entry.name,
-                    entry.version,
-                    entry.specifier,
-                    installed,
-                    status,
-                    entry.optional,
-                    str(wheelhouse.path),
-                )
+    for entry in wheelhouse.manifest.wheels:
+        installed = interpreter.version_of(entry.name)
+        if installed is None:
+            status = "missing"
+        else:
+            status = "installed" if satisfies(installed, entry.specifier) else "differs"
+        statuses.append(
+            PackageStatus(
+                entry.name,
+                entry.version,
+                entry.specifier,
+                installed,
+                status,
+                entry.optional,
+                str(wheelhouse.path),
             )
+        )
     return statuses
 
 

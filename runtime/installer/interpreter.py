@@ -4,11 +4,14 @@ Reading ``METADATA`` of every distribution (what ``importlib.metadata`` does for
 costs a fifth of a second on a kernel with a thousand distributions. A ``.dist-info`` folder's name
 already carries the normalized name and version (the wheel spec requires it), so the folder
 names are read instead, and only folders whose names do not parse (egg-info) have their metadata
-headers read. That keeps the "nothing to install" path in milliseconds. Standard library only.
+headers read. That keeps the "nothing to install" path in milliseconds. The same scan notes pip's
+debris: the ``~name`` folders an upgrade stashes the old version in and a killed one leaves
+behind (pip then warns "Ignoring invalid distribution ~name" on every run). Standard library only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -32,10 +35,22 @@ class Interpreter:
     python_version: tuple[int, int, int] = tuple(sys.version_info[:3])  # type: ignore[assignment]
     executable: str = sys.executable
     explicit_tags: tuple[str, ...] | None = field(default=None, repr=False)
+    debris: tuple[str, ...] = ()  # pip's leftover "~name" folders on the scanned paths
+    # The paths scanned for `versions`; None when they were given by hand (nothing to re-read).
+    scanned: tuple[str, ...] | None = field(default=None, repr=False)
 
     @classmethod
     def current(cls, paths: Iterable[str] | None = None) -> Interpreter:
-        return cls(versions=installed_versions(paths))
+        scanned = tuple(sys.path if paths is None else paths)
+        versions, debris = scan_site(scanned)
+        return cls(versions=versions, debris=tuple(debris), scanned=scanned)
+
+    def rescanned(self) -> Interpreter:
+        """The same interpreter with its installed distributions read again from disk."""
+        if self.scanned is None:
+            return self
+        versions, debris = scan_site(self.scanned)
+        return dataclasses.replace(self, versions=versions, debris=tuple(debris))
 
     @property
     def python(self) -> str:
@@ -60,13 +75,19 @@ class Interpreter:
 
 
 def installed_versions(paths: Iterable[str] | None = None) -> dict[str, str]:
-    """Canonical name -> version of every distribution on ``paths`` (default ``sys.path``).
+    """Canonical name -> version of every distribution on ``paths`` (default ``sys.path``)."""
+    return scan_site(paths)[0]
+
+
+def scan_site(paths: Iterable[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """Installed versions on ``paths`` (default ``sys.path``), and pip's ``~name`` debris there.
 
     The first distribution of a name along the path wins, as it does for imports and for pip.
     Only real folders are scanned: a wheel put on ``sys.path`` by bootstrap.py (zipimport) must not
     count as installed, or our own wheel would never be installed.
     """
     found: dict[str, str] = {}
+    debris: list[str] = []
     for entry in sys.path if paths is None else paths:
         directory = entry or "."
         try:
@@ -75,11 +96,14 @@ def installed_versions(paths: Iterable[str] | None = None) -> dict[str, str]:
             continue
         with scanner:
             for item in scanner:
-                if item.name.endswith(_METADATA_SUFFIXES):
+                if item.name.startswith("~"):
+                    if item.is_dir(follow_symlinks=False):
+                        debris.append(item.path)
+                elif item.name.endswith(_METADATA_SUFFIXES):
                     parsed = _parse_metadata_folder(item.path, item.name)
                     if parsed is not None and parsed[0] not in found:
                         found[parsed[0]] = parsed[1]
-    return found
+    return found, sorted(debris)
 
 
 def _parse_metadata_folder(path: str, folder_name: str) -> tuple[str, str] | None:

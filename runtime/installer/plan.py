@@ -4,28 +4,37 @@ Every decision that can fail is taken here, before a single file is copied or pi
 wheelhouse for another Python, two wheelhouses that disagree on a version, a preinstalled package
 that a wheelhouse would replace, a wheel missing from disk, a dependency nobody provides. The
 result either is a complete plan or raises one error, so an install is never left half-done by a
-problem that could have been seen in advance. Standard library only.
+problem that could have been seen in advance.
+
+Two rules are the plan's own. A folder of wheels without a manifest has no hashes to check, so it
+is installed from only with ``allow_unverified`` (``--allow-unverified``). kaggle-offline itself
+is never part of a Kaggle image, so an installed copy is always one a wheelhouse put there: the
+plan installs the own wheel of the first named wheelhouse (bootstrap.py's own, so the installer
+that is running), else the newest own wheel found, over any older installed kaggle-offline, and
+keeps a newer one. Standard library only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.contract.errors import ManifestError, PlanConflictError, WheelhouseError
-from runtime.contract.manifest import WheelEntry
-from runtime.installer.discovery import Wheelhouse, WheelName
+from runtime.contract.manifest import WheelEntry, WheelName
+from runtime.installer.discovery import Wheelhouse
 from runtime.installer.interpreter import Interpreter
 from runtime.installer.versions import (
     combine,
     dependencies,
     marker_environment,
     parse_version,
+    same_version,
     satisfies,
 )
 
 BUILTIN_TARGETS = {"3.11": "kaggle-py311", "3.12": "kaggle-py312"}
+ALLOW_UNVERIFIED_HINT = "pass --allow-unverified to install them anyway"
 
 
 @dataclass(frozen=True)
@@ -63,11 +72,27 @@ class InstallPlan:
     skipped: tuple[Skip, ...]
     warnings: tuple[str, ...]
     wheelhouses: tuple[Wheelhouse, ...]  # those the plan draws on
-    ignored: tuple[str, ...]  # "<path>: <why>" for wheelhouses left out (built for another Python)
+    # "<path>: <why>" for wheelhouses left out (built for another Python, without a manifest)
+    ignored: tuple[str, ...]
+    # planned name -> the planned wheels it needs (from Requires-Dist), to re-check dependents
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not self.install
+
+    def dependents(self, names: Iterable[str]) -> set[str]:
+        """The planned wheels that need any of ``names``, directly or through each other."""
+        found: set[str] = set()
+        frontier = set(names)
+        while frontier:
+            frontier = {
+                name
+                for name, needs in self.requires.items()
+                if name not in found and frontier.intersection(needs)
+            }
+            found |= frontier
+        return found
 
 
 def rebuild_hint(python: str) -> str:
@@ -81,15 +106,32 @@ def rebuild_hint(python: str) -> str:
     )
 
 
-def make_plan(wheelhouses: Sequence[Wheelhouse], interpreter: Interpreter) -> InstallPlan:
-    """Merge ``wheelhouses`` into one plan of what ``interpreter`` lacks; raise if it cannot be done."""
+def make_plan(
+    wheelhouses: Sequence[Wheelhouse], interpreter: Interpreter, *, allow_unverified: bool = False
+) -> InstallPlan:
+    """Merge ``wheelhouses`` into one plan of what ``interpreter`` lacks; raise if it cannot be done.
+
+    Folders of wheels without a manifest are planned from only with ``allow_unverified``;
+    otherwise one named explicitly is an error and one found by a search is left out, warned.
+    """
     usable, ignored = _usable_wheelhouses(wheelhouses, interpreter)
     planner = _Planner(interpreter)
     for wheelhouse in usable:
         planner.add_manifest(wheelhouse)
-    for wheelhouse in wheelhouses:
-        if not wheelhouse.verified:
-            planner.add_plain(wheelhouse)
+    plain = [w for w in wheelhouses if not w.verified]
+    if not allow_unverified:
+        for wheelhouse in plain:
+            reason = (
+                f"{wheelhouse.path}: {len(wheelhouse.plain_wheels)} wheel(s) without a "
+                "manifest.json, so without hashes to check them against; not installed"
+            )
+            if wheelhouse.named:
+                raise WheelhouseError(f"{reason}: {ALLOW_UNVERIFIED_HINT}")
+            ignored.append(reason)
+            planner.warnings.append(f"{reason} ({ALLOW_UNVERIFIED_HINT})")
+        plain = []
+    for wheelhouse in plain:
+        planner.add_plain(wheelhouse)
     planner.decide()
     planner.check_assumed_preinstalled(usable)
     planner.check_dependencies()
@@ -97,8 +139,9 @@ def make_plan(wheelhouses: Sequence[Wheelhouse], interpreter: Interpreter) -> In
         install=tuple(sorted(planner.install.values(), key=lambda wheel: wheel.name)),
         skipped=tuple(planner.skipped),
         warnings=tuple(planner.warnings),
-        wheelhouses=tuple(usable) + tuple(w for w in wheelhouses if not w.verified),
+        wheelhouses=tuple(usable) + tuple(plain),
         ignored=tuple(ignored),
+        requires=planner.requires,
     )
 
 
@@ -149,6 +192,8 @@ class _Planner:
         self.install: dict[str, PlannedWheel] = {}
         self.skipped: list[Skip] = []
         self.warnings: list[str] = []
+        self.dropped: dict[str, str] = {}  # optional wheels left out -> why
+        self.requires: dict[str, tuple[str, ...]] = {}
 
     # -- collecting ---------------------------------------------------------------------------
     def add_manifest(self, wheelhouse: Wheelhouse) -> None:
@@ -188,6 +233,9 @@ class _Planner:
             self._decide_plain(name, self.plain[name])
 
     def _decide_verified(self, name: str, candidates: list[_Candidate]) -> None:
+        if any(_is_own_wheel(c) for c in candidates):
+            self._decide_own(name, candidates)
+            return
         specifier = combine(c.entry.specifier for c in candidates)
         installed = self.interpreter.version_of(name)
         if installed is not None:
@@ -209,7 +257,27 @@ class _Planner:
                     "(python -m runtime profile -o kernel.json, then "
                     "python -m bundler build --target kernel.json)"
                 )
-        chosen = self._choose(name, candidates, specifier)
+        self._plan_candidate(name, self._choose(name, candidates, specifier), installed)
+
+    def _decide_own(self, name: str, candidates: list[_Candidate]) -> None:
+        """kaggle-offline's own wheel: the named wheelhouse's, else the newest; never a downgrade.
+
+        Each own wheel pins its exact version, so the pins of wheelhouses built at different
+        times are not combined (they would always disagree): one wheel is chosen instead.
+        """
+        named = [c for c in candidates if c.wheelhouse.named]
+        chosen = named[0] if named else max(candidates, key=self._preference)
+        offered = chosen.entry.version
+        installed = self.interpreter.version_of(name)
+        if installed is not None and same_version(installed, offered):
+            self.skipped.append(Skip(name, offered, "already installed"))
+            return
+        if installed is not None and _sort_key(installed) > _sort_key(offered):
+            self.skipped.append(Skip(name, offered, f"the newer {installed} installed is kept"))
+            return
+        self._plan_candidate(name, chosen, installed)
+
+    def _plan_candidate(self, name: str, chosen: _Candidate, installed: str | None) -> None:
         entry, wheelhouse = chosen.entry, chosen.wheelhouse
         problem = self._incompatibility(entry.filename, entry.tags, entry.requires_python)
         source = wheelhouse.wheel_path(entry)
@@ -222,6 +290,7 @@ class _Planner:
                     f"{wheelhouse.path} is {problem}"
                 )
                 self.skipped.append(Skip(name, entry.version, f"optional, {problem}"))
+                self.dropped[name] = problem
                 return
             if source is None:
                 assert wheelhouse.manifest is not None
@@ -256,18 +325,23 @@ class _Planner:
                 + (f" (needs {c.entry.specifier})" if c.entry.specifier else "")
                 for c in candidates
             )
+            if len({c.wheelhouse.path for c in candidates}) == 1:
+                raise ManifestError(
+                    f"{candidates[0].wheelhouse.path / 'manifest.json'}: {name} "
+                    f"{candidates[0].entry.version} does not meet the manifest's own specifier "
+                    f"{specifier!r}: an inconsistent manifest, rebuild the wheelhouse"
+                )
             raise PlanConflictError(
                 f"{name}: the wheelhouses disagree and no one version meets {specifier or 'them all'} "
                 f"({offers}); attach only one of them or rebuild them as one wheelhouse"
             )
-        fitting.sort(
-            key=lambda c: (
-                _sort_key(c.entry.version),
-                c.wheelhouse.wheel_path(c.entry) is not None,
-            ),
-            reverse=True,
-        )
-        return fitting[0]
+        return max(fitting, key=self._preference)
+
+    @staticmethod
+    def _preference(candidate: _Candidate) -> tuple[tuple[int, object], bool]:
+        """Newest first; between equal versions, one whose file is on disk."""
+        entry = candidate.entry
+        return (_sort_key(entry.version), candidate.wheelhouse.wheel_path(entry) is not None)
 
     def _decide_plain(self, name: str, offers: list[tuple[WheelName, Path, Wheelhouse]]) -> None:
         newest = max((parsed.version for parsed, _, _ in offers), key=_sort_key)
@@ -348,34 +422,60 @@ class _Planner:
         """Every planned wheel's own requirements are met by the kernel or by the plan.
 
         pip runs with --no-deps, so this is the only place a hole in the wheelhouse shows up.
+        An optional wheel that is left out for a hole of its own takes back the promise it made
+        to the wheels that need it, so the check runs again until nothing more is left out.
         """
-        verified = {name: wheel for name, wheel in self.install.items() if wheel.verified}
         requires = {
             name: c.entry.requires_dist
-            for name in verified
+            for name, wheel in self.install.items()
+            if wheel.verified
             for c in self.candidates[name]
-            if c.entry.version == verified[name].version and c.entry.requires_dist
+            if c.entry.version == wheel.version and c.entry.requires_dist
         }
         if not requires:
             return
         markers = {**marker_environment(), "python_full_version": self.interpreter.python_full}
-        for name, lines in sorted(requires.items()):
-            for dependency, specifier in dependencies(lines, markers):
-                planned = self.install.get(dependency)
-                have = planned.version if planned else self.interpreter.version_of(dependency)
-                if have is not None and satisfies(have, specifier):
-                    continue
-                wheel = self.install[name]
-                problem = (
-                    f"{name} {wheel.version} from {wheel.wheelhouse} needs {dependency}{specifier}, "
-                    f"but {'only ' + have + ' is' if have else 'nothing is'} installed or vendored"
-                )
-                if wheel.optional:
+        needs = {name: dependencies(lines, markers) for name, lines in requires.items()}
+        settled = False
+        while not settled:
+            settled = True
+            for name in sorted(needs):
+                if name in self.install and (problem := self._unmet(name, needs[name])):
+                    wheel = self.install[name]
+                    if not wheel.optional:
+                        raise WheelhouseError(f"{problem}; rebuild the wheelhouse with it included")
                     self.warnings.append(f"optional {name} skipped: {problem}")
                     self.skipped.append(Skip(name, wheel.version, f"optional, {problem}"))
+                    self.dropped[name] = problem
                     del self.install[name]
-                    break
-                raise WheelhouseError(f"{problem}; rebuild the wheelhouse with it included")
+                    settled = False
+        self.requires = {
+            name: tuple(dependency for dependency, _ in needs[name] if dependency in self.install)
+            for name in needs
+            if name in self.install
+        }
+
+    def _unmet(self, name: str, needs: Sequence[tuple[str, str]]) -> str | None:
+        for dependency, specifier in needs:
+            planned = self.install.get(dependency)
+            have = planned.version if planned else self.interpreter.version_of(dependency)
+            if have is not None and satisfies(have, specifier):
+                continue
+            wheel = self.install[name]
+            if dependency in self.dropped:
+                why = f"optional {dependency} was left out ({self.dropped[dependency]})"
+            else:
+                why = f"{'only ' + have + ' is' if have else 'nothing is'} installed or vendored"
+            return (
+                f"{name} {wheel.version} from {wheel.wheelhouse} needs {dependency}{specifier}, "
+                f"but {why}"
+            )
+        return None
+
+
+def _is_own_wheel(candidate: _Candidate) -> bool:
+    manifest = candidate.wheelhouse.manifest
+    return manifest is not None and manifest.self_wheel == candidate.entry.filename
 
 
 def _sort_key(version: str) -> tuple[int, object]:

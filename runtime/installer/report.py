@@ -29,11 +29,23 @@ class InstallReport:
         if self.installed:
             names = ", ".join(f"{wheel.name} {wheel.version}" for wheel in self.installed)
             what = f"{verb} {len(self.installed)} ({names})"
+            unverified = sum(not wheel.verified for wheel in self.installed)
+            if unverified:
+                what += f", {unverified} of them UNVERIFIED (no manifest, no hash check)"
         else:
             what = "nothing to install"
         houses = len(self.wheelhouses)
+        replaced = [wheel for wheel in self.installed if wheel.replaces]
         parts = [
             f"kaggle-offline: {what}",
+            *(
+                [
+                    "replacing "
+                    + ", ".join(f"{w.name} {w.replaces} -> {w.version}" for w in replaced)
+                ]  # fmt: skip
+                if replaced
+                else []
+            ),
             f"{len(self.skipped)} already satisfied or skipped",
             f"{houses} wheelhouse{'s' if houses != 1 else ''}",
         ]

@@ -10,6 +10,7 @@ The import is deferred: the "nothing to install" path often needs no version ari
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable, Mapping
 from functools import cache
 from types import ModuleType
@@ -49,6 +50,37 @@ def parse_version(text: str) -> Any | None:
         return version.Version(text)
     except version.InvalidVersion:
         return None
+
+
+# Shapes that are valid PEP 440 by construction ("2.1.0", ">=1.26", "<3,>=2"): checking them
+# needs no import of packaging, which costs more than the whole "nothing to install" path.
+# Anything else is parsed by packaging, which stays the authority.
+_PLAIN_VERSION = re.compile(r"\d+(?:\.\d+)*")
+_PLAIN_CLAUSE = re.compile(r"\s*(?:==|!=|<=|>=|<|>)\s*\d+(?:\.\d+)*\s*")
+
+
+def is_valid_version(text: str) -> bool:
+    return bool(_PLAIN_VERSION.fullmatch(text)) or parse_version(text) is not None
+
+
+def is_valid_specifier(text: str) -> bool:
+    """Whether ``text`` is a PEP 440 specifier set ("" is: it allows any version)."""
+    if not text.strip() or all(_PLAIN_CLAUSE.fullmatch(part) for part in text.split(",")):
+        return True
+    specifiers = packaging_module("specifiers")
+    try:
+        specifiers.SpecifierSet(text)
+    except specifiers.InvalidSpecifier:
+        return False
+    return True
+
+
+def same_version(first: str, second: str) -> bool:
+    """Equal as PEP 440 versions ("1.0" and "1.0.0" are); two unparsable strings only if equal."""
+    if first == second:
+        return True
+    parsed = parse_version(first)
+    return parsed is not None and parsed == parse_version(second)
 
 
 def combine(specifiers: Iterable[str]) -> str:

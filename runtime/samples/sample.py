@@ -7,7 +7,8 @@ The layout mirrors the Vesuvius surface-detection competition::
     DIR/train_labels/<id>.tif    its ground truth: 0 background, 1 surface, 2 unlabeled
 
 Unlike the competition, the labels belong to the test volumes themselves, so a prediction on the
-sample can be scored (see :func:`runtime.volumes.run_metrics.dice_score`). The images are LZW-compressed on
+sample can be scored (``runtime score submission.zip DIR/train_labels``) and post-processing
+tuned on it (``runtime tune``). The images are LZW-compressed on
 purpose: that is the format that needs imagecodecs in tifffile, so the sample exercises the
 Pillow fallback in a kernel without it.
 """

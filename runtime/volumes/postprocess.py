@@ -101,11 +101,12 @@ def postprocess(
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """Keep only 26-connected foreground components of at least ``min_voxels`` voxels (bool)."""
     import numpy as np
-    from scipy import ndimage
+
+    from runtime.volumes.metric.components import label
 
     foreground = np.asarray(mask) != 0
-    # 26-connectivity, as the competition's VOI term counts components.
-    labels, count = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
+    # 26-connectivity, as the competition's VOI term counts components (cc3d when installed).
+    labels, count = label(foreground, 26)
     if count == 0:
         return foreground
     sizes = np.bincount(labels.ravel())

@@ -51,6 +51,11 @@ class VolumeRecord:
     precision: str | None = None
     compiled: bool | None = None
     tta_axes: list[int] | None = None
+    batch_size: int | None = None  # windows per forward it ran with, after any back-off
+    accumulation: str | None = None  # "device", "slab" or "host"
+    nonfinite_voxels: int = 0  # NaN/inf input voxels, replaced before inference
+    probability_file: str | None = None  # where --save-probabilities put it
+    threshold: float | None = None  # the threshold its mask used, when decided from the probability
     notes: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
 

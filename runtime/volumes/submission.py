@@ -10,15 +10,18 @@ zip under a temporary name, validates it, and only then renames it into place.
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from runtime.contract.errors import SubmissionError, VolumeError
+from runtime.contract.files import CHUNK
 
 __all__ = [
     "MASK_SUFFIX",
     "check_submission",
+    "id_problem",
     "validate_submission",
     "write_submission",
 ]
@@ -125,16 +128,36 @@ def validate_submission(
     return problems
 
 
+def id_problem(volume_id: str) -> str | None:
+    """Why ``<volume_id>.tif`` cannot be a member the scorer reads as that id, or None.
+
+    The rule: an id is the file name up to its first dot, and it must be a plain name: not
+    empty, no path separator (zip tools and Windows read a backslash as a folder), no control
+    character. A volume whose id breaks it cannot get a mask, like one whose shape is unknown.
+    """
+    if not volume_id:
+        return "its id (the name up to the first dot) is empty"
+    if "/" in volume_id or "\\" in volume_id:
+        return f"its id {volume_id!r} holds a path separator, which zip tools read as a folder"
+    if any(ord(character) < 32 or ord(character) == 127 for character in volume_id):
+        return f"its id {volume_id!r} holds a control character"
+    return None
+
+
 def _add_member(archive: zipfile.ZipFile, name: str, source: Path, level: int) -> None:
     # A fixed timestamp (not the file's mtime) makes equal masks give an equal zip and sha256.
     info = zipfile.ZipInfo(name, date_time=_EPOCH)
     info.external_attr = 0o644 << 16
-    archive.writestr(info, source.read_bytes(), zipfile.ZIP_DEFLATED, level)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    # ZipFile.open(info, "w") takes the level from the member (renamed in Python 3.13).
+    setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel", level)
+    with source.open("rb") as stream, archive.open(info, "w") as member:
+        shutil.copyfileobj(stream, member, CHUNK)  # streamed: a mask may be gigabytes
 
 
 def _member_id(name: str, problems: list[str]) -> str | None:
     """The id the scorer will see for this member, or None after recording why it is wrong."""
-    if "/" in name or "\\" in name:
+    if "/" in name or "\\" in name:  # what id_problem keeps out of the zip in the first place
         problems.append(f"{name}: inside a folder; masks must sit at the zip's root")
         return None
     if not name.endswith(MASK_SUFFIX):

@@ -42,8 +42,15 @@ Source = Path | str | BinaryIO  # a file, or a seekable binary stream (e.g. a zi
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _PACKBITS = 32773
-_PILLOW_DTYPES = {"uint8", "uint16", "int32", "float32"}  # what Pillow's TIFF modes map to
-_SUPPORTED_KINDS = "uif"  # unsigned, signed and float voxels; bool and complex are not volumes
+_PILLOW_DTYPES = {"bool", "uint8", "uint16", "int32", "float32"}  # Pillow's TIFF modes
+_READABLE_KINDS = "uifb"  # unsigned, signed, float and bilevel voxels can be segmented
+_HEADER_KINDS = _READABLE_KINDS + "c"  # a complex volume's header still gives its shape
+# The most each codec can shrink pixel data (all zeros compress best): a header claiming more
+# than this many times its file's size lies (a corrupt or hostile file), and its shape is not
+# trusted, not even for an all-zero stand-in. Uncompressed: 2, so that a file cut short still
+# gets its stand-in. LZW: 12-bit codes of up to ~4094-byte runs, ~1420:1; Deflate ~1032:1.
+_MAX_RATIO = {"NONE": 2, "PACKBITS": 64, "LZW": 1500, "ADOBE_DEFLATE": 1100, "DEFLATE": 1100}
+_OTHER_MAX_RATIO = 100_000  # zstd, LZMA, JPEG...: generous, still refuses terabytes from kilobytes
 
 
 class _CodecMissing(Exception):
@@ -95,8 +102,15 @@ def read_volume_with_header(
     source: Source, *, name: str | None = None
 ) -> tuple[VolumeHeader, np.ndarray]:
     """:func:`read_volume`, also returning the header (page count, codec, decoder used)."""
+    import numpy as np
+
     with _open_tiff(source, name) as (tif, label, complaints):
         header = _header(tif, label, complaints)
+        if np.dtype(header.dtype).kind not in _READABLE_KINDS:
+            raise VolumeError(
+                f"{label}: unsupported voxel type {header.dtype}; expected integers, floats or "
+                "booleans"
+            )
         _check_data_within_file(tif, label)
         if header.decoder == "tifffile":
             try:
@@ -237,9 +251,10 @@ def _header(tif: Any, label: str, complaints: list[str]) -> VolumeHeader:
     if 0 in shape:
         raise VolumeError(f"{label}: empty volume of shape {shape}")
     dtype = np.dtype(stack.dtype).newbyteorder("=")
-    if dtype.kind not in _SUPPORTED_KINDS:
+    if dtype.kind not in _HEADER_KINDS:
         raise VolumeError(f"{label}: unsupported voxel type {dtype}; expected integers or floats")
     compression = _codec_name(stack.keyframe.compression)
+    _check_plausible(tif, stack, shape, dtype, compression, label)
     return VolumeHeader(
         shape=(shape[0], shape[1], shape[2]),
         dtype=dtype.name,
@@ -247,6 +262,31 @@ def _header(tif: Any, label: str, complaints: list[str]) -> VolumeHeader:
         pages=pages,
         decoder=_choose_decoder(tif, stack, label, compression),
     )
+
+
+def _check_plausible(
+    tif: Any, stack: Any, shape: tuple[int, ...], dtype: Any, compression: str, label: str
+) -> None:
+    """Refuse a header whose shape its file could not hold, whatever the codec."""
+    voxels = shape[0] * shape[1] * shape[2]
+    bits = int(getattr(stack.keyframe, "bitspersample", 8 * dtype.itemsize))
+    claimed = voxels * max(bits, 1) // 8
+    ratio = _MAX_RATIO.get(compression, _OTHER_MAX_RATIO)
+    size = int(tif.filehandle.size)
+    if claimed > ratio * size:
+        raise VolumeError(
+            f"{label}: corrupt header: it claims {'x'.join(map(str, shape))} {dtype} voxels "
+            f"({_bytes_text(claimed)} of pixel data), more than a {_bytes_text(size)} file holds "
+            f"even at {compression}'s best ratio ({ratio}:1)"
+        )
+
+
+def _bytes_text(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
 
 
 def _choose_decoder(tif: Any, stack: Any, label: str, compression: str) -> str:

@@ -15,10 +15,9 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
-from runtime.contract.manifest import Manifest, WheelEntry
+from runtime.contract.manifest import Manifest, WheelEntry, WheelName
 from runtime.contract.profile import TargetProfile, canonical_name
 from runtime.installer.capture import capture_current_profile
-from runtime.installer.discovery import WheelName
 from tests.support.packages import make_index, make_wheel
 
 BOOTSTRAP_SOURCE = Path(__file__).resolve().parents[2] / "runtime" / "installer" / "bootstrap.py"

@@ -1,0 +1,67 @@
+"""``python -m runtime fuse DIR1 DIR2 ... --weights W1,W2,... -o DIR``: ensemble saved probabilities."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="folders written by predict --save-probabilities",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder for the fused probabilities",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="W1,W2,...",
+        help="one positive weight per input (default: equal); normalised",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("probabilities", "logits"),
+        default="probabilities",
+        help="average probabilities (default) or log-odds",
+    )
+    parser.add_argument(
+        "--encoding",
+        choices=("uint8", "float16"),
+        default="uint8",
+        help="how the fused probabilities are stored (default: uint8)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from runtime.contract.errors import InputError
+    from runtime.volumes.probability import fuse
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(part) for part in args.weights.split(",") if part.strip()]
+        except ValueError:
+            raise InputError(
+                f"--weights: give numbers separated by commas, got {args.weights!r}"
+            ) from None
+    fused = fuse(
+        args.inputs,
+        args.output,
+        weights=weights,
+        mode=args.mode,
+        encoding=args.encoding,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    print(f"wrote {len(fused.files)} fused volume(s) to {fused.folder}")
+    return 0
