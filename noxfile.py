@@ -37,6 +37,7 @@ KAGGLE_IMAGE_PACKAGES = ("numpy", "scipy", "Pillow", "tifffile", "psutil", "tqdm
 # newest CUDA build. Where pip only finds CUDA builds of the pin too (plain PyPI on Linux), point
 # KAGGLE_OFFLINE_TORCH_INDEX_URL at a CPU wheel index (https://download.pytorch.org/whl/cpu).
 TORCH_REQUIREMENT = "torch==2.13.0"
+DYNAMIC_NETWORK_ARCHITECTURES = "dynamic-network-architectures>=0.4.4,<0.5"  # nnunetv2 2.8's range
 TORCH_INDEX_VARIABLE = "KAGGLE_OFFLINE_TORCH_INDEX_URL"
 COMPETITION = "vesuvius-challenge-surface-detection"
 DATASET_OWNER, DATASET_SLUG = "kaggle-offline-demo", "kaggle-offline-wheels"
@@ -63,6 +64,9 @@ def tests(session: nox.Session) -> None:
     """The test suite, offline. Extra arguments go to pytest (e.g. -- -k installer -x)."""
     _attach_kaggle_image(session, Path(session.virtualenv.location))
     session.install("-e", ".[test]")
+    # The nnU-Net tests build real dynamic-network-architectures U-Nets. Its unet.py needs only
+    # torch; its timm pin would pull torchvision and a CUDA torch, hence --no-deps.
+    session.install("--no-deps", DYNAMIC_NETWORK_ARCHITECTURES)
     session.run("python", "-m", "pytest", *session.posargs)
 
 

@@ -12,7 +12,11 @@ needs beyond the kernel, plus monai: ``imagecodecs monai connected-components-3d
   fetched the way a careful user would by hand (with its dependencies it would pull torch and its
   CUDA wheels: the bytes are shown from uv's lock, not downloaded);
 - ``uv pip compile --python-platform x86_64-manylinux_2_35 --python-version 3.12
-  --only-binary :all:``, cold and warm: the speed anchor, it resolves without downloading.
+  --only-binary :all:``, cold and warm: the speed anchor, it resolves without downloading;
+- the same with ``-c`` the kernel's versions (local version labels dropped): what a careful uv
+  user would run to keep the kernel's packages. Its packages beyond the kernel are printed beside
+  the bundler's, which must agree (``bench_bundler.py nnunetv2`` is the case where the newest
+  release would replace the kernel's timm).
 
 Prints a table with each time and its ratio to the bundler's time for the same temperature.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,17 +72,36 @@ def _pip_download(pins: Sequence[str], dest: Path, python: str, *, cold: bool) -
     _run([*command, *pins])
 
 
-def _uv_compile(requirements: Sequence[str], python: str, cache: Path, out: Path) -> None:
+def _uv_compile(
+    requirements: Sequence[str],
+    python: str,
+    cache: Path,
+    out: Path,
+    constraints: Path | None = None,
+    only_binary: bool = True,
+) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    extra = ["--only-binary", ":all:"] if only_binary else []
+    if constraints is not None:
+        extra += ["-c", str(constraints)]
     _run(
         [
             uv, "pip", "compile", "--quiet", "--no-python-downloads",
             "--python-platform", "x86_64-manylinux_2_35", "--python-version", python,
-            "--only-binary", ":all:", "--format", "pylock.toml", "--cache-dir", str(cache),
-            "-o", str(out), "-",
+            *extra, "--format", "pylock.toml", "--cache-dir", str(cache), "-o", str(out), "-",
         ],
         input="\n".join(requirements) + "\n",
     )  # fmt: skip
+
+
+def _pylock_beyond(path: Path, preinstalled: dict[str, str]) -> list[str]:
+    """``name==version`` of the locked packages that the kernel does not have."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return sorted(
+        f"{p['name']}=={p['version']}"
+        for p in data.get("packages", [])
+        if re.sub(r"[-_.]+", "-", p["name"]).lower() not in preinstalled
+    )
 
 
 def _pylock_bytes(path: Path) -> tuple[int, int]:
@@ -113,6 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         uv_cold_s, _ = _timed(lambda: _uv_compile(args.requirements, python, work / "uv", lock))
         uv_warm_s, _ = _timed(lambda: _uv_compile(args.requirements, python, work / "uv", lock))
         uv_count, uv_bytes = _pylock_bytes(lock)
+        kernel = work / "kernel-constraints.txt"
+        kernel.write_text(
+            "".join(f"{n}=={v.split('+')[0]}\n" for n, v in sorted(profile.preinstalled.items()))
+        )
+        kept = work / "pylock.kernel.toml"
+        # Sources allowed: nnunetv2's older releases that keep the kernel's timm are sdists.
+        uvc_cold_s, _ = _timed(lambda: _uv_compile(
+            args.requirements, python, work / "uvc", kept, kernel, only_binary=False))  # fmt: skip
+        uvc_warm_s, _ = _timed(lambda: _uv_compile(
+            args.requirements, python, work / "uvc", kept, kernel, only_binary=False))  # fmt: skip
+        uv_beyond = _pylock_beyond(kept, dict(profile.preinstalled))
 
     house_bytes = sum(e.size for e in cold.manifest.wheels)  # type: ignore[attr-defined]
     print(f"set: {' '.join(args.requirements)}  target: {profile.name}")
@@ -126,15 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"a preinstalled-unaware resolution (uv) wants {uv_count} packages, "
         f"{uv_bytes / 1e9:.2f} GB (torch and its CUDA wheels)"
     )
+    ours = sorted(f"{e.name}=={e.version}" for e in cold.manifest.wheels)  # type: ignore[attr-defined]
+    print(f"bundler, beyond the kernel: {' '.join(ours)}")
+    print(f"uv -c kernel, beyond it:    {' '.join(uv_beyond)}")
+    only_ours = sorted(set(ours) - set(uv_beyond))
+    only_uv = sorted(set(uv_beyond) - set(ours))
+    print(f"differences: bundler only {only_ours or 'none'}; uv only {only_uv or 'none'}")
     rows = [
         ("kaggle-offline build", cold_s, warm_s),
         ("pip download --no-deps (same pins)", pip_cold_s, pip_warm_s),
         ("uv pip compile (resolve only)", uv_cold_s, uv_warm_s),
+        ("uv pip compile -c kernel (resolve only)", uvc_cold_s, uvc_warm_s),
     ]
-    print(f"{'tool':<38}{'cold s':>9}{'ratio':>8}{'warm s':>9}{'ratio':>8}")
+    print(f"{'tool':<42}{'cold s':>9}{'ratio':>8}{'warm s':>9}{'ratio':>8}")
     for name, cold_time, warm_time in rows:
         print(
-            f"{name:<38}{cold_time:>9.2f}{cold_time / cold_s:>8.2f}"
+            f"{name:<42}{cold_time:>9.2f}{cold_time / cold_s:>8.2f}"
             f"{warm_time:>9.2f}{warm_time / warm_s:>8.2f}"
         )
     print("ratio = tool time / kaggle-offline build time at the same temperature")

@@ -18,7 +18,7 @@ EXIT_PROBLEMS = 1
 EXIT_ERROR = 2
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     from bundler.profiles import DEFAULT_PROFILE
 
     parser = argparse.ArgumentParser(
@@ -28,7 +28,11 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    build = sub.add_parser("build", help="resolve for a target kernel and write a wheelhouse")
+    build = sub.add_parser(
+        "build",
+        help="resolve for a target kernel and write a wheelhouse",
+        description="Options and requirements may come in any order, as with pip.",
+    )
     build.add_argument("requirements", nargs="*", metavar="REQ", help="requirement specifiers")
     build.add_argument(
         "-r",
@@ -38,8 +42,26 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=[],
         metavar="FILE",
-        help="a requirements file",
+        help="a requirements file (pip's format: --hash lines, -c, --pre, --index-url, ...)",
     )
+    build.add_argument(
+        "-c",
+        "--constraint",
+        dest="constraint_files",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a constraints file, as pip's -c",
+    )
+    build.add_argument(
+        "--allow-replace",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let the resolver replace this preinstalled kernel package where it must (repeatable)",
+    )
+    build.add_argument("--pre", action="store_true", help="consider pre-releases, as pip's --pre")
     build.add_argument(
         "--target",
         default=DEFAULT_PROFILE,
@@ -62,10 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="a package whose absence for the target is recorded, not fatal",
     )
     build.add_argument(
-        "--index-url", metavar="URL", help="package index (default: pip's configuration)"
+        "-i", "--index-url", metavar="URL", help="package index (default: pip's configuration)"
     )
     build.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
-    build.add_argument("--find-links", action="append", default=[], metavar="URL")
+    build.add_argument("-f", "--find-links", action="append", default=[], metavar="URL")
     build.add_argument("--dataset-id", metavar="OWNER/SLUG", help="Kaggle dataset id")
     build.add_argument("--title", help="Kaggle dataset title (6-50 characters)")
     self_group = build.add_mutually_exclusive_group()
@@ -108,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
             help="write the offline submission notebook and kernel-metadata.json",
         )
     )
-    return parser  # fmt: skip
+    return parser, sub.choices  # fmt: skip
 
 
 def _size(count: int) -> str:
@@ -125,7 +147,10 @@ def _run_build(args: argparse.Namespace) -> int:
         args.output,
         target=args.target,
         requirement_files=args.requirement_files,
+        constraint_files=args.constraint_files,
         optional=args.optional,
+        allow_replace=args.allow_replace,
+        pre=args.pre,
         index_url=args.index_url,
         extra_index_urls=args.extra_index_url,
         find_links=args.find_links,
@@ -140,12 +165,19 @@ def _run_build(args: argparse.Namespace) -> int:
     print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
     print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
         f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
-    replacements = [e for e in manifest.wheels if e.upgrade_of]
     for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
-        chosen = [e for e in replacements if _is_upgrade(e.upgrade_of or "", e.version) is wanted]
+        chosen = [
+            r for r in result.replacements if _is_upgrade(r.kernel_version, r.version) is wanted
+        ]
         if chosen:
             print(f"  {label}" + ", ".join(
-                f"{e.name} {e.upgrade_of} -> {e.version}" for e in chosen))  # fmt: skip
+                f"{r.describe()} ({r.reason})" for r in chosen))  # fmt: skip
+    unchecked = max((r.unchecked for r in result.replacements), default=0)
+    if unchecked:
+        known = len(manifest.target.preinstalled) - unchecked
+        print(f"  checked   replacements against the declared requirements of {known} kernel "
+              f"packages; {unchecked} are unknown to {manifest.target.name} (a captured profile "
+              "knows them all)")  # fmt: skip
     if manifest.skipped:
         print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
             f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
@@ -168,11 +200,12 @@ def _run_build(args: argparse.Namespace) -> int:
         print(f"  changes   {changes.summary()} (since the last build in this folder)")
     for warning in result.warnings:
         print(f"warning: {warning}")
-    from bundler.verification import verify
-
-    dataset_problems = [p for p in verify(result.output_dir) if "dataset-metadata" in p]
-    for problem in dataset_problems:
-        print(f"note: {problem}")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    if result.problems:
+        print(f"{len(result.problems)} problem(s) in {result.output_dir}; fix them before uploading",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_PROBLEMS
     dataset_id = _dataset_id(result.output_dir)
     print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
     owner = dataset_id.partition("/")[0]
@@ -213,7 +246,14 @@ def _run_profiles(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _build_parser().parse_args(argv)
+    parser, command_parsers = _build_parser()
+    if argv and argv[0] == "build":
+        # Options and requirements in any order, as pip reads them
+        # (`build imagecodecs --optional imagecodecs tifffile`).
+        args = command_parsers["build"].parse_intermixed_args(argv[1:])
+        args.command = "build"
+    else:
+        args = parser.parse_args(argv)
     args.argv = argv  # `kernel` passes its predict options on exactly as typed
     from bundler import kernel_command, model_command
 

@@ -1,10 +1,12 @@
 """``build()``: requirements + a target profile -> a verified wheelhouse folder.
 
-Steps: resolve for the target (pip, through the shim) unless a cached resolution for exactly these
-inputs exists; refuse plans that would replace a preinstalled package; fetch every file into the
-sha256-keyed store (resuming partial downloads); build pure-Python sdists into wheels; place the
-wheels in ``DIR/wheels`` (removing stale ones) and write the manifest, lock, bootstrap and dataset
-metadata. A second build with the same inputs runs no pip process and downloads nothing.
+Steps: resolve for the target (pip, through the shim, with the kernel's versions as constraints)
+unless a cached resolution for exactly these inputs exists; check every replacement of a kernel
+package against the kernel's own packages; fetch every file into the sha256-keyed store through
+pip's transport (resuming partial downloads); build pure-Python sdists into wheels; place the
+wheels in ``DIR/wheels`` (removing stale ones), write the manifest, lock, bootstrap and dataset
+metadata, and verify the result. A second build with the same inputs runs no pip process and
+downloads nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 
@@ -25,17 +28,18 @@ from bundler.blobs import BlobStore
 from bundler.bundle_plan import (
     BundledWheel,
     BundlePlan,
-    check_no_preinstalled_replacement,
+    chains_to,
     make_bundle_plan,
     parse_requirements,
     with_built_wheel,
 )
-from bundler.downloads import Fetch, fetch_all
+from bundler.downloads import Fetch, fetch_all, progress_mode
 from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
-from bundler.output import sync_wheels, write_wheelhouse_files
+from bundler.output import OWN_ENTRIES, check_output_dir, sync_wheels, write_wheelhouse_files
+from bundler.preinstalled import Replacement, check_replacements, kernel_pins
 from bundler.profiles import get_profile, unconfirmed_reason
-from bundler.requirement_files import read_requirement_files
-from bundler.resolve import IndexSettings, Resolution, ResolvedItem
+from bundler.requirement_files import RequirementLine, read_requirement_files
+from bundler.resolve import IndexSettings, Resolution, ResolvedItem, ResolverOptions
 from bundler.sdists import build_wheel_from_sdist
 from bundler.self_wheel import own_wheel
 from bundler.wheels import (
@@ -51,7 +55,7 @@ from runtime.contract.files import write_json_atomically
 from runtime.contract.manifest import Manifest, MissingOptional, WheelEntry
 from runtime.contract.profile import TargetProfile, canonical_name
 
-_PLAN_FORMAT = 1
+_PLAN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class BuildResult:
     reused_bytes: int = 0
     built: tuple[str, ...] = ()  # wheels built from sdists in this run
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    replacements: tuple[Replacement, ...] = ()  # kernel packages this wheelhouse replaces
+    problems: tuple[str, ...] = ()  # what verify() found in the finished folder
     previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
 
 
@@ -84,10 +90,13 @@ def build(
     *,
     target: TargetProfile | str = "kaggle-py312",
     requirement_files: Sequence[Path] = (),
+    constraint_files: Sequence[Path] = (),
     optional: Sequence[str] = (),
+    allow_replace: Sequence[str] = (),
     index_url: str | None = None,
     extra_index_urls: Sequence[str] = (),
     find_links: Sequence[str] = (),
+    pre: bool = False,
     dataset_id: str | None = None,
     title: str | None = None,
     include_self: bool | Path = True,
@@ -100,12 +109,23 @@ def build(
     say = log or (lambda line: None)
     profile = target if isinstance(target, TargetProfile) else get_profile(target)
     output_dir = Path(output_dir)
+    check_output_dir(output_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     store = BlobStore(cache_root / "blobs")
-    index = IndexSettings(index_url, tuple(extra_index_urls), tuple(find_links))
+    files = read_requirement_files(requirement_files, constraint_files)
+    index = IndexSettings(
+        files.index_url if files.index_url is not None else index_url,
+        tuple(extra_index_urls) + tuple(files.extra_index_urls),
+        tuple(find_links) + tuple(files.find_links),
+        no_index=files.no_index,
+        trusted_hosts=tuple(files.trusted_hosts),
+    )
+    options = ResolverOptions(
+        pre=pre or files.pre, only_binary=tuple(files.only_binary), no_binary=tuple(files.no_binary)
+    )
     optional_names = sorted({canonical_name(name) for name in optional})
-    texts = _requested_texts(requirements, requirement_files, optional_names)
-    if not texts and include_self is False:
+    lines = _requested_lines(requirements, files.requirements, optional_names)
+    if not lines and include_self is False:
         # A wheelhouse of only our own wheel is useful (the runtime alone); an empty one is not.
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
     # A rebuild into the same folder goes to the same dataset unless told otherwise.
@@ -116,13 +136,29 @@ def build(
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
     dataset.check_id_and_title(profile.name, dataset_id, title)
+    dataset.check_top_level_count(output_dir, OWN_ENTRIES)
+    allowed = sorted({canonical_name(name) for name in allow_replace})
+    kernel_pins(profile, [], allowed)  # an --allow-replace naming no kernel package
     self_entry = _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
 
-    key = _resolution_key(texts, optional_names, profile, index)
-    session = _Session(profile, index, store, cache_root, optional_names, say)
-    plan = _stored_plan(session, texts, cache_root / "plans" / f"{key}.json", refresh=refresh)
+    constraints = [line.text for line in files.constraints]
+    key = _resolution_key(lines, optional_names, profile, index, constraints, allowed, options)
+    session = _Session(
+        profile, index, store, cache_root, optional_names, say,
+        constraints=constraints, allow_replace=allowed, options=options,
+        progress=progress_mode(log),
+    )  # fmt: skip
+    plan = _stored_plan(session, lines, cache_root / "plans" / f"{key}.json", refresh=refresh)
     _check_plan_fits(plan, profile)
+    for replacement in plan.replacements:
+        if replacement.breaks:
+            shown = ", ".join(replacement.breaks[:4])
+            more = len(replacement.breaks) - 4
+            warnings.append(
+                f"replacing {replacement.describe()} (--allow-replace) breaks {shown}"
+                + (f" and {more} more (manifest.json lists them)" if more > 0 else "")
+            )
 
     entries = [_entry(wheel, store) for wheel in plan.wheels]
     self_filename = None
@@ -133,7 +169,7 @@ def build(
     sync = sync_wheels(output_dir, [(entry.filename, entry.sha256) for entry in entries], store)
     manifest = Manifest(
         target=profile,
-        requested=tuple(texts),
+        requested=tuple(line.text for line in lines),
         wheels=tuple(entries),
         skipped=tuple(plan.skipped),
         missing_optional=tuple(plan.missing_optional),
@@ -141,9 +177,15 @@ def build(
         self_wheel=self_filename,
         tool_version=__version__,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        extra={"replacements": [r.to_dict() for r in plan.replacements]}
+        if plan.replacements
+        else {},
     )
     metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
     write_wheelhouse_files(output_dir, manifest, metadata)
+    from bundler.verification import verify
+
+    problems = verify(output_dir)
 
     downloaded = [e.filename for e in entries if e.sha256 in session.downloaded_hashes]
     downloaded += session.downloaded_other
@@ -161,32 +203,44 @@ def build(
         reused_bytes=sum(sizes[e.sha256] for e in entries if e.filename in reused),
         built=tuple(session.built),
         warnings=tuple(warnings),
+        replacements=tuple(plan.replacements),
+        problems=tuple(problems),
         previous=previous,
     )
 
 
-def _requested_texts(
-    requirements: Sequence[str], requirement_files: Sequence[Path], optional_names: Sequence[str]
-) -> list[str]:
-    texts = [text.strip() for text in requirements if text.strip()]
-    texts += read_requirement_files(requirement_files)
-    named = {canonical_name(req.name) for req in parse_requirements(texts)}
+def _requested_lines(
+    requirements: Sequence[str],
+    from_files: Sequence[RequirementLine],
+    optional_names: Sequence[str],
+) -> list[RequirementLine]:
+    lines = [RequirementLine(text.strip()) for text in requirements if text.strip()]
+    lines += from_files
+    named = {canonical_name(req.name) for req in parse_requirements(line.text for line in lines)}
     # An --optional NAME that no requirement names is a requirement of its own.
-    texts += [name for name in optional_names if name not in named]
-    return texts
+    lines += [
+        RequirementLine(name, origin="--optional") for name in optional_names if name not in named
+    ]
+    return lines
 
 
 def _resolution_key(
-    texts: Sequence[str],
+    lines: Sequence[RequirementLine],
     optional_names: Sequence[str],
     profile: TargetProfile,
     index: IndexSettings,
+    constraints: Sequence[str],
+    allow_replace: Sequence[str],
+    options: ResolverOptions,
 ) -> str:
     inputs = {
         "plan_format": _PLAN_FORMAT,
         "tool": __version__,
         "pip": resolve.check_pip_version(),
-        "requirements": list(texts),
+        "requirements": [[line.text, list(line.hashes)] for line in lines],
+        "constraints": list(constraints),
+        "allow_replace": list(allow_replace),
+        "options": [options.pre, list(options.only_binary), list(options.no_binary)],
         "optional": list(optional_names),
         "profile": profile.to_dict(),
         "index": index.cache_identity(),
@@ -195,12 +249,12 @@ def _resolution_key(
 
 
 def _stored_plan(
-    session: _Session, texts: Sequence[str], plan_path: Path, *, refresh: bool
+    session: _Session, lines: Sequence[RequirementLine], plan_path: Path, *, refresh: bool
 ) -> BundlePlan:
     """The cached resolution (or a new one), with every file it names whole in the store."""
     cached = None if refresh else _load_plan(plan_path)
     if cached is None:
-        plan = session.plan(texts)
+        plan = session.plan(lines)
     else:
         session.log(
             f"using the cached resolution for {session.profile.name} ({plan_path.name[:12]})"
@@ -234,6 +288,11 @@ class _Session:
         cache_root: Path,
         optional_names: Sequence[str],
         log: Callable[[str], None],
+        *,
+        constraints: Sequence[str] = (),
+        allow_replace: Sequence[str] = (),
+        options: ResolverOptions | None = None,
+        progress: str = "none",
     ) -> None:
         self.profile = profile
         self.index = index
@@ -241,6 +300,10 @@ class _Session:
         self.builds_dir = cache_root / "builds"
         self.optional_names = set(optional_names)
         self.log = log
+        self.constraints = list(constraints)
+        self.allow_replace = list(allow_replace)
+        self.options = options or ResolverOptions()
+        self.progress = progress
         self.resolutions = 0
         self.downloaded_hashes: set[str] = set()
         self.downloaded_other: list[str] = []  # sdists fetched to build a wheel
@@ -248,12 +311,24 @@ class _Session:
         self.built: list[str] = []
 
     # --- resolving ---------------------------------------------------------------------------
-    def _resolve(self, texts: Sequence[str]) -> Resolution:
-        if not texts:
+    def _pins(self, lines: Sequence[RequirementLine]) -> Any:
+        requested = parse_requirements(line.text for line in lines)
+        return kernel_pins(self.profile, requested, self.allow_replace)
+
+    def _resolve(self, lines: Sequence[RequirementLine]) -> Resolution:
+        if not lines:
             return Resolution(items=[])
         self.resolutions += 1
+        pins = self._pins(lines)
         result = resolve.resolve(
-            texts, self.profile, index=self.index, blob_dir=self.store.root, log=self.log
+            lines,
+            self.profile,
+            index=self.index,
+            blob_dir=self.store.root,
+            constraints=self.constraints,
+            kernel_pins=pins.pins,
+            options=self.options,
+            log=self.log,
         )
         self.downloaded_hashes |= result.captured
         for item in result.items:
@@ -261,61 +336,89 @@ class _Session:
                 self.downloaded_bytes += self.store.path(item.sha256).stat().st_size
         return result
 
-    def _optional_texts(self, texts: Sequence[str]) -> list[str]:
-        return [t for t in texts if canonical_name(Requirement(t).name) in self.optional_names]
+    def _is_optional(self, line: RequirementLine) -> bool:
+        return canonical_name(Requirement(line.text).name) in self.optional_names
 
     def _resolve_tolerating_optionals(
-        self, texts: Sequence[str]
-    ) -> tuple[Resolution, list[MissingOptional], list[str]]:
+        self, lines: Sequence[RequirementLine]
+    ) -> tuple[Resolution, list[MissingOptional], list[RequirementLine]]:
         """Resolve; an optional requirement that makes resolution fail is left out and recorded."""
         try:
-            return self._resolve(texts), [], list(texts)
+            return self._resolve(lines), [], list(lines)
         except ResolutionError:
-            optional_texts = self._optional_texts(texts)
-            if not optional_texts:
+            optional_lines = [line for line in lines if self._is_optional(line)]
+            if not optional_lines:
                 raise
-        required = [text for text in texts if text not in optional_texts]
+        required = [line for line in lines if line not in optional_lines]
         base = self._resolve(required)  # a failure here is not the optionals' fault: raise it
         missing: list[MissingOptional] = []
-        kept: list[str] = []
-        for text in optional_texts:
+        kept: list[RequirementLine] = []
+        for line in optional_lines:
             try:
-                self._resolve([*required, text])
-                kept.append(text)
+                self._resolve([*required, line])
+                kept.append(line)
             except ResolutionError as error:
-                name = canonical_name(Requirement(text).name)
+                name = canonical_name(Requirement(line.text).name)
                 self.log(f"optional {name} left out: {error}")
                 missing.append(MissingOptional(name=name, reason=_as_reason(error)))
-        final_texts = [*required, *kept]
-        final = self._resolve(final_texts) if kept else base
-        return final, missing, final_texts
+        final_lines = [*required, *kept]
+        final = self._resolve(final_lines) if kept else base
+        return final, missing, final_lines
 
-    def plan(self, texts: Sequence[str]) -> BundlePlan:
-        active = list(texts)
+    def plan(self, lines: Sequence[RequirementLine]) -> BundlePlan:
+        active = list(lines)
         missing: list[MissingOptional] = []
         while True:
             result, newly_missing, active = self._resolve_tolerating_optionals(active)
             missing += newly_missing
-            check_no_preinstalled_replacement(result.items, self.profile)
+            replacements = self._replacements(result.items, active)
             hashes = self._fetch([_fetch_of(item) for item in result.items])
             # An index may give no hash; the file's own hash names it in the store then.
             items = [replace(item, sha256=hashes[item.filename]) for item in result.items]
+            _check_requested_hashes(items, active, self.store)
             plan = make_bundle_plan(
-                items, parse_requirements(active), self.optional_names, self.profile
+                items,
+                parse_requirements(line.text for line in active),
+                self.optional_names,
+                self.profile,
             )
             try:
                 wheels = [self._wheel_of(wheel) for wheel in plan.wheels]
             except _OptionalNeedsCompiling as dropped:
                 missing.append(MissingOptional(name=dropped.name, reason=_as_reason(dropped)))
-                active = [t for t in active if canonical_name(Requirement(t).name) != dropped.name]
+                active = [
+                    line
+                    for line in active
+                    if canonical_name(Requirement(line.text).name) != dropped.name
+                ]
                 continue
-            return BundlePlan(wheels=wheels, skipped=plan.skipped, missing_optional=missing)
+            return BundlePlan(
+                wheels=wheels,
+                skipped=plan.skipped,
+                missing_optional=missing,
+                replacements=replacements,
+            )
+
+    def _replacements(
+        self, items: Sequence[ResolvedItem], lines: Sequence[RequirementLine]
+    ) -> list[Replacement]:
+        pins = self._pins(lines)
+        chosen = {item.name: item.version for item in items}
+        replaced = [
+            n for n in chosen if self.profile.preinstalled_version(n) not in (None, chosen[n])
+        ]
+        texts: dict[str, str] = {}
+        for line in lines:
+            texts.setdefault(canonical_name(Requirement(line.text).name), line.text)
+        return check_replacements(
+            chosen, self.profile, pins.released, texts, chains_to(replaced, items)
+        )
 
     # --- fetching and building ---------------------------------------------------------------
     def _fetch(self, fetches: Sequence[Fetch]) -> dict[str, str]:
         """Bring ``fetches`` into the store; filename -> sha256."""
         hashes: dict[str, str] = {}
-        for fetched in fetch_all(fetches, self.store, self.log):
+        for fetched in fetch_all(fetches, self.store, self.index, progress=self.progress):
             hashes[fetched.filename] = fetched.sha256
             if fetched.downloaded_bytes:
                 self.downloaded_bytes += fetched.downloaded_bytes
@@ -323,7 +426,6 @@ class _Session:
                     self.downloaded_hashes.add(fetched.sha256)
                 else:
                     self.downloaded_other.append(fetched.filename)
-                self.log(f"fetched {fetched.filename} ({fetched.downloaded_bytes} bytes)")
         return hashes
 
     def _wheel_of(self, wheel: BundledWheel) -> BundledWheel:
@@ -340,6 +442,7 @@ class _Session:
                 self.builds_dir,
                 self.profile,
                 self.log,
+                environment=self.index.build_environment(os.environ),
             )
         except BundlerError as error:
             if wheel.optional:
@@ -386,6 +489,35 @@ class _OptionalNeedsCompiling(Exception):
 def _as_reason(error: Exception) -> str:
     # The advice to mark the package optional is moot once it is.
     return str(error).replace(", or mark it --optional", "")
+
+
+def _check_requested_hashes(
+    items: Sequence[ResolvedItem], lines: Sequence[RequirementLine], store: BlobStore
+) -> None:
+    """A requirement given with ``--hash`` gets a file with one of those hashes, or nothing."""
+    pinned = {canonical_name(Requirement(line.text).name): line for line in lines if line.hashes}
+    for item in items:
+        line = pinned.get(item.name)
+        if line is None or item.sha256 is None:
+            continue
+        if any(_file_has(store.path(item.sha256), item.sha256, value) for value in line.hashes):
+            continue
+        raise ResolutionError(
+            f"{line.origin}: {item.filename} (sha256 {item.sha256}) matches none of the "
+            f"{len(line.hashes)} --hash value(s) given for {line.text}; update the lock file, or "
+            "check that the index serves the files it was made from"
+        )
+
+
+def _file_has(path: Path, sha256: str, pinned: str) -> bool:
+    algorithm, _, digest = pinned.partition(":")
+    if algorithm == "sha256":
+        return digest == sha256
+    computed = hashlib.new(algorithm)
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            computed.update(chunk)
+    return computed.hexdigest() == digest
 
 
 def _fetch_of(item: ResolvedItem) -> Fetch:

@@ -15,7 +15,8 @@ from typing import Any
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 
-from bundler.errors import PreinstalledConflictError, ResolutionError
+from bundler.errors import ResolutionError
+from bundler.preinstalled import Replacement
 from bundler.resolve import ResolvedItem
 from runtime.contract.manifest import MissingOptional, SkippedRequirement
 from runtime.contract.profile import TargetProfile, canonical_name
@@ -79,12 +80,14 @@ class BundlePlan:
     wheels: list[BundledWheel]
     skipped: list[SkippedRequirement] = field(default_factory=list)
     missing_optional: list[MissingOptional] = field(default_factory=list)
+    replacements: list[Replacement] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "wheels": [wheel.to_dict() for wheel in self.wheels],
             "skipped": [entry.to_dict() for entry in self.skipped],
             "missing_optional": [entry.to_dict() for entry in self.missing_optional],
+            "replacements": [entry.to_dict() for entry in self.replacements],
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class BundlePlan:
             wheels=[BundledWheel.from_dict(item) for item in data["wheels"]],
             skipped=[SkippedRequirement.from_dict(item) for item in data["skipped"]],
             missing_optional=[MissingOptional.from_dict(item) for item in data["missing_optional"]],
+            replacements=[Replacement.from_dict(item) for item in data.get("replacements", [])],
         )
 
 
@@ -118,22 +122,14 @@ def _dependencies(item: ResolvedItem) -> list[Requirement]:
     return parse_requirements(item.requires_dist, origin=f"{item.name} {item.version} requires")
 
 
-def check_no_preinstalled_replacement(
-    items: Sequence[ResolvedItem], profile: TargetProfile
-) -> None:
-    """A transitive requirement must never make the kernel's own torch/numpy/... be replaced."""
+def chains_to(names: Iterable[str], items: Sequence[ResolvedItem]) -> dict[str, str]:
+    """``<user> -> nnunetv2 2.7.0 -> dynamic-network-architectures 0.4.2 -> timm`` per name."""
     by_name = {item.name: item for item in items}
-    for item in items:
-        installed = profile.preinstalled_version(item.name)
-        if installed is None or item.requested:
-            continue
-        chain, requirement, parent = _chain_to(item.name, by_name)
-        raise PreinstalledConflictError(
-            f"{requirement} (via {' -> '.join(chain)}) would replace the kernel's {item.name} "
-            f"{installed} with {item.version}; the bundler never replaces a preinstalled package "
-            f"for a dependency: pin another version of {parent}, or request {item.name} "
-            "yourself to vendor it as an upgrade"
-        )
+    found = {}
+    for name in names:
+        chain, _, _ = _chain_to(name, by_name)
+        found[name] = " -> ".join(chain)
+    return found
 
 
 def _chain_to(target: str, by_name: Mapping[str, ResolvedItem]) -> tuple[list[str], str, str]:

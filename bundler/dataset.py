@@ -1,7 +1,8 @@
 """``dataset-metadata.json``: what ``kaggle datasets create -p DIR --dir-mode zip`` needs.
 
-Kaggle's rules: a title of 6-50 characters, an ``owner/slug`` id with a slug of 3-50 characters,
-exactly one licence, and at most 50 files at the top level. Without ``--dataset-id`` the owner is
+Kaggle's rules: a title of 6-50 characters, an ``owner/slug`` id with a slug of 6-50 characters
+(what the kaggle CLI requires; the web page allows 3), exactly one licence, and at most 50 files
+at the top level. Without ``--dataset-id`` the owner is
 ``$KAGGLE_USERNAME`` or the placeholder ``INSERT_OWNER``, which ``verify`` reports, so an upload
 never fails half-way on a made-up account name.
 """
@@ -81,10 +82,10 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
             f"{FILENAME}: id {dataset_id!r} has the placeholder owner {PLACEHOLDER_OWNER}; "
             "rebuild with --dataset-id YOUR_USERNAME/SLUG or edit the file before uploading"
         )
-    if slug and (not 3 <= len(slug) <= 50 or not _SLUG.fullmatch(slug)):
+    if slug and (not 6 <= len(slug) <= 50 or not _SLUG.fullmatch(slug)):
         problems.append(
-            f"{FILENAME}: slug {slug!r} must be 3-50 lower-case letters, digits and hyphens "
-            "(--dataset-id)"
+            f"{FILENAME}: slug {slug!r} must be 6-50 lower-case letters, digits and hyphens, as "
+            "the kaggle CLI requires (--dataset-id)"
         )
     licences = data.get("licenses")
     if not isinstance(licences, list) or len(licences) != 1 or "name" not in licences[0]:
@@ -94,9 +95,28 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
 
 def top_level_problems(folder: Path) -> list[str]:
     count = sum(1 for path in folder.iterdir() if not path.name.startswith("."))
-    if count >= MAX_TOP_LEVEL_FILES:
+    if count > MAX_TOP_LEVEL_FILES:
         return [
-            f"{folder}: {count} top-level entries; Kaggle datasets allow fewer than "
+            f"{folder}: {count} top-level entries; a Kaggle dataset allows at most "
             f"{MAX_TOP_LEVEL_FILES}: keep wheels in wheels/ and upload with --dir-mode zip"
         ]
     return []
+
+
+def check_top_level_count(folder: Path, own_entries: frozenset[str]) -> None:
+    """Refuse, before writing, a folder whose other files would take it past Kaggle's limit."""
+    try:
+        others = [
+            path.name
+            for path in folder.iterdir()
+            if not path.name.startswith(".") and path.name not in own_entries
+        ]
+    except FileNotFoundError:
+        return
+    count = len(others) + len(own_entries)
+    if count > MAX_TOP_LEVEL_FILES:
+        raise BundlerError(
+            f"{folder}: holds {len(others)} other top-level files, {count} with the wheelhouse's "
+            f"own; a Kaggle dataset allows at most {MAX_TOP_LEVEL_FILES}: build into an empty "
+            "folder (-o NEW_DIR)"
+        )

@@ -35,3 +35,7 @@ class DownloadError(BundlerError):
 
 class PipVersionError(BundlerError):
     """The pip that the bundler drives is outside the range whose internals it was tested with."""
+
+
+class MetadataBuildError(ResolutionError, SdistBuildError):
+    """pip could not build an sdist's metadata while resolving (it names the package and why)."""

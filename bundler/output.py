@@ -8,6 +8,7 @@ in place in one wheelhouse must not change the cache, nor every other wheelhouse
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -20,7 +21,27 @@ from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
 
 LOCK_FILENAME = "requirements.lock"
 BOOTSTRAP_FILENAME = "bootstrap.py"
+DATASET_FILENAME = "dataset-metadata.json"
+# The wheelhouse's own top-level entries (what counts against Kaggle's 50-file limit).
+OWN_ENTRIES = frozenset(
+    {WHEEL_DIRNAME, MANIFEST_FILENAME, LOCK_FILENAME, BOOTSTRAP_FILENAME, DATASET_FILENAME}
+)
 _TEMP_SUFFIX = ".tmp"
+
+
+def check_output_dir(folder: Path) -> None:
+    """``-o`` must be a folder (new, or a previous wheelhouse): refuse anything else in one line."""
+    if folder.exists() and not folder.is_dir():
+        raise BundlerError(f"{folder}: exists and is not a folder; give -o a folder to write to")
+    ancestor = folder
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise BundlerError(f"{folder}: {ancestor} is a file, so -o cannot be created there")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BundlerError(
+            f"{folder}: cannot write in {ancestor} (permission denied); choose another -o"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,5 @@ def write_wheelhouse_files(
     """Everything but the wheels. The manifest goes last: it marks the folder complete."""
     write_text_atomically(folder / LOCK_FILENAME, lock_text(manifest))
     write_text_atomically(folder / BOOTSTRAP_FILENAME, bootstrap_source())
-    write_text_atomically(
-        folder / "dataset-metadata.json", json.dumps(dataset_metadata, indent=2) + "\n"
-    )
+    write_text_atomically(folder / DATASET_FILENAME, json.dumps(dataset_metadata, indent=2) + "\n")
     manifest.dump(folder / MANIFEST_FILENAME)

@@ -8,16 +8,27 @@ before running it, the way pex does:
 1. the PEP 508 marker environment -> the target's;
 2. the supported wheel tags -> exactly the profile's;
 3. the Python version used for Requires-Python -> the target's;
-4. the installed environment -> fake ``.dist-info`` folders for the kernel's preinstalled set, so a
-   requirement the kernel satisfies is not vendored and everything else is chosen to fit it;
-5. file fetching -> a sha256-keyed store: files already there are served without a download and
+4. the installed environment -> fake ``.dist-info`` folders for the kernel's preinstalled set (made
+   once per set, kept in the cache), so a requirement the kernel satisfies is not vendored;
+5. the resolver's constraints -> every kernel version (``SPEC["kernel_pins"]``) added as a pip
+   constraint, looked up lazily rather than parsed from a file of a thousand lines, so the
+   resolver backtracks to versions that keep the kernel's packages;
+6. file fetching -> a sha256-keyed store: files already there are served without a download and
    files pip downloads (whole wheels, where the index serves no PEP 658 metadata) are kept, so the
    bundler never moves the same bytes twice.
 
 It also records each link pip rejected and why (to name the versions and tags seen when nothing
-fits). SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``.
-Only pip's internals are touched, and only here: run in a subprocess, never imported by the
-bundler itself.
+fits). Each patch counts its calls: a patched name that pip no longer calls means the resolution
+was the host's, so that is an error (exit ``EXIT_UNPATCHABLE``), never a silent wrong answer.
+
+With ``SPEC["mode"] == "fetch"`` it resolves nothing: it downloads ``SPEC["files"]`` into the
+store through pip's own session, built from the same options and configuration pip would use
+(index credentials, netrc, keyring, proxies, certificates, trusted hosts, retries), see
+:mod:`bundler.transport`.
+
+SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``. Only pip's
+internals are touched, and only here and in :mod:`bundler.transport`: both run in this subprocess,
+never imported by the bundler itself.
 """
 
 from __future__ import annotations
@@ -25,13 +36,29 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 # Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
 EXIT_UNPATCHABLE = 86
 UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
+# Patches that every resolution must go through, and the pip module that must call each (None:
+# any); no such call means pip bypassed the patch and resolved for this machine.
+REQUIRED_CALLS = {
+    "markers": None,
+    "kernel-constraints": None,
+    "installed": "pip._internal.resolution.resolvelib.factory",
+    "target-python": None,
+    "requires-python": None,
+}
+# pip settings that say how to reach an index, not which one: kept when the sources are isolated.
+TRANSPORT_OPTIONS = frozenset(
+    {
+        "cert", "client-cert", "proxy", "trusted-host", "timeout", "default-timeout", "retries",
+        "resume-retries", "keyring-provider", "cache-dir", "no-cache-dir", "use-feature",
+        "use-deprecated",
+    }
+)  # fmt: skip
 
 
 class _Unpatchable(Exception):
@@ -53,6 +80,30 @@ def _write_fake_installed(folder: Path, preinstalled: dict[str, str]) -> None:
         (dist_info / "METADATA").write_text(
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
         )
+
+
+def fake_installed(cache: Path, scratch: Path, preinstalled: dict[str, str]) -> Path:
+    """The fake installed set for ``preinstalled``, made once and kept under ``cache``.
+
+    A thousand folders cost seconds on a busy disk; the set is keyed by its own content and
+    written beside its place, then renamed in, so a reader never sees half of one.
+    """
+    import hashlib
+
+    key = hashlib.sha256(json.dumps(sorted(preinstalled.items())).encode()).hexdigest()[:24]
+    folder = cache / key
+    if (folder / ".complete").is_file():
+        return folder
+    staging = scratch / "preinstalled"
+    staging.mkdir(parents=True, exist_ok=True)  # an empty kernel is an empty folder
+    _write_fake_installed(staging, preinstalled)
+    (staging / ".complete").write_text("", encoding="utf-8")
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(folder)
+    except OSError:  # another build got there first, or the cache is elsewhere: use ours
+        return folder if (folder / ".complete").is_file() else staging
+    return folder
 
 
 def _replace_everywhere(original: Any, replacement: Any) -> None:
@@ -79,6 +130,12 @@ class _Record:
         self.captured: list[str] = []
         self.served: list[str] = []
         self.unfetched: list[dict[str, str]] = []
+        self.calls: dict[str, int] = {}
+
+    def count(self, name: str) -> None:
+        caller = sys._getframe(2).f_globals.get("__name__", "")
+        for key in (name, f"{name}@{caller}"):
+            self.calls[key] = self.calls.get(key, 0) + 1
 
     def dump(self, path: str) -> None:
         data = {
@@ -86,23 +143,34 @@ class _Record:
             "captured": self.captured,
             "served": self.served,
             "unfetched": self.unfetched,
+            "calls": self.calls,
         }
         Path(path).write_text(json.dumps(data), encoding="utf-8")
 
 
-def _patch_markers(markers: dict[str, str]) -> None:
+def bypassed_patches(calls: dict[str, int]) -> list[str]:
+    """The required patches that pip never called (from the module that must call them)."""
+    return [
+        name
+        for name, caller in REQUIRED_CALLS.items()
+        if not calls.get(name if caller is None else f"{name}@{caller}")
+    ]
+
+
+def _patch_markers(markers: dict[str, str], record: _Record) -> None:
     from pip._vendor.packaging import markers as vendored_markers
 
     original = _require(vendored_markers, "default_environment")
 
     def default_environment() -> dict[str, str]:
+        record.count("markers")
         return dict(markers)
 
     vendored_markers.default_environment = default_environment
     _replace_everywhere(original, default_environment)
 
 
-def _patch_tags(tag_strings: list[str]) -> None:
+def _patch_tags(tag_strings: list[str], record: _Record) -> None:
     from pip._internal.utils import compatibility_tags
     from pip._vendor.packaging.tags import Tag
 
@@ -110,36 +178,46 @@ def _patch_tags(tag_strings: list[str]) -> None:
     original = _require(compatibility_tags, "get_supported")
 
     def get_supported(*args: Any, **kwargs: Any) -> list[Any]:
+        record.count("tags")
         return list(tags)
 
     compatibility_tags.get_supported = get_supported
     _replace_everywhere(original, get_supported)
 
 
-def _patch_python_version(version_info: tuple[int, ...]) -> None:
+def _patch_python_version(version_info: tuple[int, ...], record: _Record) -> None:
     import inspect
 
     from pip._internal.models.target_python import TargetPython
     from pip._internal.resolution.resolvelib.candidates import RequiresPythonCandidate
 
-    for cls in (TargetPython, RequiresPythonCandidate):
+    for cls, label in (
+        (TargetPython, "target-python"),
+        (RequiresPythonCandidate, "requires-python"),
+    ):
         original_init = cls.__init__
         signature = inspect.signature(original_init)
         if "py_version_info" not in signature.parameters:
             raise _Unpatchable(f"{cls.__name__}.__init__ has no py_version_info parameter")
 
         def patched_init(
-            self: Any, *args: Any, _original: Any = original_init, _sig: Any = signature, **kw: Any
+            self: Any,
+            *args: Any,
+            _original: Any = original_init,
+            _sig: Any = signature,
+            _label: str = label,
+            **kw: Any,
         ) -> None:
             bound = _sig.bind(self, *args, **kw)
             if bound.arguments.get("py_version_info") is None:
                 bound.arguments["py_version_info"] = version_info
+                record.count(_label)
             _original(*bound.args, **bound.kwargs)
 
         cls.__init__ = patched_init  # type: ignore[method-assign]
 
 
-def _patch_installed(folder: Path) -> None:
+def _patch_installed(folder: Path, record: _Record) -> None:
     from pip._internal import metadata
 
     original = _require(metadata, "get_default_environment")
@@ -147,13 +225,62 @@ def _patch_installed(folder: Path) -> None:
     environment = backend.Environment.from_paths([str(folder)])
 
     def get_default_environment() -> Any:
+        record.count("installed")
         return environment
 
     metadata.get_default_environment = get_default_environment
     _replace_everywhere(original, get_default_environment)
 
 
-def _patch_fetching(blob_dir: Path, record: _Record) -> None:
+def _patch_kernel_constraints(pins: dict[str, str], record: _Record) -> None:
+    """Every kernel version a constraint of the resolver, as ``-c`` lines would be."""
+    import dataclasses
+
+    from pip._internal.resolution.resolvelib.base import Constraint
+    from pip._internal.resolution.resolvelib.factory import Factory
+    from pip._vendor.packaging.specifiers import SpecifierSet
+
+    original = _require(Factory, "collect_root_requirements")
+    empty = _require(Constraint, "empty")
+
+    class KernelConstraints(dict):  # type: ignore[type-arg]
+        """The user's constraints, with the kernel's version of each name joined in on lookup."""
+
+        def __contains__(self, name: object) -> bool:
+            record.count("kernel-constraints")
+            return dict.__contains__(self, name) or name in pins
+
+        def __getitem__(self, name: str) -> Any:
+            version = pins.get(name)
+            if version is None:
+                return dict.__getitem__(self, name)
+            base = dict.get(self, name) or empty()
+            operator = "===" if not _is_version(version) else "=="
+            pinned = base.specifier & SpecifierSet(f"{operator}{version}")
+            return dataclasses.replace(base, specifier=pinned)
+
+        def get(self, name: str, default: Any = None) -> Any:
+            record.count("kernel-constraints")
+            return self[name] if name in self else default  # noqa: SIM401 (self.get is this)
+
+    def collect_root_requirements(self: Any, root_ireqs: Any) -> Any:
+        collected = original(self, root_ireqs)
+        return collected._replace(constraints=KernelConstraints(collected.constraints))
+
+    Factory.collect_root_requirements = collect_root_requirements  # type: ignore[method-assign]
+
+
+def _is_version(text: str) -> bool:
+    from pip._vendor.packaging.version import InvalidVersion, Version
+
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def _patch_fetching(blob_dir: Path, serving_dir: Path, record: _Record) -> None:
     from pip._internal.operations import prepare
 
     from bundler.blobs import BlobStore
@@ -161,7 +288,6 @@ def _patch_fetching(blob_dir: Path, record: _Record) -> None:
     store = BlobStore(blob_dir)
     original = _require(prepare, "get_http_url")
     file_class = _require(prepare, "File")
-    serving_dir = Path(tempfile.mkdtemp(prefix="kaggle-offline-serve-"))
 
     def get_http_url(
         link: Any, download: Any, download_dir: str | None = None, hashes: Any = None
@@ -170,7 +296,7 @@ def _patch_fetching(blob_dir: Path, record: _Record) -> None:
         if sha256 and store.has(sha256):
             # A link under the real file name: pip reads wheel and archive names from paths.
             served = serving_dir / sha256 / link.filename
-            served.parent.mkdir(exist_ok=True)
+            served.parent.mkdir(parents=True, exist_ok=True)
             if not served.exists():
                 store.link_to(sha256, served)
             if hashes:
@@ -217,34 +343,110 @@ def _patch_index_failures(record: _Record) -> None:
     collector._handle_get_simple_fail = handle_get_simple_fail
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] != "--":
-        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    pip_args = argv[2:]
+def isolate_sources() -> None:
+    """Keep pip's configured transport (certificates, proxy, credentials' keyring...) but none of
+    its configured sources: the bundler was told exactly which index to use.
+
+    The transport settings found in pip's configuration files become environment variables (which
+    pip reads after the files), and then the files are switched off.
+    """
+    from pip._internal.configuration import Configuration
+
+    configuration = Configuration(isolated=False)
+    configuration.load()
+    found: dict[str, str] = {}
+    for key, value in configuration.items():
+        # Some pip releases yield ("section.option", value), others (origin, {"section.option":
+        # value}); in both, files come in pip's order of precedence, the strongest last.
+        for name, setting in value.items() if isinstance(value, dict) else [(key, value)]:
+            section, _, option = name.partition(".")
+            if section in ("global", "install", "download") and option in TRANSPORT_OPTIONS:
+                found["PIP_" + option.upper().replace("-", "_")] = str(setting)
+    for variable, setting in found.items():
+        os.environ.setdefault(variable, setting)  # the environment beats the files, as in pip
+    os.environ["PIP_CONFIG_FILE"] = os.devnull
+
+
+def _assert_in_effect(spec: dict[str, Any]) -> None:
+    """Each patch changes what pip's own objects say, checked through them before pip runs."""
+    from pip._internal.metadata import get_default_environment
+    from pip._internal.models.installation_report import default_environment
+    from pip._internal.models.target_python import TargetPython
+    from pip._vendor.packaging.markers import Marker
+
+    target = TargetPython()
+    tags = [str(tag) for tag in target.get_sorted_tags()]
+    if tags != list(spec["tags"]):
+        raise _Unpatchable(
+            f"TargetPython gives {len(tags)} wheel tags starting {tags[:1]}, not the target's"
+        )
+    version = _python_version_info(spec["python_full_version"])
+    if tuple(target.py_version_info[: len(version)]) != version:
+        raise _Unpatchable(f"TargetPython's Python is {target.py_version_info}, not {version}")
+    full = spec["markers"]["python_full_version"]
+    if not Marker(f'python_full_version == "{full}"').evaluate():
+        raise _Unpatchable("markers are still evaluated for this machine's Python")
+    if dict(default_environment()) != dict(spec["markers"]):
+        raise _Unpatchable("the install report would show this machine's marker environment")
+    names = {dist.canonical_name for dist in get_default_environment().iter_all_distributions()}
+    if names != set(spec["preinstalled"]):
+        raise _Unpatchable("the installed environment is not the kernel's preinstalled set")
+
+
+def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     record = _Record()
-    installed = Path(tempfile.mkdtemp(prefix="kaggle-offline-preinstalled-"))
-    _write_fake_installed(installed, spec["preinstalled"])
+    scratch = Path(spec["scratch"])
+    installed = fake_installed(Path(spec["preinstalled_cache"]), scratch, spec["preinstalled"])
     try:
         # Order matters: names patched before pip's command modules import them need no sweep.
-        _patch_markers(spec["markers"])
-        _patch_tags(spec["tags"])
-        _patch_installed(installed)
-        _patch_python_version(_python_version_info(spec["python_full_version"]))
-        _patch_fetching(Path(spec["blob_dir"]), record)
+        _patch_markers(spec["markers"], record)
+        _patch_tags(spec["tags"], record)
+        _patch_installed(installed, record)
+        _patch_python_version(_python_version_info(spec["python_full_version"]), record)
+        _patch_kernel_constraints(spec["kernel_pins"], record)
+        _patch_fetching(Path(spec["blob_dir"]), scratch / "serve", record)
         _patch_link_evaluation(record)
         _patch_index_failures(record)
         from pip._internal.cli.main import main as pip_main
+
+        _assert_in_effect(spec)
+        record.calls.clear()  # count pip's own calls only
     except (_Unpatchable, ImportError) as error:
         print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
         return EXIT_UNPATCHABLE
     # pip must not mistake the host's site-packages for the kernel's: user site too.
     os.environ["PIP_USER"] = "0"
     try:
-        return int(pip_main(pip_args) or 0)
+        status = int(pip_main(pip_args) or 0)
     finally:
         record.dump(spec["record"])
+    bypassed = bypassed_patches(record.calls)
+    if status == 0 and bypassed:
+        print(
+            f"{UNPATCHABLE_PREFIX}pip never called the patched {', '.join(bypassed)}; its "
+            "resolution would be for this machine, not the target",
+            file=sys.stderr,
+        )
+        return EXIT_UNPATCHABLE
+    return status
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] != "--":
+        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    if spec.get("isolate_sources"):
+        isolate_sources()
+    if spec.get("mode") == "fetch":
+        from bundler.transport import fetch_with_pip
+
+        try:
+            return fetch_with_pip(spec, argv[2:])
+        except _Unpatchable as error:
+            print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
+            return EXIT_UNPATCHABLE
+    return _resolve(spec, argv[2:])
 
 
 if __name__ == "__main__":

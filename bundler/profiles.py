@@ -8,15 +8,22 @@ visible, not silent. ``python -m runtime profile -o FILE`` in a live kernel give
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from packaging import tags as packaging_tags
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from bundler.errors import UnknownProfileError
 from runtime.contract.profile import TargetProfile, canonical_name
 
 PACKAGE_LIST = "kaggle-image-packages-2026-06.txt"
+# Requires-Dist of image packages at the image's versions, each with the wheel it was read from;
+# torch's entry (the registry's torch 2.10.0 Linux wheel, the CUDA 12.8 build) gives the GPU stack.
+REQUIRES_DATA = "kaggle-image-requires-2026-06.json"
 _GLIBC_MINOR = 35  # Kaggle's images are Ubuntu 22.04 based: glibc 2.35
 _ARCH = "x86_64"
 # Representative values of the kernel's uname; markers on them are vanishingly rare.
@@ -88,35 +95,71 @@ def read_package_list(text: str) -> dict[str, str]:
     return packages
 
 
-def _kaggle_gpu_packages() -> dict[str, str]:
-    text = (
-        resources.files("bundler")
-        .joinpath("data")
-        .joinpath(PACKAGE_LIST)
-        .read_text(encoding="utf-8")
+def _data_text(filename: str) -> str:
+    return (
+        resources.files("bundler").joinpath("data").joinpath(filename).read_text(encoding="utf-8")
     )
-    packages = read_package_list(text)
+
+
+@dataclass(frozen=True)
+class _ImageFacts:
+    preinstalled: dict[str, str]
+    requires: dict[str, tuple[str, ...]]
+    provenance: dict[str, str]
+
+
+def _kaggle_gpu_image(markers: dict[str, str]) -> _ImageFacts:
+    """The GPU image's packages for a kernel with ``markers``: the CPU list, torch's CUDA build
+    and the pins that build's own metadata makes (triton, ``nvidia-*-cu12``, cuda-bindings)."""
+    packages = read_package_list(_data_text(PACKAGE_LIST))
+    provenance: dict[str, str] = {}
     # The list is the CPU image's; the GPU image ships the CUDA build of the same torch family.
     for name, version in packages.items():
         if name.startswith("torch") and version.endswith(_CPU_LOCAL_VERSION):
             packages[name] = version.removesuffix(_CPU_LOCAL_VERSION) + _GPU_LOCAL_VERSION
-    return packages
+    known = json.loads(_data_text(REQUIRES_DATA))["packages"]
+    torch = known["torch"]
+    torch_version = packages["torch"]
+    for line in torch["requires_dist"]:
+        requirement = Requirement(line)
+        pins = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if len(pins) != 1 or (requirement.marker and not requirement.marker.evaluate(markers)):
+            continue
+        name = canonical_name(requirement.name)
+        note = f"the CPU image list has {packages[name]}; " if name in packages else ""
+        packages[name] = pins[0]
+        provenance[name] = (
+            f"{note}version pinned by torch {torch_version}'s Requires-Dist ({torch['from']})"
+        )
+    requires: dict[str, tuple[str, ...]] = {}
+    for name, entry in known.items():
+        version = packages.get(name)
+        if version is None or Version(version).public != Version(entry["version"]).public:
+            continue
+        requires[name] = tuple(entry["requires_dist"])
+        where = f"Requires-Dist from the {entry['from']}"
+        provenance[name] = f"{provenance[name]}; {where}" if name in provenance else where
+    return _ImageFacts(packages, requires, provenance)
 
 
 def _kaggle_profile(
     version: tuple[int, int], full_version: str, description: str, source: str
 ) -> TargetProfile:
     python = f"{version[0]}.{version[1]}"
+    markers = kaggle_markers(full_version)
+    image = _kaggle_gpu_image(markers)
     return TargetProfile(
         name=f"kaggle-py{version[0]}{version[1]}",
         python_version=python,
         implementation="cp",
         abi=f"cp{version[0]}{version[1]}",
         tags=cpython_linux_tags(version, manylinux_platforms()),
-        markers=kaggle_markers(full_version),
-        preinstalled=_kaggle_gpu_packages(),
+        markers=markers,
+        preinstalled=image.preinstalled,
         description=description,
         source=source,
+        preinstalled_requires=image.requires,
+        provenance=image.provenance,
         site_packages=f"/usr/local/lib/python{python}/dist-packages",
     )
 
@@ -131,8 +174,9 @@ def _kaggle_py312() -> TargetProfile:
         ),
         source=(
             f"bundler/data/{PACKAGE_LIST} (Kaggle/docker-python installed_cpu_packages.txt, June "
-            "2026) with torch/torchvision/torchaudio +cpu -> +cu128; python 3.12.12 and uname "
-            "values are representative"
+            "2026) with torch/torchvision/torchaudio +cpu -> +cu128 and the GPU stack that torch "
+            f"build pins (bundler/data/{REQUIRES_DATA}, see provenance); requirements of the "
+            "packages listed there; python 3.12.12 and uname values are representative"
         ),
     )
 

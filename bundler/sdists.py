@@ -1,32 +1,29 @@
 """Turn a resolved sdist into a wheel the target can install, or say clearly why it cannot.
 
-Nothing can be built inside a Kaggle kernel, so an sdist is built here with ``build``. Only a
-pure-Python result (``*-none-any``) is kept: a wheel with compiled code is tied to this machine's
-interpreter, compiler and glibc, not the kernel's, even when its tag happens to match.
+Nothing can be built inside a Kaggle kernel, so an sdist is built here with ``build``, in an
+isolated environment (``build``'s default) whose build requirements pip installs from the same
+sources the bundler resolves from: what this Python happens to have installed (an old setuptools,
+no ``wheel``) never decides whether a build works. Only a pure-Python result (``*-none-any``) is
+kept: a wheel with compiled code is tied to this machine's interpreter, compiler and glibc, not
+the kernel's, even when its tag happens to match.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
-import tomllib
 import zipfile
-from collections.abc import Callable
-from importlib import metadata
+from collections.abc import Callable, Mapping
 from pathlib import Path
-
-from packaging.requirements import InvalidRequirement, Requirement
 
 from bundler.blobs import BlobStore
 from bundler.errors import SdistBuildError
 from bundler.wheels import describe_target, fits_tags, wheel_tags
 from runtime.contract.profile import TargetProfile
-
-# What pip assumes for a project without pyproject.toml (PEP 517's legacy fallback).
-_LEGACY_REQUIRES = ("setuptools>=40.8.0",)
 
 
 def build_wheel_from_sdist(
@@ -38,6 +35,7 @@ def build_wheel_from_sdist(
     builds_dir: Path,
     profile: TargetProfile,
     log: Callable[[str], None] = lambda line: None,
+    environment: Mapping[str, str] | None = None,
 ) -> tuple[str, str, bool]:
     """(wheel filename, sha256, built now?) from the stored sdist; cached by the sdist's hash."""
     record_path = builds_dir / f"{sdist_sha256}.json"
@@ -52,15 +50,14 @@ def build_wheel_from_sdist(
         source = _unpack(store.path(sdist_sha256), sdist_filename, scratch_dir / "src")
         out = scratch_dir / "dist"
         command = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(source)]
-        if _backend_available(source):
-            command.append("--no-isolation")
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=environment
+        )
         wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
         if completed.returncode != 0 or len(wheels) != 1:
-            output = (completed.stderr or completed.stdout).strip().splitlines()
-            detail = output[-1] if output else f"exit status {completed.returncode}"
+            detail = build_failure_reason(f"{completed.stdout}\n{completed.stderr}")
             raise SdistBuildError(
-                f"{project} {version}: building a wheel from {sdist_filename} failed ({detail}); "
+                f"{project} {version}: building a wheel from {sdist_filename} failed ({detail or f'exit status {completed.returncode}'}); "
                 "it has no wheel for the target either"
             )
         wheel = wheels[0]
@@ -102,29 +99,13 @@ def _unpack(archive: Path, filename: str, destination: Path) -> Path:
     return root
 
 
-def _backend_available(source: Path) -> bool:
-    """True when every build requirement is installed here: then build needs no index at all."""
-    requires: list[str] = list(_LEGACY_REQUIRES)
-    pyproject = source / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-            return False
-        system = data.get("build-system")
-        if isinstance(system, dict) and "requires" in system:
-            requires = [str(item) for item in system.get("requires", [])]
-    for text in requires:
-        try:
-            requirement = Requirement(text)
-        except InvalidRequirement:
-            return False
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        try:
-            installed = metadata.version(requirement.name)
-        except metadata.PackageNotFoundError:
-            return False
-        if not requirement.specifier.contains(installed, prereleases=True):
-            return False
-    return True
+_EXCEPTION = re.compile(r"^\s*(?:[\w.]+\.)?\w*(?:Error|Exception|Exit|Failure)\b:? ?.*")
+
+
+def build_failure_reason(output: str) -> str:
+    """The line that says why a build failed: the backend's exception, else build's ERROR line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    exceptions = [line for line in lines if _EXCEPTION.match(line) and not line.startswith("ERROR")]
+    errors = [line.removeprefix("ERROR").strip() for line in lines if line.startswith("ERROR")]
+    reason = exceptions[-1] if exceptions else errors[0] if errors else (lines[-1] if lines else "")
+    return reason[:300]

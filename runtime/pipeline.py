@@ -74,6 +74,11 @@ class PredictOptions:
     ensemble_mode: str = "probabilities"
     ensemble_weights: Sequence[float] | None = None
     foreground_class: int | None = None
+    # nnU-Net trained-model folders: folds ("0", ..., "all"; None: every numbered one with the
+    # checkpoint), which checkpoint, and the volumes' spacing (None: 1, 1, 1; TIFFs carry none)
+    folds: Sequence[str] | None = None
+    checkpoint: str = "final"
+    spacing: tuple[float, float, float] | None = None
     inference: InferenceOptions | None = None  # the engine's options (None: its defaults)
     # None: the model's recommendation (config.json "inference"), else ``inference``'s value
     overlap: float | None = None
@@ -640,16 +645,23 @@ def _build_segmenter(options: PredictOptions, log: Log, budget_start: float) -> 
     from runtime.inference.models import load_ensemble, load_model
 
     specs = list(options.models) or ["demo"]
+    loading = {
+        "foreground_class": options.foreground_class,
+        "folds": options.folds,
+        "checkpoint": options.checkpoint,
+        "spacing": options.spacing,
+    }
     if len(specs) == 1:
-        model = load_model(specs[0], foreground_class=options.foreground_class)
+        model = load_model(specs[0], **loading)
     else:
         model = load_ensemble(
-            specs,
-            weights=options.ensemble_weights,
-            mode=options.ensemble_mode,
-            foreground_class=options.foreground_class,
+            specs, weights=options.ensemble_weights, mode=options.ensemble_mode, **loading
         )
     log(f"model: {getattr(model, 'name', specs)}")
+    for member in getattr(model, "members", [model]):
+        summary = getattr(member, "summary", None)
+        if summary:  # what an nnU-Net folder was read as: trainer, folds, foreground, mirroring
+            log(f"model {member.name}: {summary}")
     inference = options.inference or InferenceOptions()
     recommended = getattr(model, "recommended", {}) or {}
     chosen = {}
@@ -696,6 +708,11 @@ def _options_summary(options: PredictOptions) -> dict[str, Any]:
         "ensemble_mode": options.ensemble_mode,
         "ensemble_weights": list(options.ensemble_weights) if options.ensemble_weights else None,
         "foreground_class": options.foreground_class,
+        "nnunet": {
+            "folds": list(options.folds) if options.folds is not None else None,
+            "checkpoint": options.checkpoint,
+            "spacing": list(options.spacing) if options.spacing is not None else None,
+        },
         "overlap": options.overlap,
         "threshold": options.threshold,
         "inference": dataclasses.asdict(inference) if dataclasses.is_dataclass(inference) else None,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from bundler.profiles import builtin_profiles, get_profile, unconfirmed_reason
 from runtime.contract.profile import MARKER_KEYS
 from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index
+from tests.support.packages import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +52,21 @@ def test_builtin_profiles_describe_the_kaggle_kernels() -> None:
         assert profile.preinstalled["torch"] == "2.10.0+cu128", "the GPU image's torch"
         assert len(profile.preinstalled) > 800
     assert "cp312-abi3-manylinux_2_28_x86_64" not in py311.tag_set
+    for profile in (py312, py311):
+        # The GPU image's CUDA stack, as torch 2.10.0+cu128's own metadata pins it.
+        assert profile.preinstalled["triton"] == "3.6.0"
+        assert profile.preinstalled["nvidia-cudnn-cu12"] == "9.10.2.21"
+        assert profile.preinstalled["nvidia-nccl-cu12"] == "2.27.5"  # the CPU list has 2.29.7
+        assert "the CPU image list has 2.29.7" in profile.provenance["nvidia-nccl-cu12"]
+        source = profile.provenance["triton"]
+        assert "torch 2.10.0+cu128's Requires-Dist" in source
+        assert "torch-2.10.0-3-cp312-cp312-manylinux_2_28_x86_64.whl (sha256 98c01b8b" in source
+        # Declared requirements of the kernel's packages, each with the wheel it was read from.
+        assert any(
+            line.startswith("numpy>=2") for line in profile.preinstalled_requires["opencv-python"]
+        )
+        assert "opencv_python-4.13.0.92" in profile.provenance["opencv-python"]
+        assert len(profile.preinstalled_requires) > 200
     assert unconfirmed_reason(py312) is None
     reason = unconfirmed_reason(py311)
     assert reason is not None and "python -m runtime profile" in reason
@@ -56,7 +75,11 @@ def test_builtin_profiles_describe_the_kaggle_kernels() -> None:
 def test_a_captured_profile_file_is_a_target(tmp_path: Path) -> None:
     path = tmp_path / "kernel.json"
     capture_current_profile("my-kernel").dump(path)
-    assert get_profile(str(path)).name == "my-kernel"
+    profile = get_profile(str(path))
+    assert profile.name == "my-kernel"
+    # Every installed distribution's declared requirements come along, for replacement checks.
+    assert set(profile.preinstalled_requires) == set(profile.preinstalled)
+    assert any(line.startswith("pluggy") for line in profile.preinstalled_requires["pytest"])
 
 
 def test_profiles_command_lists_the_builtins() -> None:
@@ -77,7 +100,10 @@ def test_build_then_verify_then_tamper(tmp_path: Path, project_wheel: Path) -> N
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
     assert "vendored  5:" in out and "kaggle-offline==" in out
-    assert "upgrades  tifffile 2026.3.3 -> 2026.11.1" in out
+    assert "upgrades  tifffile 2026.3.3 -> 2026.11.1 (requested)" in out
+    assert re.search(
+        r"checked   replacements against the declared requirements of 2\d\d kernel", out
+    )
     assert "already in the kernel: numpy==2.4.6" in out
     assert f"next: kaggle datasets create -p {house} --dir-mode zip" in out
     manifest = json.loads((house / "manifest.json").read_text())
@@ -109,7 +135,7 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
     assert "manifest not found" in completed.stdout
 
 
-def test_requirement_files_are_read_and_options_in_them_refused(tmp_path: Path) -> None:
+def test_requirement_files_are_read_with_comments_continuations_and_nesting(tmp_path: Path) -> None:
     index = make_fixture_index(tmp_path)
     (tmp_path / "base.txt").write_text("ko-lib>=1  # the library\n")
     (tmp_path / "reqs.txt").write_text("# tools\n-r base.txt\nko-backport \\\n  ==1.0\n")
@@ -119,15 +145,145 @@ def test_requirement_files_are_read_and_options_in_them_refused(tmp_path: Path) 
     )  # fmt: skip
     assert result.manifest.requested == ("ko-lib>=1", "ko-backport ==1.0")
     assert {e.name for e in result.manifest.wheels} == {"ko-lib", "ko-backport"}
-    (tmp_path / "bad.txt").write_text("ko-lib\n--index-url http://example.invalid/simple\n")
-    with pytest.raises(BundlerError, match=r"bad.txt:2: option --index-url"):
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_lock_file_with_hashes_an_index_find_links_and_constraints(tmp_path: Path) -> None:
+    index = make_fixture_index(tmp_path)
+    lib = _sha256(tmp_path / "index" / "simple" / "ko-lib" / "ko_lib-2.0-py3-none-any.whl")
+    beta = _sha256(make_wheel(tmp_path / "lock" / "local", "ko-beta", "2.0b1"))
+    (tmp_path / "lock" / "constraints.txt").write_text("ko-lib<3\n")
+    lock = tmp_path / "lock" / "requirements.txt"
+    lock.write_text(  # as `uv pip compile --generate-hashes` writes them
+        f"--index-url {index}\n--find-links local\n-c constraints.txt\n"
+        f"ko-lib==2.0 \\\n    --hash=sha256:{lib} \\\n    --hash=sha256:{'0' * 64}\n"
+        f"ko-beta==2.0b1 \\\n    --hash=sha256:{beta}\n"
+    )
+    result = bundler.build(
+        [], tmp_path / "house", requirement_files=[lock], cache_dir=tmp_path / "cache",
+        include_self=False, dataset_id="tester/ko-wheels",
+    )  # fmt: skip
+    assert {e.name: e.sha256 for e in result.manifest.wheels} == {"ko-lib": lib, "ko-beta": beta}
+    assert result.problems == ()
+
+    lock.write_text(f"--index-url {index}\nko-lib==2.0 --hash=sha256:{'1' * 64}\n")
+    with pytest.raises(ResolutionError) as caught:
+        bundler.build(
+            [], tmp_path / "house2", requirement_files=[lock], cache_dir=tmp_path / "cache",
+            include_self=False, dataset_id="tester/ko-wheels",
+        )  # fmt: skip
+    message = str(caught.value)
+    assert "\n" not in message, repr(message)
+    assert message.startswith("ko-lib==2.0: the file's sha256 ") and "1111" in message
+
+
+def test_pre_releases_only_with_pre(tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    make_wheel(local, "ko-beta", "2.0b1")
+    make_wheel(local, "ko-beta", "1.0")
+    (tmp_path / "pre.txt").write_text("--pre\nko-beta\n")
+    common = {"cache_dir": tmp_path / "cache", "include_self": False,
+              "dataset_id": "tester/ko-wheels", "index_url": (tmp_path / "none").as_uri(),
+              "find_links": [str(local)]}  # fmt: skip
+    stable = bundler.build(["ko-beta"], tmp_path / "a", **common)
+    assert stable.manifest.wheel("ko-beta").version == "1.0"
+    for kwargs in ({"pre": True}, {"requirement_files": [tmp_path / "pre.txt"]}):
+        requirements = [] if "requirement_files" in kwargs else ["ko-beta"]
+        result = bundler.build(requirements, tmp_path / "b", **common, **kwargs)
+        assert result.manifest.wheel("ko-beta").version == "2.0b1"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("-e .", "an editable requirement cannot go into a wheelhouse"),
+        ("ko-lib --config-settings=a=b", "--config-settings is not supported here"),
+        ("--frobnicate", "unknown option --frobnicate"),
+        ("ko-lib --hash=md5:abc", "is not ALGORITHM:HEXDIGEST"),
+    ],
+)
+def test_requirement_file_lines_the_bundler_cannot_honour(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    (tmp_path / "bad.txt").write_text(f"ko-lib\n{line}\n")
+    with pytest.raises(BundlerError, match=re.escape(message)) as caught:
         bundler.build([], tmp_path / "house", requirement_files=[tmp_path / "bad.txt"])
+    assert str(caught.value).startswith(f"{tmp_path / 'bad.txt'}:2: ")
+
+
+def test_options_and_requirements_may_be_intermixed(tmp_path: Path) -> None:
+    index = make_fixture_index(tmp_path)
+    house = tmp_path / "house"
+    completed = _cli(
+        "build", "ko-lib", "--optional", "ko-codecs312", "ko-backport", "--target", "kaggle-py311",
+        "-o", str(house), "ko-codecs312", "--index-url", index, "--no-self",
+        "--cache-dir", str(tmp_path / "cache"), "--dataset-id", "tester/ko-wheels",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    manifest = json.loads((house / "manifest.json").read_text())
+    assert manifest["requested"] == ["ko-lib", "ko-backport", "ko-codecs312"]
+    assert [m["name"] for m in manifest["missing_optional"]] == ["ko-codecs312"]
+
+
+def test_a_bad_output_path_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    for output in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        completed = _cli("build", "ko-lib", "-o", str(output), "--no-self")
+        assert completed.returncode == 2
+        (line,) = completed.stderr.splitlines()
+        assert line.startswith(f"error: {output}: ") and "Traceback" not in completed.stderr
+
+
+def test_build_refuses_a_folder_that_would_exceed_fifty_top_level_files(tmp_path: Path) -> None:
+    house = tmp_path / "house"
+    house.mkdir()
+    for number in range(46):
+        (house / f"note-{number}.txt").write_text("x")
+    with pytest.raises(BundlerError, match=r"holds 46 other top-level files, 51 with"):
+        bundler.build(["ko-lib"], house, index_url=(tmp_path / "no-index").as_uri(),
+                      include_self=False, dataset_id="tester/ko-wheels")  # fmt: skip
+
+
+def test_build_prints_every_problem_verify_finds_and_exits_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = make_fixture_index(tmp_path)
+    env_without_user = {k: v for k, v in os.environ.items() if k != "KAGGLE_USERNAME"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bundler", "build", "ko-lib", "-o", str(tmp_path / "house"),
+         "--index-url", index, "--no-self", "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, cwd=ROOT, env=env_without_user, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    problems = [line for line in completed.stdout.splitlines() if line.startswith("problem: ")]
+    assert len(problems) == 1 and "placeholder owner INSERT_OWNER" in problems[0]
+    assert completed.stdout.index("vendored") < completed.stdout.index("problem: ")
+    assert "next: kaggle datasets create" not in completed.stdout
+
+
+def test_a_resolution_leaves_no_temporary_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = make_fixture_index(tmp_path)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    bundler.build(
+        ["ko-app"], tmp_path / "house", index_url=index, cache_dir=tmp_path / "cache",
+        include_self=False, dataset_id="tester/ko-wheels",
+    )  # fmt: skip
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.mark.parametrize(
     ("dataset_id", "title", "message"),
     [
-        ("tester/x", None, "slug 'x' must be 3-50 lower-case letters"),
+        ("tester/x", None, "slug 'x' must be 6-50 lower-case letters"),
+        ("tester/abcde", None, "slug 'abcde' must be 6-50 lower-case letters"),
         ("no-owner", None, "id 'no-owner' must be OWNER/SLUG"),
         ("tester/ko-wheels", "abc", "title 'abc' must be 6-50 characters (--title)"),
     ],
@@ -153,6 +309,7 @@ def test_the_cli_refuses_a_bad_dataset_id_in_one_line_before_resolving(tmp_path:
     )  # fmt: skip
     assert completed.returncode == 2
     assert completed.stderr.splitlines() == [
-        "error: slug 'x' must be 3-50 lower-case letters, digits and hyphens (--dataset-id)"
+        "error: slug 'x' must be 6-50 lower-case letters, digits and hyphens, as the kaggle CLI "
+        "requires (--dataset-id)"
     ]
     assert not (tmp_path / "cache").exists()

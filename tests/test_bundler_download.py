@@ -1,16 +1,23 @@
-"""Downloads over real HTTP (a local index on 127.0.0.1): resume after a drop, bytes moved once."""
+"""Downloads over real HTTP (a local index on 127.0.0.1), through pip's own transport: resume
+after a drop, a complete ``.part`` kept, 416 handled, credentials and a proxy honoured, progress
+shown, bytes moved once."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import bundler
 from bundler.errors import DownloadError, ResolutionError
-from tests.support.http_index import add_core_metadata, serve_index
+from bundler.transport import Progress
+from tests.support.http_index import add_core_metadata, serve_index, serve_proxy
 from tests.support.packages import make_index, make_wheel
 
 BIG = "ko_big-1.0-py3-none-any.whl"
@@ -91,3 +98,99 @@ def test_unreachable_index_is_a_one_line_error(
     message = str(caught.value)
     assert "\n" not in message and "ko-big" in message
     assert "could not be reached" in message and "Connection refused" in message
+
+
+def _part_of(index: Path, tmp_path: Path) -> tuple[Path, bytes]:
+    data = (index / "simple" / "ko-big" / BIG).read_bytes()
+    part = tmp_path / "cache" / "blobs" / "partial" / f"{hashlib.sha256(data).hexdigest()}.part"
+    part.parent.mkdir(parents=True)
+    return part, data
+
+
+def test_a_complete_part_file_is_verified_and_kept_without_a_request(tmp_path: Path) -> None:
+    # A run killed after the last byte, before the rename into the store.
+    index = _index(tmp_path, core_metadata=True)
+    part, data = _part_of(index, tmp_path)
+    part.write_bytes(data)
+    with serve_index(index) as server:
+        result = _build(server.url, tmp_path)
+    assert server.count(BIG) == 0
+    assert result.downloaded == (SMALL,) and result.reused == (BIG,)
+    assert not part.exists()
+    assert bundler.verify(result.output_dir) == []
+
+
+@pytest.mark.parametrize("extra", [0, 100], ids=["same-size-corrupt", "longer-than-the-file"])
+def test_a_part_that_is_no_prefix_gets_416_and_the_file_is_fetched_whole(
+    tmp_path: Path, extra: int
+) -> None:
+    index = _index(tmp_path, core_metadata=True)
+    part, data = _part_of(index, tmp_path)
+    part.write_bytes(bytes(len(data) + extra))  # zeros: not this file's bytes
+    with serve_index(index) as server:
+        result = _build(server.url, tmp_path)
+    big_requests = [header for path, header in server.requests if path.endswith("/" + BIG)]
+    assert big_requests == [f"bytes={len(data) + extra}-", None]
+    assert result.manifest.wheel("ko-big").sha256 == hashlib.sha256(data).hexdigest()
+    assert bundler.verify(result.output_dir) == []
+
+
+def test_index_credentials_and_a_configured_proxy_are_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip strips user:password from the URLs in its report; the download must still send them,
+    # and must go through the proxy that pip's configuration names.
+    index = _index(tmp_path, core_metadata=True)
+    with serve_index(index) as server, serve_proxy() as proxy:
+        server.credentials = ("ko-user", "s3cret")
+        config = tmp_path / "pip.conf"
+        config.write_text(f"[global]\nproxy = {proxy.url}\n")
+        monkeypatch.setenv("PIP_CONFIG_FILE", str(config))
+        url = server.url.replace("http://", "http://ko-user:s3cret@")
+        result = _build(url, tmp_path)
+    assert sorted(result.downloaded) == [BIG, SMALL]
+    fetched = [u for u in proxy.relayed if u.endswith((BIG, SMALL))]
+    assert len(fetched) == 2, proxy.relayed
+    assert all("s3cret" not in u for u in proxy.relayed)  # sent as a header, not in the URL
+    assert server.refused == 0
+    assert bundler.verify(result.output_dir) == []
+
+
+def test_missing_credentials_are_a_one_line_error_naming_them(tmp_path: Path) -> None:
+    index = _index(tmp_path, core_metadata=True)
+    with serve_index(index) as server:
+        server.credentials = ("ko-user", "s3cret")
+        with pytest.raises(ResolutionError) as caught:
+            _build(server.url, tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_progress_is_shown_as_lines_when_not_on_a_terminal(tmp_path: Path) -> None:
+    index = _index(tmp_path, core_metadata=True)
+    with serve_index(index) as server:
+        completed = subprocess.run(
+            [sys.executable, "-m", "bundler", "build", "ko-big", "-o", str(tmp_path / "house"),
+             "--index-url", server.url, "--no-self", "--cache-dir", str(tmp_path / "cache"),
+             "--dataset-id", "tester/ko-wheels"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert re.search(rf"^  downloading {re.escape(BIG)} \(0\.\d MB\)$", completed.stderr, re.M)
+    assert f"  downloaded {BIG}" in completed.stderr
+    assert "progress: 2/2 files" in completed.stderr
+    assert "\r" not in completed.stderr
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress("bar", stream, files=1)
+    progress.start("big.whl", 2_000_000, 0)
+    progress.advance(1_000_000)
+    progress.finish("big.whl")
+    progress.close()
+    text = stream.getvalue()
+    assert (
+        "\r  downloading [###############---------------]  50% 0/1 files, 1.0 MB of 2.0 MB" in text
+    )
+    assert text.rstrip("\n").endswith("100% 1/1 files, 1.0 MB of 2.0 MB") is False
+    assert "\n" not in text.rstrip("\n")

@@ -47,3 +47,23 @@ def test_bundle_for_the_python_311_kernel(tmp_path: Path, project_wheel: Path) -
     assert codecs is not None and Version(codecs.version) <= Version("2026.3.6")
     assert not any("cp312" in tag for tag in codecs.tags)
     assert bundler.verify(tmp_path / "kaggle-py311") == []
+
+
+@pytest.mark.parametrize("profile", ["kaggle-py312", "kaggle-py311"])
+def test_nnunetv2_keeps_every_kernel_package(
+    tmp_path: Path, project_wheel: Path, profile: str
+) -> None:
+    # The newest nnunetv2 needs a dynamic-network-architectures that pins timm below the
+    # kernel's 1.0.26: the resolver must find the older pair that keeps it (as uv does).
+    result = bundler.build(
+        ["nnunetv2"], tmp_path / profile, target=profile, cache_dir=tmp_path / "network-cache",
+        include_self=project_wheel, dataset_id="tester/nnunet-wheels",
+    )  # fmt: skip
+    manifest = result.manifest
+    assert result.replacements == () and result.problems == ()
+    assert all(entry.upgrade_of is None for entry in manifest.wheels)
+    assert manifest.wheel("nnunetv2") is not None
+    assert manifest.wheel("dynamic-network-architectures") is not None
+    skipped = {entry.name: entry.installed_version for entry in manifest.skipped}
+    assert skipped["timm"] == "1.0.26" and skipped["torch"] == "2.10.0+cu128"
+    assert not any(e.name.startswith(("nvidia-", "triton", "torch")) for e in manifest.wheels)

@@ -6,6 +6,8 @@ tests/support/bundler_fixtures.py), through the real pip resolver in the bundler
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,16 @@ import pytest
 import bundler
 from bundler.builder import BuildResult
 from bundler.errors import (
+    BundlerError,
     NoWheelForTargetError,
     PreinstalledConflictError,
     ResolutionError,
     SdistBuildError,
     UnknownProfileError,
 )
+from bundler.profiles import get_profile
 from runtime.contract.manifest import Manifest
+from runtime.contract.profile import TargetProfile
 from tests.support.bundler_fixtures import CP311_ABI3, CP312_ONLY, make_fixture_index
 
 PROFILES = ("kaggle-py312", "kaggle-py311")
@@ -191,16 +196,114 @@ def test_compiled_optional_is_left_out_with_its_reason(
     assert missing.name == "ko-native" and "needs compiling" in missing.reason
 
 
-def test_transitive_replacement_of_a_preinstalled_package_names_the_chain(
+def test_resolution_backtracks_to_versions_that_keep_the_kernel(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    # ko-net 2.0 -> ko-arch 2.0 pins tifffile<2026 (the kernel has 2026.3.3), as nnunetv2's newest
+    # -> dynamic-network-architectures pins timm below the kernel's: the older pair keeps it.
+    result = _build(world, ["ko-net"], tmp_path, target="kaggle-py312")
+    assert _versions(result) == {"ko-net": "1.0", "ko-arch": "1.0"}
+    assert result.replacements == ()
+    assert {entry.name for entry in result.manifest.skipped} == {"tifffile"}
+
+
+def test_the_gpu_stack_of_the_kernel_is_not_vendored(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    result = _build(world, ["ko-gpu"], tmp_path, target="kaggle-py312")
+    assert _versions(result) == {"ko-gpu": "1.0"}
+    skipped = {entry.name: entry.installed_version for entry in result.manifest.skipped}
+    assert skipped == {"triton": "3.6.0", "nvidia-cudnn-cu12": "9.10.2.21"}
+
+
+def test_no_solution_that_keeps_the_kernel_names_the_chain(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    with pytest.raises(ResolutionError) as caught:
+        _build(world, ["ko-stuck", "ko-lib"], tmp_path, target="kaggle-py312")
+    message = str(caught.value)
+    assert "\n" not in message and "/tmp" not in message
+    assert "ko-arch 2.0 requires tifffile<2026 but the kernel has tifffile 2026.3.3" in message
+    assert "(<user> -> ko-stuck -> ko-arch 2.0 -> tifffile)" in message
+    assert "--allow-replace tifffile" in message
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_allow_replace_lets_the_resolver_replace_a_kernel_package(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    result = _build(
+        world, ["ko-stuck"], tmp_path, target="kaggle-py312", allow_replace=["tifffile"]
+    )
+    assert _versions(result) == {"ko-stuck": "1.0", "ko-arch": "2.0", "tifffile": "2025.1.1"}
+    (replacement,) = result.replacements
+    assert replacement.describe() == "tifffile 2026.3.3 -> 2025.1.1"
+    assert replacement.reason == "allowed"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["replacements"][0]["kernel_version"] == "2026.3.3"
+    assert result.manifest.wheel("tifffile").upgrade_of == "2026.3.3"
+    assert bundler.verify(tmp_path) == []
+
+
+def test_a_bare_request_for_a_kernel_package_never_replaces_it(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    # Asking for tifffile as the old hint said ("request it yourself") must not downgrade it.
+    with pytest.raises(ResolutionError, match="--allow-replace tifffile"):
+        _build(world, ["ko-stuck", "tifffile"], tmp_path, target="kaggle-py312")
+
+
+def test_allow_replace_of_a_package_the_kernel_lacks_is_refused(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    with pytest.raises(BundlerError, match=r"--allow-replace ko-lib: kaggle-py312 has no ko-lib"):
+        _build(world, ["ko-lib"], tmp_path, allow_replace=["ko-lib"])
+
+
+def _with_kernel_package(name: str, version: str, requires: list[str]) -> TargetProfile:
+    base = get_profile("kaggle-py312")
+    return dataclasses.replace(
+        base,
+        preinstalled={**base.preinstalled, name: version},
+        preinstalled_requires={**base.preinstalled_requires, name: tuple(requires)},
+    )
+
+
+def test_a_requested_downgrade_that_breaks_a_kernel_package_is_refused(
+    world: dict[str, Path | str], tmp_path: Path
+) -> None:
+    profile = _with_kernel_package("ko-kernel-cv", "4.13", ["numpy>=2", 'ko-x; extra == "x"'])
+    with pytest.raises(PreinstalledConflictError) as caught:
+        _build(world, ["numpy==1.26.4"], tmp_path, target=profile)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "numpy==1.26.4 would replace the kernel's numpy 2.4.6 with 1.26.4" in message
+    assert "ko-kernel-cv 4.13 (requires numpy>=2)" in message
+    assert "--allow-replace numpy" in message
+    assert not (tmp_path / "manifest.json").exists()
+
+    result = _build(world, ["numpy==1.26.4"], tmp_path, target=profile, allow_replace=["numpy"])
+    (replacement,) = result.replacements
+    assert replacement.describe() == "numpy 2.4.6 -> 1.26.4"
+    assert "ko-kernel-cv 4.13 (requires numpy>=2)" in replacement.breaks
+    (warning,) = [w for w in result.warnings if w.startswith("replacing numpy 2.4.6 -> 1.26.4")]
+    assert "breaks" in warning and "\n" not in warning
+
+
+def test_the_built_in_profile_knows_that_opencv_needs_numpy_2(
     world: dict[str, Path | str], tmp_path: Path
 ) -> None:
     with pytest.raises(PreinstalledConflictError) as caught:
-        _build(world, ["ko-conflict"], tmp_path, target="kaggle-py312")
-    message = str(caught.value)
-    assert "\n" not in message
-    assert "ko-conflict 1.0 requires tifffile<2026" in message
-    assert "<user> -> ko-conflict 1.0 -> tifffile" in message
-    assert "2026.3.3" in message
+        _build(world, ["numpy==1.26.4"], tmp_path, target="kaggle-py312")
+    assert "opencv-python 4.13.0.92 (requires numpy>=2" in str(caught.value)
+
+
+def test_a_requested_upgrade_that_breaks_nothing_is_vendored(
+    houses: dict[str, BuildResult],
+) -> None:
+    (replacement,) = houses["kaggle-py312"].replacements
+    assert replacement.describe() == "tifffile 2026.3.3 -> 2026.11.1"
+    assert replacement.reason == "requested" and replacement.breaks == ()
 
 
 def test_unknown_requirement_and_conflicts_are_one_line_errors(

@@ -241,10 +241,16 @@ def test_a_requested_upgrade_replaces_the_kernel_version(
 ) -> None:
     house = _bundle(tmp_path_factory, packages, ["beta>=2"], target=kernel_profile({"beta": "1.0"}))
 
+    planned = _runtime(
+        kernel, "install", "--dry-run", "--wheelhouse", str(house), input_root=tmp_path / "none"
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert "replacing beta 1.0 -> 2.0" in planned.stdout.splitlines()[0]
     result = _runtime(kernel, "install", "--wheelhouse", str(house), input_root=tmp_path / "none")
 
     assert result.returncode == 0, result.stderr
     assert "installed beta 2.0 from" in result.stdout and "(replaces 1.0)" in result.stdout
+    assert "replacing beta 1.0 -> 2.0" in result.stdout.splitlines()[0]
     assert kernel.distributions()["beta"] == "2.0"
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from runtime.contract.errors import ModelError
-from runtime.inference.models import SegmentationModel, load_ensemble, load_model
+from runtime.inference.models import Ensemble, SegmentationModel, load_ensemble, load_model
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
 
 # The fixtures below make TorchScript files, which torch now deprecates but competitors still ship.
@@ -380,38 +380,38 @@ def test_two_class_program_without_a_class_fails_at_the_first_forward(tmp_path: 
         torch.testing.assert_close(picked.foreground_logits(BATCH), out[:, 1:] - out[:, :1])
 
 
-def test_ensembles_average_probabilities_or_logits(tmp_path: Path) -> None:
-    first = write_unet_dir(tmp_path / "a", seed=1)
-    second = write_unet_dir(tmp_path / "b", seed=2)
-    with torch.no_grad():
-        la, lb = first(BATCH), second(BATCH)
-        by_probability = load_ensemble([tmp_path / "a", tmp_path / "b"], weights=[3, 1])
-        torch.testing.assert_close(
-            torch.sigmoid(by_probability.foreground_logits(BATCH)),
-            0.75 * torch.sigmoid(la) + 0.25 * torch.sigmoid(lb),
-        )
-        by_logit = load_ensemble([tmp_path / "a", tmp_path / "b"], mode="logits")
-        torch.testing.assert_close(by_logit.foreground_logits(BATCH), (la + lb) / 2)
-        # Confident members do not saturate: the log-odds of the mean stay finite.
-        huge = by_probability.foreground_logits(BATCH * 1e4)
-        assert torch.isfinite(huge).all()
-        single = load_ensemble([tmp_path / "a"])
-        torch.testing.assert_close(single.foreground_logits(BATCH), la)
-    assert by_probability.normalization == (127.5, 64.0)
-    assert by_probability.name == "a+b"
+def test_ensembles_fuse_per_volume_probabilities_or_logits(tmp_path: Path) -> None:
+    import numpy as np
 
+    from runtime.inference.engine import InferenceOptions, Segmenter
 
-def test_ensemble_members_with_different_normalizations(tmp_path: Path) -> None:
-    first = write_unet_dir(tmp_path / "a", seed=1)
-    second = write_unet_dir(tmp_path / "b", seed=2, normalization={"mean": 0.0, "std": 255.0})
-    ensemble = load_ensemble([tmp_path / "a", tmp_path / "b"], mode="logits")
-    assert ensemble.normalization == (0.0, 1.0)  # raw voxels in, each member normalizes
-    raw = torch.rand(1, 1, 8, 8, 8) * 255
-    with torch.no_grad():
-        expected = (first((raw - 127.5) / 64.0) + second(raw / 255.0)) / 2
-        torch.testing.assert_close(ensemble.foreground_logits(raw), expected)
-        replica = ensemble.replicate("cpu")
-        torch.testing.assert_close(replica.foreground_logits(raw), expected)
+    write_unet_dir(tmp_path / "a", seed=1)
+    # Another normalization and another window: each member runs as it would alone.
+    write_unet_dir(
+        tmp_path / "b",
+        seed=2,
+        normalization={"mean": 0.0, "std": 255.0},
+        inference={"patch_size": [12, 12, 12]},
+    )
+    specs = [tmp_path / "a", tmp_path / "b"]
+    image = (np.random.default_rng(0).random((18, 20, 22)) * 255).astype(np.uint8)
+
+    def probability(model: object) -> np.ndarray:
+        options = InferenceOptions(keep_probability=True, threshold=0.4)
+        result = Segmenter(model, options).segment(image)  # type: ignore[arg-type]
+        assert result.probability is not None
+        assert np.array_equal(result.mask, (result.probability > 0.4).astype(np.uint8))
+        return result.probability
+
+    pa, pb = (probability(load_model(spec)) for spec in specs)
+    by_probability = load_ensemble(specs, weights=[3, 1])
+    assert isinstance(by_probability, Ensemble) and by_probability.name == "a+b"
+    assert by_probability.weights == [0.75, 0.25]
+    np.testing.assert_allclose(probability(by_probability), 0.75 * pa + 0.25 * pb, atol=1e-6)
+    by_logit = load_ensemble(specs, mode="logits")
+    expected = 1 / (1 + np.exp(-(np.log(pa / (1 - pa)) + np.log(pb / (1 - pb))) / 2))
+    np.testing.assert_allclose(probability(by_logit), expected, atol=1e-5)
+    assert isinstance(load_ensemble([tmp_path / "a"]), SegmentationModel)
 
 
 def test_ensemble_arguments_are_checked(tmp_path: Path) -> None:

@@ -288,6 +288,25 @@ def test_prefetch_only_where_host_work_overlaps_a_device() -> None:
     assert pays and "cuda:1" in reason
 
 
+def test_a_short_last_batch_can_run_at_its_true_size() -> None:
+    module = random_model(seed=6)
+    volume = random_volume((30, 20, 20), seed=6)  # 3 x 2 x 2 windows: 12 x 2 flips = 24 items
+    shapes: list[int] = []
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        shapes.append(batch.shape[0])
+        return module(batch)
+
+    flips = flip_combinations((2,))
+    padded = blend_volume(volume, forward, BlendSettings((16, 16, 16), 0.5, 5, flips=flips))
+    assert shapes == [5] * 5
+    shapes.clear()
+    settings = BlendSettings((16, 16, 16), 0.5, 5, flips=flips, pad_last_batch=False)
+    exact = blend_volume(volume, forward, settings)
+    assert shapes == [5, 5, 5, 5, 4]
+    np.testing.assert_array_equal(padded, exact)
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int16, np.bool_])
 def test_voxel_types_give_the_same_result_as_float(dtype: type) -> None:
     module = random_model(seed=2)
@@ -319,3 +338,21 @@ def test_choose_accumulation_by_free_memory() -> None:
     # 1 + 6 bytes per voxel do not fit in 4; 1 + 6 * 128 / 320 = 3.4 do.
     assert choose_accumulation(plan, free_bytes=int((10**9 + voxels * 4) / 0.9), **common) == "slab"
     assert choose_accumulation(plan, free_bytes=10**9, **common) == "host"
+
+
+def test_rival_channels_blend_the_same_in_every_accumulation() -> None:
+    """A multi-channel window is (C, z, y, x): slab mode must slide on z, not on C."""
+    torch.manual_seed(11)
+    module = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(4, 2, 3, padding=1)
+    ).eval()
+    volume = random_volume((45, 21, 26), seed=11)
+    results = []
+    for accumulate in ("device", "slab", "host"):
+        settings = BlendSettings(
+            (12, 12, 16), 0.5, batch_size=3, normalization=(100.0, 50.0),
+            accumulate=accumulate, channels=2,
+        )  # fmt: skip
+        results.append(blend_volume(volume, as_forward(module), settings, output="logits"))
+    np.testing.assert_allclose(results[1], results[0], atol=1e-5)
+    np.testing.assert_allclose(results[2], results[0], atol=1e-5)

@@ -52,8 +52,9 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
             action="append",
             dest="models",
             metavar="PATH|demo",
-            help="'demo', a model folder or its config.json, a TorchScript or .pt2 "
-            "file; repeat for an ensemble (default: demo)",
+            help="'demo', a model folder or its config.json, a TorchScript or .pt2 file, or an "
+            "nnU-Net v2 trained-model folder (or a folder holding exactly one, such as a Kaggle "
+            "model mount); repeat for an ensemble (default: demo)",
         )
     model.add_argument(
         "--ensemble-mode",
@@ -72,7 +73,29 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         "--foreground-class",
         type=int,
         metavar="K",
-        help="for models with C>=2 output classes: the foreground class",
+        help="for models with C>=2 output classes: the foreground class (nnU-Net: a label "
+        "value of dataset.json; default: the first label that is neither background nor ignore)",
+    )
+    nnunet = parser.add_argument_group("nnU-Net trained-model folders")
+    nnunet.add_argument(
+        "--folds",
+        type=_folds,
+        metavar="F1,F2,...",
+        help="folds to average, e.g. 0,1,2 or all (fold_all) (default: every numbered fold_* "
+        "with the checkpoint)",
+    )
+    nnunet.add_argument(
+        "--checkpoint",
+        choices=("final", "best"),
+        default="final",
+        help="checkpoint_final.pth (default) or checkpoint_best.pth",
+    )
+    nnunet.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="Z,Y,X",
+        help="voxel spacing of the input volumes (TIFFs carry none; default: 1,1,1); a model "
+        "trained at another spacing is refused, never resampled silently",
     )
 
     engine = parser.add_argument_group("inference")
@@ -107,7 +130,8 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         default=(),
         metavar="AXES",
         help="mirror test-time augmentation over these spatial axes, e.g. 0,1,2; "
-        "'none' (default) or 'all'",
+        "'none' (default), 'all', or 'auto' (each model's own: an nnU-Net checkpoint's "
+        "mirror axes, as nnU-Net's predictor mirrors)",
     )
     engine.add_argument(
         "--device", default="auto", type=_device, help="auto (default), cpu, cuda or cuda:N"
@@ -275,6 +299,9 @@ def run(args: argparse.Namespace) -> int:
         ensemble_mode=args.ensemble_mode,
         ensemble_weights=args.ensemble_weights,
         foreground_class=args.foreground_class,
+        folds=args.folds,
+        checkpoint=args.checkpoint,
+        spacing=args.spacing,
         inference=inference,
         overlap=args.overlap,  # None: the model's recommendation, else the engine's default
         threshold=args.threshold,
@@ -375,8 +402,11 @@ def _patch_size(text: str) -> tuple[int, int, int]:
     return (sizes[0], sizes[1], sizes[2])
 
 
-def _tta_axes(text: str) -> tuple[int, ...]:
+def _tta_axes(text: str) -> tuple[int, ...] | None:
+    """Axes, or None for 'auto' (each model's own mirror axes)."""
     text = text.strip().lower()
+    if text == "auto":
+        return None
     if text in ("", "none", "off"):
         return ()
     if text == "all":
@@ -389,6 +419,27 @@ def _tta_axes(text: str) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise argparse.ArgumentTypeError(f"an axis is repeated in {text!r}")
     return tuple(axes)
+
+
+def _folds(text: str) -> list[str]:
+    folds = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not folds or not all(f == "all" or f.isdigit() for f in folds):
+        raise argparse.ArgumentTypeError(
+            f"give fold numbers and/or 'all', e.g. 0,1,2; got {text!r}"
+        )
+    return [f if f == "all" else str(int(f)) for f in folds]
+
+
+def _spacing(text: str) -> tuple[float, float, float]:
+    try:
+        values = [float(p) for p in re.split(r"[,x ]+", text.strip()) if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give Z,Y,X spacing as numbers, got {text!r}") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(v > 0 and v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"give 3 positive numbers Z,Y,X, got {text!r}")
+    return (values[0], values[1], values[2])
 
 
 def _overlap(text: str) -> float:

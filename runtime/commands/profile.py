@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or f"kernel-py{sys.version_info.major}{sys.version_info.minor}"
     profile = capture_current_profile(name, description=args.description)
     preinstalled = {n: v for n, v in profile.preinstalled.items() if n != _OWN_DISTRIBUTION}
+    restored: dict[str, str] = {}
     if not args.keep_wheelhouse_packages:
         vendored, restored = _installed_from_wheelhouses(preinstalled, args.input_root)
         if vendored:
@@ -66,7 +67,15 @@ def run(args: argparse.Namespace) -> int:
             )
         preinstalled = {n: v for n, v in preinstalled.items() if n not in vendored}
         preinstalled.update(restored)
-    profile = dataclasses.replace(profile, preinstalled=preinstalled)
+    # The requirements read here are the installed versions'; a restored image version's are unknown.
+    requires = {
+        n: r
+        for n, r in profile.preinstalled_requires.items()
+        if n in preinstalled and n not in restored
+    }
+    profile = dataclasses.replace(
+        profile, preinstalled=preinstalled, preinstalled_requires=requires
+    )
     if args.output is None:
         print(json.dumps(profile.to_dict(), indent=2))
         return 0

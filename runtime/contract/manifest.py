@@ -197,7 +197,7 @@ class Manifest:
             "wheels": [entry.to_dict() for entry in self.wheels],
             "skipped_preinstalled": [entry.to_dict() for entry in self.skipped],
             "missing_optional": [entry.to_dict() for entry in self.missing_optional],
-            "target": self.target.to_dict(),
+            "target": self.target.to_dict(details=False),
             **dict(self.extra),
         }
 

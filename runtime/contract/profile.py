@@ -66,6 +66,11 @@ class TargetProfile:
         ""  # where these facts come from: "captured on ..." or the facts file for built-ins
     )
     site_packages: str = ""
+    # Declared Requires-Dist of preinstalled distributions, where known (a captured profile knows
+    # all of them): the bundler checks a replacement against the kernel's packages that need it.
+    preinstalled_requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Where an entry of `preinstalled`/`preinstalled_requires` comes from, when not `source`.
+    provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [key for key in MARKER_KEYS if key not in self.markers]
@@ -87,8 +92,9 @@ class TargetProfile:
     def preinstalled_version(self, name: str) -> str | None:
         return self.preinstalled.get(canonical_name(name))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, details: bool = True) -> dict[str, Any]:
+        """The JSON form; ``details=False`` leaves out what only the bundler reads (requirements)."""
+        data = {
             "format": PROFILE_FORMAT,
             "format_version": PROFILE_FORMAT_VERSION,
             "name": self.name,
@@ -102,6 +108,12 @@ class TargetProfile:
             "tags": list(self.tags),
             "preinstalled": dict(sorted(self.preinstalled.items())),
         }
+        if details:
+            data["preinstalled_requires"] = {
+                name: list(lines) for name, lines in sorted(self.preinstalled_requires.items())
+            }
+            data["provenance"] = dict(sorted(self.provenance.items()))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, origin: str = "profile") -> TargetProfile:
@@ -115,6 +127,11 @@ class TargetProfile:
             error=ProfileError,
         )
         read = JsonFields(data, origin, ProfileError)
+        requires = JsonFields(
+            read.mapping("preinstalled_requires", {}),
+            f"{origin} (preinstalled_requires)",
+            ProfileError,
+        )
         return cls(
             name=read.text("name"),
             python_version=read.text("python_version"),
@@ -129,6 +146,13 @@ class TargetProfile:
             description=read.text("description", ""),
             source=read.text("source", ""),
             site_packages=read.text("site_packages", ""),
+            preinstalled_requires={
+                canonical_name(name): requires.texts(name) for name in requires.data
+            },
+            provenance={
+                canonical_name(name): where
+                for name, where in read.text_mapping("provenance", {}).items()
+            },
         )
 
     @classmethod

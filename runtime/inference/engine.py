@@ -10,6 +10,11 @@ input order, and reduces mirror TTA when the measured pace would overrun the tim
 Non-finite numbers: NaN and inf input voxels are replaced by the model's normalization mean (what
 the model reads as "no information"), counted, and noted on the volume; non-finite model outputs
 are an error of that volume (after one retry in fp32 when they came from fp16 or bf16).
+
+A model with its own preprocessing (an nnU-Net folder) prepares each volume itself and gets its
+results pasted back (:meth:`SegmentationModel.prepare_volume`). An :class:`Ensemble` runs every
+member with its own patch, batch, normalization, preprocessing and probed forward, one after the
+other on the same device, and fuses their per-volume probabilities or log-odds.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
-from runtime.inference.models import SegmentationModel
+from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
     BatchForward,
@@ -55,6 +60,7 @@ from runtime.inference.sliding_window import (
     blend_volume_with_probability,
     choose_accumulation,
     flip_combinations,
+    logit_threshold,
     plan_windows,
     source_itemsize,
 )
@@ -83,7 +89,8 @@ class InferenceOptions:
     batch_size: int = 2
     threshold: float = 0.5
     # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
-    tta_axes: tuple[int, ...] = ()
+    # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
+    tta_axes: tuple[int, ...] | None = ()
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
     compile: bool | None = None  # None = decided by the probe
@@ -139,6 +146,23 @@ class _Attempt:
         return cls(worker, worker.device, worker.forward, worker.batch_size)
 
 
+@dataclass
+class _Member:
+    """One model of the run (the only one, or an ensemble member) and its workers per device."""
+
+    model: SegmentationModel
+    weight: float
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    tta_axes: tuple[int, ...]
+    workers: list[_Worker]  # one per device, in the order of Segmenter.devices
+    cpu_fallback: BatchForward | None = None  # the last resort, made once when first needed
+
+    def worker(self, slot: int) -> _Worker:
+        # A member that lost a GPU at its warm-up shares its remaining workers between slots.
+        return self.workers[slot % len(self.workers)]
+
+
 class Segmenter:
     """Segments 3D volumes with one model; construction probes the devices once.
 
@@ -149,7 +173,7 @@ class Segmenter:
 
     def __init__(
         self,
-        model: SegmentationModel,
+        model: SegmentationModel | Ensemble,
         options: InferenceOptions | None = None,
         log: Callable[[str], None] | None = None,
         *,
@@ -161,32 +185,47 @@ class Segmenter:
         self._log = log or _logger.info
         self._platform = platform or Platform()
         self.decisions: list[Decision] = []
-        self._cpu_fallback: BatchForward | None = None
+        self._member: str | None = None  # the ensemble member whose decisions are being made
         self._cpu_lock = threading.Lock()
         self._check_options()
-        # In the order given: a time budget drops axes from the end.
-        self.tta_axes = tuple(dict.fromkeys(self.options.tta_axes))
+        ensemble = model if isinstance(model, Ensemble) else None
+        models = ensemble.members if ensemble else [model]
+        weights = list(ensemble.weights or []) if ensemble else [1.0]
+        self.ensemble_mode = ensemble.mode if ensemble else None
         devices, device_decision = probe_devices(self.options.device, self._platform)
         self._decide(device_decision)
-        self.patch_size = self._choose_patch()
-        self.batch_size = self._choose_batch()
-        self._check_patch_fits(devices)
-        self._decide(_normalization_decision(model))
-        self._workers = self._prepare_all(devices)
+        self._members: list[_Member] = []
+        for member, weight in zip(models, weights, strict=True):
+            self._member = member.name if ensemble else None
+            if ensemble:
+                self._decide(Decision("member", member.name, f"weight {weight:.4g}"))
+            patch = self._choose_patch(member)
+            batch = self._choose_batch(member)
+            self._check_patch_fits(member, patch, devices)
+            self._decide(_normalization_decision(member))
+            workers = self._prepare_all(member, patch, batch, devices)
+            axes = self._choose_tta(member)
+            self._members.append(_Member(member, weight, patch, batch, axes, workers))
+            # Every member runs on the devices the first one could use.
+            devices = [worker.device for worker in workers]
+        self._member = None
+        if ensemble:
+            self._decide(
+                Decision(
+                    "ensemble",
+                    f"{len(models)} models, mean of {ensemble.mode}",
+                    "each member blends the whole volume with its own windows; fused per volume",
+                )
+            )
         if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
-        passes = 2 ** len(self.tta_axes)
-        self._decide(
-            Decision(
-                "tta",
-                f"axes {self.tta_axes} ({passes} passes)" if self.tta_axes else "off",
-                "asked with tta_axes" if self.tta_axes else "no mirror axes asked",
-            )
-        )
+        # What the time budget cuts: dropping axis k from the end drops it from every member.
+        self.tta_axes = max((m.tta_axes for m in self._members), key=len)
         version, cudnn = self._platform.torch_version(), self._platform.cudnn_version()
         warnings = {
             warning.reason: warning
-            for worker in self._workers
+            for member in self._members
+            for worker in member.workers
             for warning in torch_warnings(version, worker.device, worker.forward.precision, cudnn)
         }
         for warning in warnings.values():  # once, however many GPUs it concerns
@@ -196,9 +235,22 @@ class Segmenter:
     def devices(self) -> list[str]:
         return [str(worker.device) for worker in self._workers]
 
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The first model's window (each ensemble member has its own)."""
+        return self._members[0].patch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._members[0].batch_size
+
+    @property
+    def _workers(self) -> list[_Worker]:
+        return self._members[0].workers
+
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
-        return self._segment(self._workers[0], volume, self.tta_axes, [])
+        return self._segment(0, volume, self.tta_axes, [])
 
     def segment_many(
         self,
@@ -221,7 +273,8 @@ class Segmenter:
             self.tta_axes,
             total=total,
             workers=len(self._workers),
-            batch_seconds=self._workers[0].batch_seconds,
+            # One "batch" of the budget is one batch of every member, one after the other.
+            batch_seconds=sum(m.workers[0].batch_seconds for m in self._members),
             log=self._log,
             start=self._created if start is None else start,
             after=after_seconds,
@@ -240,58 +293,84 @@ class Segmenter:
                     "predicted to overrun it"
                 )
                 self._decide(Decision("time_budget", f"{seconds}, warning only", reason))
-        workers = [functools.partial(self._segment_budgeted, w, budget) for w in self._workers]
+        workers = [
+            functools.partial(self._segment_budgeted, slot, budget)
+            for slot in range(len(self._workers))
+        ]
         return ordered_map(items, workers)
 
     # --- one volume -----------------------------------------------------------------------
     def _segment_budgeted(
-        self, worker: _Worker, budget: TimeBudget, name: str, volume: np.ndarray
+        self, slot: int, budget: TimeBudget, name: str, volume: np.ndarray
     ) -> VolumeResult:
         _check_volume(volume)
-        n_windows = self._plan(volume).n_windows
-        axes, message = budget.axes_for(n_windows, worker.batch_size)
+        # The budget counts forward batches, of every member, per mirror pass.
+        batches = sum(self._batches(member, slot, volume.shape) for member in self._members)
+        axes, message = budget.axes_for(batches, 1)
         if message:
             name = "tta" if self.tta_axes else "time_budget"
             self.decisions.append(Decision(name, _axes_text(axes), message))
-        batch = worker.batch_size
         try:
-            result = self._segment(worker, volume, axes, [message] if message else [])
+            result = self._segment(slot, volume, axes, [message] if message else [])
         except Exception:
-            budget.finished(n_windows, 2 ** len(axes), batch, None)
+            budget.finished(batches, 2 ** len(axes), 1, None)
             raise
-        budget.finished(n_windows, 2 ** len(axes), batch, result.seconds)
+        budget.finished(batches, 2 ** len(axes), 1, result.seconds)
         return result
 
+    def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
+        windows = plan_windows(shape, member.patch_size, self.options.overlap).n_windows
+        return math.ceil(windows / member.worker(slot).batch_size)
+
     def _segment(
-        self, worker: _Worker, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
+        self, slot: int, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
     ) -> VolumeResult:
+        """``axes``: the run's mirror axes now (a budget may have cut them); each member keeps
+        as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
-        volume, replaced = self._finite(volume, notes)
-        plan = self._plan(volume)
-        flips = flip_combinations(axes)
-        # A back-off is this volume's only: the next one starts again from the probed settings.
-        attempt = _Attempt.starting(worker)
-        with _on(worker.device):
-            blended, accumulate = self._blend_with_backoff(attempt, volume, plan, flips, notes)
-        mask = blended.mask
-        assert mask is not None
-        return VolumeResult(
-            mask=mask,
-            probability=blended.probability,
-            foreground_fraction=float(mask.mean()),
-            seconds=time.perf_counter() - start,
-            device=str(attempt.device),
-            precision=attempt.forward.precision,
-            compiled=attempt.forward.compiled,
-            tta_axes=axes,
-            notes=notes,
-            batch_size=attempt.batch_size,
-            accumulation=accumulate,
-            nonfinite_voxels=replaced,
-        )
+        fused: _Fusion | None = None
+        used: tuple[int, ...] = ()
+        replaced = 0
+        for member in self._members:
+            worker = member.worker(slot)
+            member_axes = member.tta_axes[: len(axes)]
+            used = max(used, member_axes, key=len)
+            finite, replaced = self._finite(member.model, volume, notes)
+            prepared = member.model.prepare_volume(finite)
+            del finite
+            plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+            flips = flip_combinations(member_axes)
+            output = "logits" if len(self._members) > 1 else "mask"
+            # A back-off is this volume's only: the next one starts again from the probed
+            # settings.
+            attempt = _Attempt.starting(worker)
+            with _on(worker.device):
+                blended, accumulate = self._blend_with_backoff(
+                    member, attempt, prepared.data, plan, flips, notes, output
+                )
+            if len(self._members) == 1:
+                assert blended.mask is not None
+                mask = prepared.restore(blended.mask, 0)
+                probability = blended.probability
+                if probability is not None:
+                    probability = prepared.restore(probability, 0.0)
+                return _volume_result(
+                    attempt, accumulate, mask, probability, used, notes, start, replaced
+                )
+            assert blended.logits is not None
+            logits = prepared.restore(blended.logits, -math.inf)
+            del blended
+            if fused is None:
+                fused = _Fusion(self.ensemble_mode or "probabilities", volume.shape)
+            fused.add(logits, member.weight)
+        assert fused is not None
+        mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
+        return _volume_result(attempt, accumulate, mask, probability, used, notes, start, replaced)
 
-    def _finite(self, volume: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
+    def _finite(
+        self, model: SegmentationModel, volume: np.ndarray, notes: list[str]
+    ) -> tuple[np.ndarray, int]:
         """The volume with NaN and inf voxels replaced, and how many there were.
 
         A NaN fed to a convolution spreads over every window that sees it and then compares
@@ -304,24 +383,31 @@ class Segmenter:
         count = int(np.count_nonzero(bad))
         if not count:
             return volume, 0
-        fill = self.model.normalization[0]
+        fill = model.normalization[0]
         note = (
             f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
             "normalization mean"
         )
+        if len(self._members) > 1:
+            note = f"{model.name}: {note}"
         notes.append(note)
         return np.where(bad, volume.dtype.type(fill), volume), count
 
     def _blend_with_backoff(
         self,
+        member: _Member,
         attempt: _Attempt,
         volume: np.ndarray,
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
+        output: str = "mask",
     ) -> tuple[Blended, str]:
+        model = member.model
         while True:
-            accumulate = attempt.accumulate or self._accumulation(attempt, plan, volume.dtype)
+            accumulate = attempt.accumulate or self._accumulation(
+                member, attempt, plan, volume.dtype, output
+            )
             if accumulate != "device" and attempt.accumulate is None:
                 note = (
                     f"{accumulate} accumulation on {attempt.device}: a whole-volume fp32 "
@@ -330,20 +416,29 @@ class Segmenter:
                 notes.append(note)
                 self._log(note)
             settings = BlendSettings(
-                patch=self.patch_size,
+                patch=member.patch_size,
                 overlap=self.options.overlap,
                 batch_size=attempt.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
-                normalization=self.model.normalization,
+                normalization=model.normalization,
                 accumulate=accumulate,
                 # The probe timed the window thread for the worker's own CPU forward.
                 prefetch=attempt.worker.prefetch if attempt.device.type == "cpu" else None,
+                importance=model.importance,
+                padding=model.padding,
+                channels=model.window_channels,
+                pad_last_batch=_needs_fixed_batch(model, attempt),
             )
             forward = attempt.forward
             seen = len(forward.notes)
             try:
-                if self.options.keep_probability:
+                if output == "logits":
+                    logits = blend_volume(
+                        volume, forward, settings, attempt.device, output="logits"
+                    )
+                    blended = Blended(mask=None, logits=logits)
+                elif self.options.keep_probability:
                     blended = blend_volume_with_probability(
                         volume, forward, settings, attempt.device
                     )
@@ -367,16 +462,24 @@ class Segmenter:
                 reason = first_line(error)
             # Outside the except block the traceback, and the tensors its frames hold, are gone.
             self._platform.empty_cache(attempt.device)
-            note = self._back_off(attempt, accumulate, reason, volume.shape)
+            note = self._back_off(member, attempt, accumulate, reason, volume.shape)
             notes.append(note)
             self._log(note)
 
     def _back_off(
-        self, attempt: _Attempt, accumulate: str, reason: str, shape: tuple[int, ...]
+        self,
+        member: _Member,
+        attempt: _Attempt,
+        accumulate: str,
+        reason: str,
+        shape: tuple[int, ...],
     ) -> str:
         """Take the next step of the out-of-memory chain, for this volume only."""
         where = f"out of memory on {attempt.device} at batch {attempt.batch_size} ({reason})"
-        static_batch = self.model.static_input_shape and self.model.static_input_shape[0]
+        if len(self._members) > 1:
+            where = f"{member.model.name}: {where}"
+        model = member.model
+        static_batch = model.static_input_shape and model.static_input_shape[0]
         if attempt.batch_size > 1 and not static_batch:
             attempt.batch_size //= 2
             if attempt.forward.compiled:
@@ -391,9 +494,9 @@ class Segmenter:
             return f"{where}; retrying with accumulation on the host"
         current = attempt.forward
         if current.device.type != "cpu" or current.precision != "fp32" or current.compiled:
-            attempt.forward = self._cpu_forward()
+            attempt.forward = self._cpu_forward(member)
             attempt.device = torch.device("cpu")
-            attempt.batch_size = self.batch_size
+            attempt.batch_size = member.batch_size
             attempt.accumulate = None
             return f"{where}; retrying on the CPU (fp32, eager)"
         raise InferenceError(
@@ -401,14 +504,21 @@ class Segmenter:
             f"{tuple(shape)}: it needs more RAM than this machine has"
         )
 
-    def _cpu_forward(self) -> BatchForward:
+    def _cpu_forward(self, member: _Member) -> BatchForward:
         """The last resort, made once and shared by every worker that falls back to it."""
         with self._cpu_lock:
-            if self._cpu_fallback is None:
-                self._cpu_fallback = cpu_fallback(self.model)
-            return self._cpu_fallback
+            if member.cpu_fallback is None:
+                member.cpu_fallback = cpu_fallback(member.model)
+            return member.cpu_fallback
 
-    def _accumulation(self, attempt: _Attempt, plan: WindowPlan, dtype: np.dtype) -> str:
+    def _accumulation(
+        self,
+        member: _Member,
+        attempt: _Attempt,
+        plan: WindowPlan,
+        dtype: np.dtype,
+        output: str = "mask",
+    ) -> str:
         memory = self._platform.free_memory(attempt.device)  # None: the CPU, RAM is plenty
         if memory is None:
             return "device"
@@ -417,42 +527,59 @@ class Segmenter:
         mode = choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),
-            weight_sum=self.options.threshold != 0.5 or self.options.keep_probability,
+            weight_sum=self.options.threshold != 0.5
+            or self.options.keep_probability
+            or output != "mask",
             free_bytes=memory[0],
             working_bytes=working,
+            channels=member.model.window_channels,
         )
         return mode
 
-    def _plan(self, volume: np.ndarray) -> WindowPlan:
-        return plan_windows(volume.shape, self.patch_size, self.options.overlap)
-
     # --- set-up ---------------------------------------------------------------------------
-    def _prepare_all(self, devices: list[torch.device]) -> list[_Worker]:
+    def _prepare_all(
+        self,
+        model: SegmentationModel,
+        patch: tuple[int, int, int],
+        batch_size: int,
+        devices: list[torch.device],
+    ) -> list[_Worker]:
         """One worker per device that warms up; the CPU only if no GPU does.
 
         A GPU that runs out of memory even at batch 1 is dropped: beside GPUs that work, a CPU
         worker would take volumes at a fraction of their pace and finish last.
         """
-        prepared = [self._prepare(device, first=i == 0) for i, device in enumerate(devices)]
+        prepared = [
+            self._prepare(model, patch, batch_size, device, first=i == 0)
+            for i, device in enumerate(devices)
+        ]
         workers = [worker for worker in prepared if worker is not None]
         if workers:
             return workers
         reason = "no GPU's warm-up fits in its memory, even at batch 1; using the CPU"
         self._decide(Decision("device", "cpu", reason))
-        cpu = self._prepare(torch.device("cpu"), first=False)
+        cpu = self._prepare(model, patch, batch_size, torch.device("cpu"), first=False)
         assert cpu is not None  # the CPU raises rather than being dropped
         return [cpu]
 
-    def _prepare(self, device: torch.device, *, first: bool) -> _Worker | None:
+    def _prepare(
+        self,
+        model: SegmentationModel,
+        patch: tuple[int, int, int],
+        batch_size: int,
+        device: torch.device,
+        *,
+        first: bool,
+    ) -> _Worker | None:
         """Warm up on ``device``; out of memory halves the batch, then drops a GPU (None)."""
-        batch = self.batch_size
-        static_batch = bool(self.model.static_input_shape and self.model.static_input_shape[0])
+        batch = batch_size
+        static_batch = bool(model.static_input_shape and model.static_input_shape[0])
         while True:
             try:
                 prepared = prepare_forward(
-                    self.model,
+                    model,
                     device,
-                    (batch, 1, *self.patch_size),
+                    (batch, 1, *patch),
                     amp=self.options.amp,
                     compile=self.options.compile,
                     platform=self._platform,
@@ -463,8 +590,8 @@ class Segmenter:
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise ModelError(
-                        f"model {self.model.name}: its warm-up forward of a {batch}-window batch "
-                        f"of {_shape_text(self.patch_size)} failed on {device}: {_error_text(error)}"
+                        f"model {model.name}: its warm-up forward of a {batch}-window batch "
+                        f"of {_shape_text(patch)} failed on {device}: {_error_text(error)}"
                     ) from None
                 reason = first_line(error)
             self._platform.empty_cache(device)
@@ -475,7 +602,7 @@ class Segmenter:
                 continue
             if device.type == "cpu":
                 raise InferenceError(
-                    f"the warm-up forward of a {batch}-window batch of {self.patch_size} ran out "
+                    f"the warm-up forward of a {batch}-window batch of {patch} ran out "
                     f"of memory on the CPU ({reason}); use a smaller patch size"
                 )
             why = f"its warm-up ran out of memory at batch {batch} ({reason})"
@@ -495,14 +622,14 @@ class Segmenter:
             prefetch=prepared.prefetch,
         )
 
-    def _choose_patch(self) -> tuple[int, int, int]:
-        static = self.model.static_input_shape
+    def _choose_patch(self, model: SegmentationModel) -> tuple[int, int, int]:
+        static = model.static_input_shape
         fixed = static[2:] if static and all(isinstance(d, int) for d in static[2:]) else None
         asked = self.options.patch_size
         if fixed:
             if asked and tuple(asked) != tuple(fixed):
                 raise InferenceError(
-                    f"model {self.model.name} was exported for windows of {tuple(fixed)} only, "
+                    f"model {model.name} was exported for windows of {tuple(fixed)} only, "
                     f"not {tuple(asked)}; drop the patch size or re-export with dynamic shapes"
                 )
             patch = tuple(int(d) for d in fixed)  # type: ignore[arg-type]
@@ -510,21 +637,23 @@ class Segmenter:
                 Decision("patch_size", _shape_text(patch), "fixed by the exported program")
             )
             return patch  # type: ignore[return-value]
-        recommended = self.model.recommended.get("patch_size")
+        recommended = model.recommended.get("patch_size")
         if asked:
             chosen, source = tuple(asked), "asked"
         elif recommended:
-            chosen, source = tuple(recommended), f"recommended by model {self.model.name}"
+            chosen, source = tuple(recommended), f"recommended by model {model.name}"
         else:
             chosen, source = DEFAULT_PATCH, "default (the model recommends none)"
-        multiple = self.model.size_multiple
+        multiple = model.size_multiple
         patch = tuple(math.ceil(int(d) / multiple) * multiple for d in chosen)
         if patch != chosen:
             source += f", rounded up to multiples of {multiple}"
         self._decide(Decision("patch_size", _shape_text(patch), source))
         return patch  # type: ignore[return-value]
 
-    def _check_patch_fits(self, devices: list[torch.device]) -> None:
+    def _check_patch_fits(
+        self, model: SegmentationModel, patch: tuple[int, int, int], devices: list[torch.device]
+    ) -> None:
         """Refuse a window that fits nowhere, before a warm-up tries it (and fills the RAM).
 
         One window's forward is estimated on the meta device and compared with the memory of
@@ -532,7 +661,7 @@ class Segmenter:
         _ESTIMATED_FROM voxels are not estimated: any sane model fits them, and the estimate's
         first run costs seconds of imports.
         """
-        voxels = math.prod(self.patch_size)
+        voxels = math.prod(patch)
         if voxels < _ESTIMATED_FROM:
             return
         places = [self._platform.host_free_memory()]
@@ -542,27 +671,43 @@ class Segmenter:
             if (memory := self._platform.free_memory(device)) is not None
         ]
         room = max((place for place in places if place is not None), default=None)
-        needed = estimate_forward_bytes(self.model, (1, 1, *self.patch_size))
+        needed = estimate_forward_bytes(model, (1, 1, *patch))
         if room is None or needed is None or needed <= room:
             return
-        multiple = self.model.size_multiple
+        multiple = model.size_multiple
         # Activations grow with the window's voxels; 80% of the room leaves some to the rest.
         side = int((voxels * 0.8 * room / needed) ** (1 / 3)) // multiple * multiple
         raise InferenceError(
-            f"a window of {_shape_text(self.patch_size)} needs about {needed / 2**30:.1f} GiB "
-            f"for one forward of model {self.model.name} (estimated without running it), more "
+            f"a window of {_shape_text(patch)} needs about {needed / 2**30:.1f} GiB "
+            f"for one forward of model {model.name} (estimated without running it), more "
             f"than the {room / 2**30:.1f} GiB of memory free on any device here; use a "
             f"patch size of at most about {max(side, multiple)} per axis (--patch-size)"
         )
 
-    def _choose_batch(self) -> int:
-        static = self.model.static_input_shape
+    def _choose_batch(self, model: SegmentationModel) -> int:
+        static = model.static_input_shape
         if static and isinstance(static[0], int):
             self._decide(Decision("batch_size", str(static[0]), "fixed by the exported program"))
             return static[0]
         batch = self.options.batch_size
         self._decide(Decision("batch_size", str(batch), "windows per forward, fixed shape"))
         return batch
+
+    def _choose_tta(self, model: SegmentationModel) -> tuple[int, ...]:
+        """In the order given: a time budget drops axes from the end."""
+        asked = self.options.tta_axes
+        if asked is None:
+            axes = tuple(dict.fromkeys(model.mirror_axes or ()))
+            why = (
+                f"auto: the mirror axes model {model.name} was trained with"
+                if model.mirror_axes
+                else f"auto: model {model.name} names no mirror axes"
+            )
+        else:
+            axes = tuple(dict.fromkeys(asked))
+            why = "asked with tta_axes" if axes else "no mirror axes asked"
+        self._decide(Decision("tta", _axes_text(axes), why))
+        return axes
 
     def _check_options(self) -> None:
         o = self.options
@@ -573,7 +718,7 @@ class Segmenter:
             problems.append(f"threshold must be in (0, 1), got {o.threshold}")
         if not isinstance(o.batch_size, int) or o.batch_size < 1:
             problems.append(f"batch size must be a positive integer, got {o.batch_size}")
-        if any(axis not in (0, 1, 2) for axis in o.tta_axes):
+        if o.tta_axes is not None and any(axis not in (0, 1, 2) for axis in o.tta_axes):
             problems.append(f"TTA axes must be among 0, 1, 2 (z, y, x), got {o.tta_axes}")
         if o.amp not in AMP_CHOICES:
             problems.append(f"amp must be one of {', '.join(AMP_CHOICES)}, got {o.amp!r}")
@@ -587,6 +732,9 @@ class Segmenter:
             raise InferenceError("invalid inference options: " + "; ".join(problems))
 
     def _decide(self, decision: Decision) -> None:
+        member = self._member
+        if member and decision.name != "member":
+            decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
 
@@ -628,14 +776,68 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 
 def _normalization_decision(model: SegmentationModel) -> Decision:
-    # A model whose file carries no config gets raw voxel values: say so, since a model trained
-    # on [0, 1] or standardised inputs then gives silently wrong masks.
-    mean, std = model.normalization
-    if (mean, std) == (0.0, 1.0):
-        return Decision(
-            "normalization",
-            "none",
-            "raw voxel values: the model has no config.json normalization; add one if it was "
-            "trained on scaled inputs",
-        )
-    return Decision("normalization", f"(v - {mean:g}) / {std:g}", f"from model {model.name}")
+    what, why = model.describe_normalization()
+    return Decision("normalization", what, why)
+
+
+def _needs_fixed_batch(model: SegmentationModel, attempt: _Attempt) -> bool:
+    """Only an eager CPU forward gains from running a short last batch at its true size: on a
+    GPU cuDNN re-tunes per shape, a compiled graph recompiles, an exported batch is fixed."""
+    static = bool(model.static_input_shape and model.static_input_shape[0])
+    return attempt.device.type != "cpu" or attempt.forward.compiled or static
+
+
+def _volume_result(
+    attempt: _Attempt,
+    accumulation: str,
+    mask: np.ndarray,
+    probability: np.ndarray | None,
+    axes: tuple[int, ...],
+    notes: list[str],
+    start: float,
+    replaced: int,
+) -> VolumeResult:
+    return VolumeResult(
+        mask=mask,
+        probability=probability,
+        foreground_fraction=float(mask.mean()),
+        seconds=time.perf_counter() - start,
+        device=str(attempt.device),
+        precision=attempt.forward.precision,
+        compiled=attempt.forward.compiled,
+        tta_axes=axes,
+        notes=notes,
+        batch_size=attempt.batch_size,
+        accumulation=accumulation,
+        nonfinite_voxels=replaced,
+    )
+
+
+class _Fusion:
+    """The running weighted mean of an ensemble's per-volume probabilities or log-odds."""
+
+    def __init__(self, mode: str, shape: tuple[int, ...]) -> None:
+        self.mode = mode
+        self.total = np.zeros(shape, dtype=np.float32)
+
+    def add(self, logits: np.ndarray, weight: float) -> None:
+        if self.mode == "logits":
+            self.total += np.float32(weight) * logits
+        else:
+            # sigmoid, written so that -inf (outside an nnU-Net crop) gives exactly 0
+            with np.errstate(over="ignore"):
+                self.total += np.float32(weight) / (1.0 + np.exp(-logits, dtype=np.float32))
+
+    def finish(
+        self, threshold: float, keep_probability: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.mode == "logits":
+            mask = self.total > logit_threshold(threshold)
+            probability = None
+            if keep_probability:
+                with np.errstate(over="ignore"):
+                    probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))
+        else:
+            mask = self.total > np.float32(threshold)
+            probability = self.total if keep_probability else None
+        return mask.astype(np.uint8), probability

@@ -1,6 +1,6 @@
 """Segmentation models the engine can run, loaded without arbitrary unpickling.
 
-Three formats are accepted:
+Four formats are accepted:
 
 * a model folder (or its ``config.json``, format ``kaggle-offline-unet``) describing the built-in
   U-Net family plus a plain ``state_dict`` read with ``torch.load(weights_only=True)``; the config
@@ -8,11 +8,15 @@ Three formats are accepted:
   foreground class;
 * a TorchScript archive (``torch.jit.save``);
 * a ``torch.export`` program (``torch.export.save``, ``.pt2``), read and run by
-  :mod:`runtime.inference.pt2`, which unpickles and evaluates nothing from the file.
+  :mod:`runtime.inference.pt2`, which unpickles and evaluates nothing from the file;
+* an nnU-Net v2 trained-model folder (see :mod:`runtime.inference.nnunet`), which brings its own
+  preprocessing (:meth:`SegmentationModel.prepare_volume`) and nnU-Net's blending.
 
 A checkpoint that pickles Python objects (``torch.save(model)``) is refused: unpickling it can run
 any code; so is a ``.pt2`` whose payloads need unpickling. Whatever the network outputs, :meth:`SegmentationModel.foreground_logits` returns one
 foreground log-odds channel; C-class logits become ``logit_k - logsumexp(other logits)``.
+Several models make an :class:`Ensemble`: each member runs on its own (its patch, normalization and
+preprocessing) and the engine fuses their per-volume probabilities or logits.
 """
 
 from __future__ import annotations
@@ -25,15 +29,19 @@ import re
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from runtime.contract.errors import ModelError, first_line
 
 __all__ = [
     "ENSEMBLE_MODES",
+    "Ensemble",
+    "PreparedVolume",
     "SegmentationModel",
     "load_ensemble",
     "load_model",
@@ -61,12 +69,48 @@ _SAVE_HINT = (
 )
 
 
+@dataclass(frozen=True)
+class PreparedVolume:
+    """A volume as a model's windows see it, and where results go back in the input volume.
+
+    ``data`` is the input itself for most models; a model with its own preprocessing (nnU-Net's:
+    transpose, crop to the non-zero box, normalize) returns the transposed crop, and
+    :meth:`restore` pastes a result into ``fill`` at the crop and transposes it back.
+    """
+
+    data: np.ndarray
+    shape: tuple[int, ...]  # the input volume's shape
+    crop: tuple[slice, ...] | None = None  # where ``data`` lies in the transposed input
+    transpose_forward: tuple[int, ...] | None = None  # input axes in the order ``data`` has them
+
+    def restore(self, array: np.ndarray, fill: float) -> np.ndarray:
+        """``array`` (the shape of ``data``) in the input's shape and axis order."""
+        if self.crop is None and self.transpose_forward is None:
+            return array
+        order = self.transpose_forward or tuple(range(len(self.shape)))
+        full = np.full(tuple(self.shape[axis] for axis in order), fill, dtype=array.dtype)
+        full[self.crop or ...] = array
+        if order == tuple(range(len(order))):
+            return full
+        return np.ascontiguousarray(full.transpose(np.argsort(order)))
+
+
 class SegmentationModel:
     """A network plus what the engine needs to run it: normalization, shape rules, defaults.
 
-    ``foreground_logits`` maps a normalized ``(N, 1, Z, Y, X)`` batch to ``(N, 1, Z, Y, X)``
-    foreground log-odds. ``replicate(device)`` gives an independent copy for another device.
+    ``foreground_logits`` maps a normalized ``(N, 1, Z, Y, X)`` batch to ``(N, window_channels,
+    Z, Y, X)`` foreground log-odds: one channel, or one per softmax rival (then the foreground's
+    log-odds after blending are ``-logsumexp(-channels)``, see sliding_window).
+    ``replicate(device)`` gives an independent copy for another device. Models with their own
+    preprocessing override :meth:`prepare_volume`; ``importance`` and ``padding`` say how their
+    windows are blended (see :class:`runtime.inference.sliding_window.BlendSettings`).
     """
+
+    window_channels = 1
+    importance = "gaussian"
+    padding = "reflect"
+    # Mirror axes the model was trained for, used by --tta auto (None: none recommended).
+    mirror_axes: tuple[int, ...] | None = None
 
     def __init__(
         self,
@@ -111,6 +155,32 @@ class SegmentationModel:
         _channels_last(self.network)
         return self
 
+    def prepare_volume(self, volume: np.ndarray) -> PreparedVolume:
+        """The volume the windows are cut from: the input itself, normalized window by window."""
+        return PreparedVolume(volume, tuple(volume.shape))
+
+    def describe_normalization(self) -> tuple[str, str]:
+        """(what, why) for the engine's normalization decision."""
+        mean, std = self.normalization
+        if (mean, std) == (0.0, 1.0):
+            # A model whose file carries no config gets raw voxel values: say so, since a model
+            # trained on [0, 1] or standardised inputs then gives silently wrong masks.
+            return (
+                "none",
+                "raw voxel values: the model has no config.json normalization; add one if it "
+                "was trained on scaled inputs",
+            )
+        return f"(v - {mean:g}) / {std:g}", f"from model {self.name}"
+
+    def warm_up_batch(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """A normalized batch like the real ones, for the probe's warm-up forwards.
+
+        CT-like noise in the uint8 range, normalized as the windows will be.
+        """
+        raw = torch.randint(0, 256, shape, generator=generator).float()
+        mean, std = self.normalization
+        return (raw - mean) / std
+
     @classmethod
     def from_module(
         cls,
@@ -134,72 +204,65 @@ class SegmentationModel:
         )
 
 
-class _Ensemble(SegmentationModel):
-    """A weighted mean of members' foreground probabilities or logits, as one log-odds channel."""
+@dataclass
+class Ensemble:
+    """Several models run one after another on each volume, their results fused per volume.
 
-    def __init__(
-        self, members: Sequence[SegmentationModel], weights: Sequence[float], mode: str
-    ) -> None:
-        norms = {member.normalization for member in members}
-        shared = norms.pop() if len(norms) == 1 else None
-        statics = {m.static_input_shape for m in members if m.static_input_shape is not None}
-        if len(statics) > 1:
+    Each member keeps its own patch size, normalization and preprocessing (and, with --tta
+    auto, its own mirror axes); the engine blends each member's foreground log-odds over the
+    whole volume, then takes the weighted mean of the probabilities (``mode="probabilities"``,
+    what nnU-Net's ensembling and the Vesuvius winners did) or of the log-odds (``"logits"``).
+    ``weights`` are normalized to sum to 1.
+    """
+
+    members: list[SegmentationModel]
+    weights: list[float] | None = None  # None: equal; normalized to sum to 1 either way
+    mode: str = "probabilities"
+
+    @property
+    def name(self) -> str:
+        return "+".join(member.name for member in self.members)
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ModelError("an ensemble needs at least two models")
+        if self.mode not in ENSEMBLE_MODES:
             raise ModelError(
-                "ensemble members were exported for different fixed input shapes "
-                f"{sorted(map(str, statics))}; re-export them with one shape or dynamic shapes"
+                f"unknown ensemble mode {self.mode!r}: use one of {', '.join(ENSEMBLE_MODES)}"
             )
-        super().__init__(
-            torch.nn.ModuleList([m.network for m in members]),
-            name="+".join(m.name for m in members),
-            # Members that disagree get raw voxels and normalize themselves.
-            normalization=shared or (0.0, 1.0),
-            size_multiple=math.lcm(*(m.size_multiple for m in members)),
-            recommended=members[0].recommended,
-            static_input_shape=statics.pop() if statics else None,
-        )
-        self.members = list(members)
-        self._own_normalization = shared is None
-        total = float(sum(weights))
-        self.weights = [float(w) / total for w in weights]
-        self._log_weights = [math.log(w) for w in self.weights]
-        self.mode = mode
-
-    def foreground_logits(self, x: torch.Tensor) -> torch.Tensor:
-        logits = []
-        for member in self.members:
-            inputs = x
-            if self._own_normalization:
-                mean, std = member.normalization
-                inputs = (x - mean) / std
-            logits.append(member.foreground_logits(inputs).float())
-        stacked = torch.stack(logits)
-        if self.mode == "logits":
-            weights = stacked.new_tensor(self.weights).view(-1, *([1] * (stacked.dim() - 1)))
-            return (stacked * weights).sum(0)
-        # log of the weighted mean probability minus log of its complement, all in log space so
-        # confident members never saturate to 0 or 1.
-        log_w = stacked.new_tensor(self._log_weights).view(-1, *([1] * (stacked.dim() - 1)))
-        log_p = torch.logsumexp(log_w + torch.nn.functional.logsigmoid(stacked), dim=0)
-        log_q = torch.logsumexp(log_w + torch.nn.functional.logsigmoid(-stacked), dim=0)
-        return log_p - log_q
-
-    def replicate(self, device: torch.device | str) -> SegmentationModel:
-        clone = copy.copy(self)
-        clone.members = [member.replicate(device) for member in self.members]
-        clone.network = torch.nn.ModuleList([m.network for m in clone.members])
-        return clone
-
-    def to_channels_last(self) -> SegmentationModel:
-        for member in self.members:
-            member.to_channels_last()
-        return self
+        self.weights = _normalized_weights(self.weights, len(self.members))
 
 
-def load_model(spec: str | Path, *, foreground_class: int | None = None) -> SegmentationModel:
-    """Load ``"demo"``, a model folder or its config.json, a TorchScript file or a ``.pt2``.
+def _normalized_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    if weights is None:
+        weights = [1.0] * count
+    if len(weights) != count:
+        raise ModelError(f"{len(weights)} ensemble weights given for {count} models")
+    if not all(
+        isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0
+        for w in weights
+    ):
+        raise ModelError(f"ensemble weights must be positive numbers, got {list(weights)}")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
 
-    ``foreground_class`` picks the foreground among C-class logits and overrides the config's.
-    Raises ModelError naming the file and what is wrong.
+
+def load_model(
+    spec: str | Path,
+    *,
+    foreground_class: int | None = None,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: str = "final",
+    spacing: Sequence[float] | None = None,
+) -> SegmentationModel:
+    """Load ``"demo"``, a model folder or its config.json, a TorchScript file, a ``.pt2``, or an
+    nnU-Net v2 trained-model folder (or a folder holding exactly one, such as a Kaggle mount).
+
+    ``foreground_class`` picks the foreground among C-class logits and overrides the config's
+    (for nnU-Net: a label value of dataset.json). ``folds`` (``0``, ``1``, ..., ``"all"`` for
+    fold_all; None: every numbered fold with the checkpoint), ``checkpoint`` (``"final"`` or
+    ``"best"``) and ``spacing`` (of the input volumes, Z, Y, X; None: 1, 1, 1) concern nnU-Net
+    folders only. Raises ModelError naming the file and what is wrong.
     """
     if str(spec) == "demo":
         from runtime.samples.demo import DEMO_DIR
@@ -210,6 +273,17 @@ def load_model(spec: str | Path, *, foreground_class: int | None = None) -> Segm
         config = path / _CONFIG_NAME
         if config.is_file():
             return _load_config(config, foreground_class, name=path.name)
+        from runtime.inference import nnunet
+
+        found = nnunet.find_trained_model_folder(path)
+        if found is not None:
+            return nnunet.load_nnunet_model(
+                found,
+                folds=folds,
+                checkpoint=checkpoint,
+                spacing=spacing,
+                foreground_class=foreground_class,
+            )
         return _load_program_in_folder(path, foreground_class)
     if not path.exists():
         raise ModelError(
@@ -218,6 +292,10 @@ def load_model(spec: str | Path, *, foreground_class: int | None = None) -> Segm
         )
     if path.suffix == ".json":
         return _load_config(path, foreground_class, name=path.parent.name or path.stem)
+    if path.suffix == ".pth":
+        from runtime.inference import nnunet
+
+        nnunet.refuse_a_part(path)
     network, static, mover = _load_program(path)
     return SegmentationModel(
         network,
@@ -234,27 +312,23 @@ def load_ensemble(
     *,
     weights: Sequence[float] | None = None,
     mode: str = "probabilities",
-    foreground_class: int | None = None,
-) -> SegmentationModel:
-    """Load several models as one: the weighted mean of their probabilities or logits.
+    **options: Any,
+) -> SegmentationModel | Ensemble:
+    """Load several models as an :class:`Ensemble` (one spec: just that model).
 
-    ``mode="probabilities"`` averages sigmoid(foreground log-odds) and returns the log-odds of the
-    mean; ``mode="logits"`` averages the log-odds. Weights default to equal and are normalized.
+    ``mode="probabilities"`` fuses the members' per-volume foreground probabilities,
+    ``mode="logits"`` their log-odds; weights default to equal and are normalized. ``options``
+    (foreground_class, folds, checkpoint, spacing) go to every :func:`load_model`.
     """
     if not specs:
         raise ModelError("an ensemble needs at least one model")
     if mode not in ENSEMBLE_MODES:
         raise ModelError(f"unknown ensemble mode {mode!r}: use one of {', '.join(ENSEMBLE_MODES)}")
-    if weights is None:
-        weights = [1.0] * len(specs)
-    if len(weights) != len(specs):
-        raise ModelError(f"{len(weights)} ensemble weights given for {len(specs)} models")
-    if not all(isinstance(w, int | float) and math.isfinite(w) and w > 0 for w in weights):
-        raise ModelError(f"ensemble weights must be positive numbers, got {list(weights)}")
-    members = [load_model(spec, foreground_class=foreground_class) for spec in specs]
+    _normalized_weights(weights, len(specs))  # fail before loading anything
+    members = [load_model(spec, **options) for spec in specs]
     if len(members) == 1:
         return members[0]
-    return _Ensemble(members, weights, mode)
+    return Ensemble(members, list(weights) if weights is not None else None, mode)
 
 
 # --- the config format ---------------------------------------------------------------------
@@ -422,7 +496,15 @@ def _unwrap_state_dict(data: Any) -> dict[str, torch.Tensor] | None:
     return state
 
 
-def _load_state_dict(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_state_dict(
+    network: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    *,
+    described_by: str = "the architecture in config.json",
+    hint: str = "",
+) -> None:
+    """Load strictly; a mismatch names the first missing, unexpected and mis-shaped tensors."""
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -438,7 +520,7 @@ def _load_state_dict(network: torch.nn.Module, state: dict[str, torch.Tensor], p
     ]
     if problems:
         raise ModelError(
-            f"{path}: weights do not match the architecture in config.json ({'; '.join(problems)})"
+            f"{path}: weights do not match {described_by} ({'; '.join(problems)}){hint}"
         )
     network.load_state_dict(state, strict=True)
 
@@ -510,17 +592,14 @@ def _refuse_checkpoint(path: Path) -> None:
     raise ModelError(f"{path}: holds a {type(data).__name__}, not a model; {_SAVE_HINT}")
 
 
-def _refusal(path: Path, error: Exception) -> str:
+def _refusal(path: Path, error: Exception, hint: str = _SAVE_HINT) -> str:
     text = str(error)
     if not re.search(r"global|reduce|class", text, re.IGNORECASE):
         # The safe unpickler met bytes that are no pickle at all ("Unsupported operand").
         return f"{path}: not a TorchScript, torch.export or torch checkpoint file"
     found = re.search(r"GLOBAL ([\w.]+)", text)
     what = f"the Python object {found.group(1)}" if found else "Python objects"
-    return (
-        f"{path}: refused: it pickles {what}, and unpickling it could run arbitrary code; "
-        f"{_SAVE_HINT}"
-    )
+    return f"{path}: refused: it pickles {what}, and unpickling it could run arbitrary code; {hint}"
 
 
 def _load_exported(

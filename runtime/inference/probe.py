@@ -733,7 +733,7 @@ def _timed(
     output = forward(sample)
     platform.synchronize(forward.device)
     seconds = time.perf_counter() - start
-    _check_shape(output, sample, forward.model.name)
+    _check_shape(output, sample, forward.model)
     return output.float(), seconds
 
 
@@ -752,25 +752,25 @@ def _disagreement(output: torch.Tensor, reference: torch.Tensor | None) -> str |
     return None
 
 
-def _check_shape(output: torch.Tensor, sample: torch.Tensor, name: str) -> None:
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != tuple(sample.shape):
+def _check_shape(output: torch.Tensor, sample: torch.Tensor, model: SegmentationModel) -> None:
+    expected = (sample.shape[0], model.window_channels, *sample.shape[2:])
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
         got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         raise ModelError(
-            f"model {name} returned {got} for a window batch of shape {tuple(sample.shape)}; "
-            "it must keep the spatial size and give one foreground logit per voxel"
+            f"model {model.name} returned {got} for a window batch of shape "
+            f"{tuple(sample.shape)}; it must keep the spatial size and give one foreground "
+            "logit per voxel"
         )
 
 
 def _warm_up_batch(
     model: SegmentationModel, batch_shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor:
-    """Deterministic CT-like noise (uint8 range), normalized as the real windows will be.
+    """Deterministic noise like the real normalized windows (``model.warm_up_batch``).
 
     An inference tensor, as the real batches are (built under inference_mode): dynamo guards on
     that, so a plain tensor here would make the first real batch recompile, outside the guard.
     """
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        raw = torch.randint(0, 256, batch_shape, generator=generator).float()
-        mean, std = model.normalization
-        return ((raw - mean) / std).to(device)
+        return model.warm_up_batch(tuple(batch_shape), generator).float().to(device)

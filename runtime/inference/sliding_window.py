@@ -9,6 +9,12 @@ thread only where that overlaps something (:func:`prefetch_pays`).
 
 A binary mask at probability T needs no division: ``sum(w * logit) / sum(w) > ln(T / (1 - T))`` is
 ``sum(w * logit) > ln(T / (1 - T)) * sum(w)``, and at T = 0.5 the weight sum is not needed at all.
+
+nnU-Net models blend as nnU-Net's predictor does (``BlendSettings(importance="nnunet",
+padding="constant")``): its Gaussian map and zero padding of the normalized volume, so their masks
+match nnU-Net's. A model with several softmax rivals to the foreground blends one channel per rival
+(``channels``): blending is linear, so the blended channels are exactly the differences of nnU-Net's
+blended logits, and the foreground probability is computed from them after blending.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -26,6 +33,8 @@ from runtime.contract.errors import ModelError, VolumeError
 
 __all__ = [
     "ACCUMULATIONS",
+    "IMPORTANCE_MAPS",
+    "PADDINGS",
     "BlendSettings",
     "Blended",
     "NonFiniteOutput",
@@ -36,6 +45,7 @@ __all__ = [
     "flip_combinations",
     "gaussian_importance",
     "logit_threshold",
+    "nnunet_importance",
     "plan_windows",
     "prefetch_pays",
     "source_itemsize",
@@ -43,6 +53,8 @@ __all__ = [
 ]
 
 ACCUMULATIONS = ("device", "slab", "host")
+IMPORTANCE_MAPS = ("gaussian", "nnunet")  # see gaussian_importance and nnunet_importance
+PADDINGS = ("reflect", "constant")  # how a volume smaller than the patch is padded
 
 Shape3 = tuple[int, int, int]
 BatchForward = Callable[[torch.Tensor], torch.Tensor]
@@ -121,6 +133,37 @@ def gaussian_importance(
     return weights.clamp_(min=floor).contiguous()
 
 
+def nnunet_importance(patch: Sequence[int], *, device: torch.device | str = "cpu") -> torch.Tensor:
+    """nnU-Net's window weights, value for value: what its predictor multiplies each window by.
+
+    A delta at ``patch // 2`` smoothed by ``scipy.ndimage.gaussian_filter`` (sigma = patch / 8,
+    zero outside), scaled to a peak of 10 and stored in fp16 as nnU-Net stores it, where the far
+    tails underflow to 0 and are replaced by the smallest non-zero weight. The filter is separable
+    and the input a product of 1D deltas, so the outer product of the 1D profiles gives the same
+    float64 values as filtering the 3D delta, without a 3D float64 pass.
+    """
+    return _nnunet_importance_cpu(tuple(int(p) for p in patch)).to(device)
+
+
+@lru_cache(maxsize=4)
+def _nnunet_importance_cpu(patch: tuple[int, ...]) -> torch.Tensor:
+    from scipy.ndimage import gaussian_filter1d
+
+    weights: np.ndarray | None = None
+    for axis, size in enumerate(patch):
+        delta = np.zeros(size)
+        delta[size // 2] = 1.0
+        profile = gaussian_filter1d(delta, size / 8, mode="constant", cval=0.0)
+        shaped = profile.reshape((1,) * axis + (size,))
+        weights = shaped if weights is None else weights[..., None] * shaped
+    assert weights is not None
+    weights = weights / (weights.max() / 10.0)
+    half = torch.from_numpy(weights).to(torch.float16)
+    zero = half == 0
+    half[zero] = half[~zero].min()
+    return half.float().contiguous()
+
+
 def flip_combinations(axes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
     """Every subset of the mirror axes, the identity first: 2 ** len(axes) passes."""
     unique = sorted(set(axes))
@@ -153,6 +196,14 @@ class BlendSettings:
     accumulate: str = "device"  # "device" (whole volume) | "slab" (z-slab on device) | "host"
     # Build the next batch on a thread while the current one runs; None: where it pays.
     prefetch: bool | None = None
+    importance: str = "gaussian"  # "gaussian" (ours) | "nnunet" (nnU-Net's map, see above)
+    padding: str = "reflect"  # "reflect" (the scan goes on) | "constant" (zeros, as nnU-Net)
+    # A short last batch is padded to the fixed shape (cuDNN autotuning, compiled graphs and
+    # static exported programs need it); False runs it at its true size (eager on the CPU).
+    pad_last_batch: bool = True
+    # Channels the forward returns: 1, the foreground log-odds; C > 1, the log-odds of the
+    # foreground against each of C softmax rivals (combined after blending, see _Blender._emit).
+    channels: int = 1
 
 
 def prefetch_pays(compute: torch.device | str, accumulate: str) -> tuple[bool, str]:
@@ -233,6 +284,14 @@ def _blend(
         raise ValueError(f"accumulate must be one of {ACCUMULATIONS}, got {settings.accumulate!r}")
     if settings.batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {settings.batch_size}")
+    if settings.importance not in IMPORTANCE_MAPS:
+        raise ValueError(
+            f"importance must be one of {IMPORTANCE_MAPS}, got {settings.importance!r}"
+        )
+    if settings.padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {settings.padding!r}")
+    if settings.channels < 1:
+        raise ValueError(f"channels must be at least 1, got {settings.channels}")
     if volume.ndim != 3:
         raise VolumeError(f"expected a 3D (Z, Y, X) volume, got shape {volume.shape}")
     compute = torch.device(device)
@@ -260,20 +319,32 @@ class _Blender:
         self.output = output
         on_host = settings.accumulate == "host" or compute.type == "cpu"
         self.store = torch.device("cpu") if on_host else compute
-        source = torch.from_numpy(_padded(_torch_compatible(volume), plan))
+        source = torch.from_numpy(_padded(_torch_compatible(volume), plan, settings.padding))
         # The volume is small next to fp32 accumulators (uint8: a quarter), so it goes to the
         # device once unless host accumulation was chosen to save device memory.
         self.source = source if on_host else source.to(compute)
         self.items = [(index, flip) for index in range(plan.n_windows) for flip in settings.flips]
-        self.weights = gaussian_importance(plan.patch, device=self.store)
+        if settings.importance == "nnunet":
+            self.weights = nnunet_importance(plan.patch, device=self.store)
+        else:
+            self.weights = gaussian_importance(plan.patch, device=self.store)
         cut = logit_threshold(settings.threshold)
         self.cut = cut * len(settings.flips)
-        self.needs_weight_sum = output != "mask" or cut != 0.0
+        # Several channels are combined non-linearly: only blended (divided) values combine.
+        self.needs_weight_sum = output != "mask" or cut != 0.0 or settings.channels > 1
+        # Window outputs are (Z, Y, X) for one channel and (C, Z, Y, X) for several.
+        shift = 0 if settings.channels == 1 else 1
+        self.flip_dims = {flip: tuple(axis + shift for axis in flip) for flip in settings.flips}
         self.mask = np.empty(plan.shape, dtype=np.uint8) if output != "logits" else None
         self.values = np.empty(plan.shape, dtype=np.float32) if output != "mask" else None
         depth = plan.patch[0] if settings.accumulate == "slab" else plan.padded_shape[0]
         self.accumulator = _Accumulator(
-            plan.padded_shape, depth, self.store, self.needs_weight_sum, self._emit
+            plan.padded_shape,
+            depth,
+            self.store,
+            self.needs_weight_sum,
+            self._emit,
+            settings.channels,
         )
         prefetch = settings.prefetch
         if prefetch is None:
@@ -349,9 +420,11 @@ class _Blender:
     def _run_batch(
         self, batch: list[tuple[int, tuple[int, ...]]], inputs: torch.Tensor, checked: bool
     ) -> bool:
+        if not self.settings.pad_last_batch and len(batch) < inputs.shape[0]:
+            inputs = inputs[: len(batch)]  # the stale slots would cost a forward each
         logits = self.forward(inputs)
         if not checked:
-            _check_output(logits, inputs)
+            _check_output(logits, inputs, self.settings.channels)
         if self.store.type == "cpu":
             # Move first, widen second: half the transfer when the forward ran in fp16 or bf16
             # (and the CPU's half-precision arithmetic is slow).
@@ -361,9 +434,9 @@ class _Blender:
         pz, py, px = self.plan.patch
         for slot, (index, flip) in enumerate(batch):
             z, y, x = self.plan.starts[index]
-            window = logits[slot, 0]
+            window = logits[slot, 0] if self.settings.channels == 1 else logits[slot]
             if flip:
-                window = torch.flip(window, flip)
+                window = torch.flip(window, self.flip_dims[flip])
             # The Gaussian is symmetric, so a flipped-back window takes the same weights.
             self.accumulator.add(
                 z, y, x, window, self.weights, count_weight=flip == self.settings.flips[0]
@@ -375,12 +448,12 @@ class _Blender:
         bz, by, bx = self.plan.pad_before
         sz, sy, sx = self.plan.shape
         first = max(z0, bz)
-        last = min(z0 + sums.shape[0], bz + sz)
+        last = min(z0 + sums.shape[-3], bz + sz)
         if first >= last:
             return
         rows = slice(first - z0, last - z0)
         crop = (rows, slice(by, by + sy), slice(bx, bx + sx))
-        part = sums[crop]
+        part = sums[(..., *crop)]
         # One reduction per emitted block: a NaN would compare false with the cut and erase
         # foreground silently, an inf would swamp its neighbours' votes.
         if not bool(torch.isfinite(part).all()):
@@ -389,6 +462,10 @@ class _Blender:
                 f"the model returned non-finite values (NaN or inf) reaching {bad} voxel(s)"
             )
         rows_out = slice(first - bz, last - bz)
+        if self.settings.channels > 1:
+            assert weight_sums is not None
+            self._emit_combined(part / (weight_sums[crop] * len(self.settings.flips)), rows_out)
+            return
         if self.mask is not None:
             cut = 0.0 if weight_sums is None else self.cut * weight_sums[crop]
             mask = part > cut
@@ -400,9 +477,25 @@ class _Blender:
                 logits = torch.sigmoid(logits)
             self.values[rows_out] = logits.cpu().numpy()
 
+    def _emit_combined(self, blended: torch.Tensor, rows_out: slice) -> None:
+        """Blended log-odds against each rival -> the foreground's: p = 1 / (1 + sum exp(-E_k)).
+
+        So log(p / (1 - p)) = -logsumexp(-E): the softmax probability of nnU-Net's blended logits.
+        """
+        log_odds = -torch.logsumexp(-blended, dim=0)
+        if self.mask is not None:
+            mask = log_odds > logit_threshold(self.settings.threshold)
+            self.mask[rows_out] = mask.to(torch.uint8).cpu().numpy()
+        if self.values is not None:
+            values = log_odds if self.output == "logits" else torch.sigmoid(log_odds)
+            self.values[rows_out] = values.cpu().numpy()
+
 
 class _Accumulator:
     """fp32 sums of weighted logits for a z-range ``[lo, lo + depth)`` of the padded volume.
+
+    With several channels the sums are ``(C, depth, Y, X)``; every index is ``[..., z, y, x]``,
+    so one code path serves both shapes (the weight sums stay ``(depth, Y, X)``).
 
     With ``depth`` equal to the volume's depth it holds everything until ``finish``. With a smaller
     depth (slab mode) rows are handed to ``emit`` as soon as no later window can reach them, which
@@ -416,12 +509,14 @@ class _Accumulator:
         device: torch.device,
         with_weights: bool,
         emit: Callable[[int, torch.Tensor, torch.Tensor | None], None],
+        channels: int = 1,
     ) -> None:
         self.total = shape[0]
         self.depth = min(depth, shape[0])
         self.lo = 0
         buffer_shape = (self.depth, shape[1], shape[2])
-        self.sums = torch.zeros(buffer_shape, dtype=torch.float32, device=device)
+        sums_shape = buffer_shape if channels == 1 else (channels, *buffer_shape)
+        self.sums = torch.zeros(sums_shape, dtype=torch.float32, device=device)
         self.weight_sums = (
             torch.zeros(buffer_shape, dtype=torch.float32, device=device) if with_weights else None
         )
@@ -437,10 +532,10 @@ class _Accumulator:
         *,
         count_weight: bool,
     ) -> None:
-        if z + logits.shape[0] > self.lo + self.depth:
+        pz, py, px = logits.shape[-3:]  # a multi-channel window is (C, pz, py, px)
+        if z + pz > self.lo + self.depth:
             self._advance(z)
-        pz, py, px = logits.shape
-        region = (slice(z - self.lo, z - self.lo + pz), slice(y, y + py), slice(x, x + px))
+        region = (..., slice(z - self.lo, z - self.lo + pz), slice(y, y + py), slice(x, x + px))
         self.sums[region].addcmul_(logits, weights)
         if self.weight_sums is not None and count_weight:
             self.weight_sums[region].add_(weights)
@@ -450,16 +545,16 @@ class _Accumulator:
         done = z - self.lo
         if done <= 0 or done > self.depth:
             raise RuntimeError(f"windows out of z order: {z} after slab start {self.lo}")
-        self.emit(self.lo, self.sums[:done], _head(self.weight_sums, done))
+        self.emit(self.lo, self.sums[..., :done, :, :], _head(self.weight_sums, done))
         for buffer in (self.sums, self.weight_sums):
             if buffer is not None:
-                buffer[: self.depth - done] = buffer[done:].clone()
-                buffer[self.depth - done :].zero_()
+                buffer[..., : self.depth - done, :, :] = buffer[..., done:, :, :].clone()
+                buffer[..., self.depth - done :, :, :].zero_()
         self.lo = z
 
     def finish(self) -> None:
         rows = self.total - self.lo
-        self.emit(self.lo, self.sums[:rows], _head(self.weight_sums, rows))
+        self.emit(self.lo, self.sums[..., :rows, :, :], _head(self.weight_sums, rows))
 
 
 def choose_accumulation(
@@ -469,6 +564,7 @@ def choose_accumulation(
     weight_sum: bool,
     free_bytes: int,
     working_bytes: int,
+    channels: int = 1,
 ) -> str:
     """ "device" if the whole fp32 accumulator fits in 90% of ``free_bytes``, else "slab", else "host".
 
@@ -477,7 +573,7 @@ def choose_accumulation(
     voxels = math.prod(plan.padded_shape)
     slab = plan.patch[0] * plan.padded_shape[1] * plan.padded_shape[2]
     # fp32 sums (+ weight sums) while blending, then a bool and a uint8 mask when emitting.
-    per_voxel = 4 * (2 if weight_sum else 1) + 2
+    per_voxel = 4 * (channels + (1 if weight_sum or channels > 1 else 0)) + 2
     room = 0.9 * free_bytes - working_bytes
     if voxels * (source_itemsize + per_voxel) <= room:
         return "device"
@@ -495,12 +591,14 @@ def _head(buffer: torch.Tensor | None, rows: int) -> torch.Tensor | None:
     return None if buffer is None else buffer[:rows]
 
 
-def _check_output(logits: torch.Tensor, inputs: torch.Tensor) -> None:
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != tuple(inputs.shape):
+def _check_output(logits: torch.Tensor, inputs: torch.Tensor, channels: int = 1) -> None:
+    expected = (inputs.shape[0], channels, *inputs.shape[2:])
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != tuple(expected):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ModelError(
             f"the model returned {got} for a window batch of shape {tuple(inputs.shape)}; "
-            "it must return one foreground logit per voxel, (N, 1, Z, Y, X)"
+            f"it must return {channels} foreground log-odds channel(s) per voxel, "
+            f"(N, {channels}, Z, Y, X)"
         )
 
 
@@ -527,11 +625,12 @@ def _torch_compatible(volume: np.ndarray) -> np.ndarray:
     raise VolumeError(f"unsupported voxel type {kind}: expected an integer or float volume")
 
 
-def _padded(volume: np.ndarray, plan: WindowPlan) -> np.ndarray:
-    """The volume mirrored at its borders up to the patch; no copy when nothing is padded.
+def _padded(volume: np.ndarray, plan: WindowPlan, mode: str = "reflect") -> np.ndarray:
+    """The volume padded up to the patch (mirrored, or zeros); no copy when nothing is padded.
 
     A chunk is cut from inside a scan, so the papyrus goes on past its border: mirrored content
-    looks like that, while zeros look like air (on the demo model, Dice 0.95 against 0.85).
+    looks like that, while zeros look like air (on the demo model, Dice 0.95 against 0.85). nnU-Net
+    models were trained and are run by nnU-Net with zeros of the normalized volume instead.
     """
     if plan.padded_shape == plan.shape:
         return np.ascontiguousarray(volume)
@@ -539,4 +638,4 @@ def _padded(volume: np.ndarray, plan: WindowPlan) -> np.ndarray:
         (before, padded - size - before)
         for before, padded, size in zip(plan.pad_before, plan.padded_shape, plan.shape, strict=True)
     ]
-    return np.pad(volume, widths, mode="reflect")
+    return np.pad(volume, widths, mode=mode)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import platform
 import sys
 import sysconfig
+from importlib import metadata
 
-from runtime.contract.profile import TargetProfile
+from runtime.contract.profile import TargetProfile, canonical_name
 from runtime.installer.interpreter import installed_versions
 from runtime.installer.versions import marker_environment, packaging_module
 
@@ -39,8 +40,24 @@ def capture_current_profile(name: str, *, description: str = "") -> TargetProfil
         abi=abi_tag,
         tags=current_tags(),
         markers=marker_environment(),
-        preinstalled=installed_versions(),
+        preinstalled=(preinstalled := installed_versions()),
+        preinstalled_requires=declared_requirements(preinstalled),
         description=description,
         source=f"captured by kaggle-offline on {platform.node() or 'unknown host'} from {sys.executable}",
         site_packages=sysconfig.get_paths()["purelib"],
     )
+
+
+def declared_requirements(versions: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Each installed distribution's Requires-Dist, read from the copy that ``versions`` names.
+
+    The bundler checks a replacement against these: a kernel package that needs ``numpy>=2``
+    must not get numpy 1.26 beside it unnoticed.
+    """
+    found: dict[str, tuple[str, ...]] = {}
+    for distribution in metadata.distributions():
+        name = canonical_name(distribution.metadata["Name"] or "")
+        if name in found or versions.get(name) != distribution.version:
+            continue
+        found[name] = tuple(distribution.requires or ())
+    return found

@@ -50,6 +50,12 @@ PREDICT_NEEDS = (
     Need("scipy", "scipy", "1.11"),
     Need("psutil", "psutil", "5.9", without="peak memory is read from getrusage alone"),
     Need(
+        "connected-components-3d",
+        "cc3d",
+        "3.12",
+        without="score, tune and component filtering label with scipy (slower)",
+    ),
+    Need(
         "imagecodecs",
         "imagecodecs",
         in_extra=False,

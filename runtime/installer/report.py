@@ -35,8 +35,17 @@ class InstallReport:
         else:
             what = "nothing to install"
         houses = len(self.wheelhouses)
+        replaced = [wheel for wheel in self.installed if wheel.replaces]
         parts = [
             f"kaggle-offline: {what}",
+            *(
+                [
+                    "replacing "
+                    + ", ".join(f"{w.name} {w.replaces} -> {w.version}" for w in replaced)
+                ]  # fmt: skip
+                if replaced
+                else []
+            ),
             f"{len(self.skipped)} already satisfied or skipped",
             f"{houses} wheelhouse{'s' if houses != 1 else ''}",
         ]

@@ -9,6 +9,13 @@
 - ``ko-conflict`` needs ``tifffile<2026``, which would replace the kernel's tifffile 2026.3.3.
 - ``tifffile`` 2026.11.1 and 2025.1.1 and ``numpy`` 9.0 exist on the index, to prove that a
   satisfied preinstalled package is never vendored and that a direct request upgrades.
+- ``ko-net`` is nnunetv2's case: its newest 2.0 needs ``ko-arch>=2``, whose 2.0 pins
+  ``tifffile<2026`` (below the kernel's, as dynamic-network-architectures pins timm); ``ko-net``
+  1.0 with ``ko-arch`` 1.0 keeps the kernel's tifffile. ``ko-stuck`` needs ``ko-arch>=2`` in every
+  version: no solution keeps the kernel.
+- ``numpy`` 1.26.4 is on the index too (a downgrade the kernel's opencv-python would not survive).
+- ``ko-gpu`` needs ``triton`` and ``nvidia-cudnn-cu12``, which only the GPU image has (no wheel of
+  either is on the index), as liger-kernel needs triton.
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ def make_distributions(dest: Path) -> list[Path]:
         make_wheel(dest, "tifffile", "2026.11.1", requires=["numpy"]),
         make_wheel(dest, "tifffile", "2025.1.1", requires=["numpy"]),
         make_wheel(dest, "numpy", "9.0"),
+        make_wheel(dest, "numpy", "1.26.4"),
+        make_wheel(dest, "ko-net", "2.0", requires=["ko-arch>=2"]),
+        make_wheel(dest, "ko-net", "1.0", requires=["ko-arch>=1"]),
+        make_wheel(dest, "ko-arch", "2.0", requires=["tifffile<2026"]),
+        make_wheel(dest, "ko-arch", "1.0", requires=["tifffile"]),
+        make_wheel(dest, "ko-stuck", "1.0", requires=["ko-arch>=2"]),
+        make_wheel(dest, "ko-gpu", "1.0", requires=["triton>=3", "nvidia-cudnn-cu12"]),
     ]
 
 

@@ -50,7 +50,8 @@ def _tag():
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    return []
+    # As setuptools before 70.1 asked for "wheel" here: a requirement known only at build time.
+    return list(_PROJECT["dynamic_build_requires"])
 
 
 def get_requires_for_build_sdist(config_settings=None):
@@ -58,6 +59,8 @@ def get_requires_for_build_sdist(config_settings=None):
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    if _PROJECT["fail_metadata"]:
+        raise RuntimeError(_PROJECT["fail_metadata"])
     path = os.path.join(metadata_directory, _DIST_INFO)
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "METADATA"), "w") as stream:
@@ -66,6 +69,10 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    import importlib
+
+    for requirement in _PROJECT["dynamic_build_requires"]:
+        importlib.import_module(requirement.split(">")[0].split("=")[0].replace("-", "_"))
     tag = _tag()
     module = _DIST.lower()
     files = {
@@ -91,7 +98,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 _PYPROJECT = """[build-system]
-requires = []
+requires = {requires}
 build-backend = "tinybackend"
 backend-path = ["."]
 """
@@ -105,8 +112,16 @@ def make_sdist(
     requires: Sequence[str] = (),
     requires_python: str | None = None,
     compiled: bool = False,
+    build_requires: Sequence[str] = (),
+    dynamic_build_requires: Sequence[str] = (),
+    fail_metadata: str = "",
 ) -> Path:
-    """Write ``<name>-<version>.tar.gz`` (a real sdist with PKG-INFO and an in-tree backend)."""
+    """Write ``<name>-<version>.tar.gz`` (a real sdist with PKG-INFO and an in-tree backend).
+
+    ``build_requires`` go into pyproject.toml, ``dynamic_build_requires`` are what the backend's
+    ``get_requires_for_build_wheel`` adds (and ``build_wheel`` imports); ``fail_metadata`` makes
+    ``prepare_metadata_for_build_wheel`` raise RuntimeError with that message.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     dist = re.sub(r"[-_.]+", "_", name).lower()
     root = f"{dist}-{version}"
@@ -116,6 +131,8 @@ def make_sdist(
         "requires": list(requires),
         "requires_python": requires_python or "",
         "compiled": compiled,
+        "dynamic_build_requires": list(dynamic_build_requires),
+        "fail_metadata": fail_metadata,
     }
     pkg_info = [f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}"]
     if requires_python:
@@ -123,7 +140,7 @@ def make_sdist(
     pkg_info += [f"Requires-Dist: {req}" for req in requires]
     members = {
         f"{root}/PKG-INFO": "\n".join(pkg_info) + "\n",
-        f"{root}/pyproject.toml": _PYPROJECT,
+        f"{root}/pyproject.toml": _PYPROJECT.format(requires=json.dumps(list(build_requires))),
         f"{root}/tinybackend.py": _BACKEND,
         f"{root}/project.json": json.dumps(project, indent=1) + "\n",
     }
