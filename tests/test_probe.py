@@ -177,6 +177,14 @@ def test_planned_precision(capability, amp: str, expected: str) -> None:
     assert precision == expected and reason
 
 
+def test_a_cpu_with_bf16_instructions_keeps_fp32_and_says_bf16_may_pay() -> None:
+    cpu = torch.device("cpu")
+    precision, reason = planned_precision(cpu, "auto", None, cpu_bf16="avx512_bf16")
+    assert precision == "fp32" and "avx512_bf16" in reason and "--amp bf16" in reason
+    assert "--amp bf16" not in planned_precision(cpu, "auto", None)[1]
+    assert planned_precision(cpu, "bf16", None, cpu_bf16="amx_bf16")[0] == "bf16"
+
+
 def test_planned_compile() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda:0")
     assert planned_compile(cpu, None, None, Platform()) == (
