@@ -9,7 +9,6 @@ since the previous build (from its ``manifest.json``).
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from bundler import dataset
+from runtime.contract.files import load_json
 from runtime.contract.manifest import MANIFEST_FILENAME
 
 
@@ -58,9 +58,9 @@ def previous_build(folder: Path | str) -> PreviousBuild | None:
     """The earlier build in ``folder``, or None (nothing there, or not a readable build)."""
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / MANIFEST_FILENAME).read_text(encoding="utf-8"))
-        metadata = json.loads((folder / dataset.FILENAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = load_json(folder / MANIFEST_FILENAME, kind="manifest", error=ValueError)
+        metadata = load_json(folder / dataset.FILENAME, kind="dataset metadata", error=ValueError)
+    except ValueError:  # not a readable build (load_json makes every way of that one error)
         return None
     if not isinstance(manifest, dict) or not isinstance(metadata, dict):
         return None

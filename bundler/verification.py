@@ -12,7 +12,6 @@ file pins the same hashes; bootstrap.py is there; dataset-metadata.json is valid
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,7 +32,7 @@ from bundler.wheels import (
     read_wheel,
 )
 from runtime.contract.errors import KaggleOfflineError
-from runtime.contract.files import sha256_file
+from runtime.contract.files import load_json, sha256_file
 from runtime.contract.manifest import MANIFEST_FILENAME, Manifest, locate_wheel
 from runtime.contract.profile import TargetProfile, canonical_name
 
@@ -242,12 +241,13 @@ def _lock_problems(wheelhouse: Path, manifest: Manifest) -> list[str]:
 
 def _dataset_problems(wheelhouse: Path) -> list[str]:
     path = wheelhouse / DATASET_FILENAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return [f"{path}: missing (rebuild the wheelhouse)"]
-    except (OSError, ValueError) as error:
-        return [f"{path}: unreadable ({error})"]
+    try:
+        # The one reader of every document (a BOM, a nesting too deep to parse: one line).
+        data = load_json(path, kind="dataset metadata", error=KaggleOfflineError)
+    except KaggleOfflineError as error:
+        return [str(error)]
     if not isinstance(data, dict):
         return [f"{path}: must be a JSON object"]
     return metadata_problems(data) + top_level_problems(wheelhouse)

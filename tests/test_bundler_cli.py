@@ -123,6 +123,37 @@ def test_build_then_verify_then_tamper(tmp_path: Path, project_wheel: Path) -> N
     assert len(completed.stdout.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+        ("{not json", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+    ],
+)
+def test_crafted_dataset_metadata_is_one_verify_line_and_a_fresh_build(
+    tmp_path: Path, project_wheel: Path, text: str, expected: str
+) -> None:
+    index = make_fixture_index(tmp_path)
+    house = tmp_path / "house"
+    build = (
+        "build", "ko-app", "--target", "kaggle-py312", "-o", str(house), "--index-url", index,
+        "--cache-dir", str(tmp_path / "cache"), "--self-wheel", str(project_wheel),
+        "--dataset-id", "tester/ko-wheels",
+    )  # fmt: skip
+    assert _cli(*build).returncode == 0
+    (house / "dataset-metadata.json").write_text(text, encoding="utf-8")
+    completed = _cli("verify", str(house))
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr
+    [line] = [line for line in completed.stdout.splitlines() if "dataset-metadata.json" in line]
+    assert expected in line
+    # A rebuild over it is not taken for an update of a readable earlier build.
+    rebuilt = _cli(*build)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "kaggle datasets create" in rebuilt.stdout
+
+
 def test_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
     completed = _cli(
         "build", "anything", "--target", "kaggle-py27", "-o", str(tmp_path), "--no-self"
