@@ -144,7 +144,8 @@ def test_the_probe_runs_a_real_op_and_picks_precision_by_capability(
     precision = chosen["precision"]
     assert precision.value == expected_precision(), precision
     assert sm in precision.reason and "agrees with fp32" in precision.reason
-    assert chosen["channels_last"].value == "on"
+    layout = chosen["channels_last"]  # on under autocast unless contiguous was timed faster
+    assert layout.value in ("on", "off") and "ms per batch" in layout.reason, layout
     assert chosen["cudnn_benchmark"].value == "on" and torch.backends.cudnn.benchmark
     assert chosen["window_prefetch"].value == "with host accumulation only"
     assert segmenter.devices == ["cuda:0"]
@@ -323,7 +324,9 @@ def test_two_workers_share_one_gpu_through_the_pool(
     image, _ = papyrus
     segmenter = Segmenter(demo, options())
     # A second replica on the same GPU: what segment_many does with one worker per device.
-    segmenter._workers.append(segmenter._prepare(cuda, first=False))
+    second = segmenter._prepare(demo, segmenter.patch_size, segmenter.batch_size, cuda, first=False)
+    assert second is not None
+    segmenter._workers.append(second)
     threads: list[set[str]] = [set(), set()]
     for index, worker in enumerate(segmenter._workers):
         worker.forward.model.network.register_forward_hook(

@@ -439,6 +439,59 @@ def test_batch_forward_applies_channels_last_and_autocast() -> None:
     assert seen == [(True, torch.bfloat16), (False, None)]
 
 
+class LayoutPace(torch.nn.Module):
+    """A Conv3d that takes 40 ms longer when its weight is stored in the slow layout."""
+
+    def __init__(self, slow: torch.memory_format) -> None:
+        super().__init__()
+        self.spread = torch.nn.Conv3d(1, 2, 1)
+        self.conv = torch.nn.Conv3d(2, 1, 3, padding=1)  # 2 in-channels: the layouts differ
+        self.slow = slow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv.weight.is_contiguous(memory_format=self.slow):
+            threading.Event().wait(0.04)
+        return self.conv(self.spread(x))
+
+
+@pytest.mark.parametrize(
+    ("starts_on", "slow", "expected", "reason"),
+    [
+        (False, torch.contiguous_format, "on", "faster: "),  # the CPU: oneDNN likes it
+        (False, torch.channels_last_3d, "off", "on is not faster: "),
+        (True, torch.channels_last_3d, "off", "faster: without it"),  # a GPU under autocast
+        (True, torch.contiguous_format, "on", "off is not faster: without it"),
+    ],
+)
+def test_the_other_memory_layout_is_timed_and_kept_only_when_faster(
+    starts_on: bool, slow: torch.memory_format, expected: str, reason: str
+) -> None:
+    from runtime.inference.probe import _timed_layout
+
+    model = SegmentationModel.from_module(LayoutPace(slow), name="pace")
+    if starts_on:
+        model.to_channels_last()
+    current = BatchForward(model, torch.device("cpu"), "fp32", starts_on)
+    sample = torch.rand(2, 1, 4, 4, 4)
+    with torch.inference_mode():
+        reference = current(sample)
+        seconds = (
+            0.04
+            if slow == (torch.channels_last_3d if starts_on else torch.contiguous_format)
+            else 0.0
+        )
+        forward, _, decision = _timed_layout(
+            current, seconds + 0.001, sample, reference, Platform()
+        )
+    assert decision.name == "channels_last" and decision.value == expected, decision
+    assert decision.reason.startswith(reason), decision
+    assert forward.channels_last == (expected == "on")
+    weight = forward.model.network.conv.weight
+    assert weight.is_contiguous(
+        memory_format=torch.channels_last_3d if expected == "on" else torch.contiguous_format
+    )
+
+
 # torch's own compile stack still calls a deprecated TorchScript helper.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_a_real_torch_compile_on_the_cpu_is_guarded_and_matches_eager() -> None:

@@ -150,9 +150,10 @@ class SegmentationModel:
         clone.network = self._mover(self.network, torch.device(device))
         return clone
 
-    def to_channels_last(self) -> SegmentationModel:
-        """Store 5D weights as channels_last_3d (in place), what tensor-core Conv3d prefers."""
-        _channels_last(self.network)
+    def to_channels_last(self, on: bool = True) -> SegmentationModel:
+        """Store 5D weights as channels_last_3d (in place), what tensor-core Conv3d prefers;
+        ``on=False`` stores them contiguous again."""
+        _set_layout(self.network, torch.channels_last_3d if on else torch.contiguous_format)
         return self
 
     def prepare_volume(self, volume: np.ndarray) -> PreparedVolume:
@@ -631,10 +632,10 @@ def _move_module(network: torch.nn.Module, device: torch.device) -> torch.nn.Mod
         return copy.deepcopy(network).to(device)
 
 
-def _channels_last(network: torch.nn.Module) -> None:
+def _set_layout(network: torch.nn.Module, memory_format: torch.memory_format) -> None:
     for parameter in network.parameters():
         if parameter.dim() == 5:
-            parameter.data = parameter.data.contiguous(memory_format=torch.channels_last_3d)
+            parameter.data = parameter.data.contiguous(memory_format=memory_format)
 
 
 def _first_tensor(output: Any, name: str) -> torch.Tensor:

@@ -51,7 +51,7 @@ AMP_CHOICES = ("auto", "fp16", "bf16", "off")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # A faster compiled forward is only worth its recompile risk if it is clearly faster.
 _COMPILE_MIN_GAIN = 0.05
-# channels_last must win by this much on the CPU to be chosen over the timing noise.
+# The other memory layout must win by this much to be chosen over the timing noise.
 _LAYOUT_MIN_GAIN = 0.05
 # Share of warm-up voxels allowed to disagree (|a - b| > 0.05 + 0.05 |b|) with the reference.
 _AGREEMENT = 0.99
@@ -501,22 +501,18 @@ def _settle_precision(
 
 
 def _settle_layout(step: _Step, sample: torch.Tensor, platform: Platform) -> _Step:
-    """channels_last_3d: timed on the CPU; on a GPU, on exactly when autocast is."""
-    device = step.forward.device
-    if device.type == "cpu":
-        forward, seconds, layout = _cpu_layout(
-            step.forward, step.seconds, sample, step.reference, platform
-        )
-        return dataclasses.replace(step, forward=forward, seconds=seconds, extra=(layout,))
-    layout = Decision(
-        "channels_last",
-        "on" if step.forward.channels_last else "off",
-        "channels_last_3d suits tensor-core Conv3d under autocast"
-        if step.forward.channels_last
-        else "only useful for fp16/bf16 on a GPU",
+    """channels_last_3d, timed against the other layout (on a GPU only under autocast)."""
+    forward = step.forward
+    extra: tuple[Decision, ...] = ()
+    if forward.device.type == "cuda":
+        extra = (Decision("cudnn_benchmark", "on", "window and batch shapes are fixed, tune once"),)
+        if not forward.channels_last:
+            layout = Decision("channels_last", "off", "only useful for fp16/bf16 on a GPU")
+            return dataclasses.replace(step, extra=(layout, *extra))
+    forward, seconds, layout = _timed_layout(
+        forward, step.seconds, sample, step.reference, platform
     )
-    tuned = Decision("cudnn_benchmark", "on", "window and batch shapes are fixed, tune once")
-    return dataclasses.replace(step, extra=(layout, tuned))
+    return dataclasses.replace(step, forward=forward, seconds=seconds, extra=(layout, *extra))
 
 
 def _settle_compile(
@@ -661,23 +657,33 @@ def planned_compile(
     return True, f"Triton can run on sm_{capability[0]}{capability[1]}"
 
 
-def _cpu_layout(
+def _timed_layout(
     current: BatchForward,
     seconds: float,
     sample: torch.Tensor,
     reference: torch.Tensor | None,
     platform: Platform,
 ) -> tuple[BatchForward, float, Decision]:
-    """On the CPU oneDNN is often, not always, faster with channels_last_3d: time both."""
-    replica = current.model.replicate(current.device).to_channels_last()
-    candidate = BatchForward(replica, current.device, current.precision, True)
+    """Time the other memory layout and keep it only if clearly faster.
+
+    On the CPU oneDNN is often, not always, faster with channels_last_3d (the current forward is
+    contiguous). On a GPU under autocast tensor-core Conv3d prefers it (the current forward has
+    it), but a network with a norm after every convolution can lose: ``instance_norm`` returns a
+    contiguous tensor, so every conv-norm pair copies its activations between layouts.
+    """
+    flipped = not current.channels_last
+    replica = current.model.replicate(current.device).to_channels_last(flipped)
+    candidate = BatchForward(replica, current.device, current.precision, flipped)
     verdict, _, candidate_seconds = _try(candidate, sample, reference, platform)
+    kept, other = ("on", "off") if current.channels_last else ("off", "on")
     timing = f"{candidate_seconds * 1e3:.0f} ms vs {seconds * 1e3:.0f} ms per batch"
+    if not flipped:
+        timing = f"without it {timing}"
     if verdict is not None:
-        return current, seconds, Decision("channels_last", "off", f"its warm-up {verdict}")
+        return current, seconds, Decision("channels_last", kept, f"its {other} warm-up {verdict}")
     if candidate_seconds < seconds * (1.0 - _LAYOUT_MIN_GAIN):
-        return candidate, candidate_seconds, Decision("channels_last", "on", f"faster: {timing}")
-    return current, seconds, Decision("channels_last", "off", f"not faster: {timing}")
+        return candidate, candidate_seconds, Decision("channels_last", other, f"faster: {timing}")
+    return current, seconds, Decision("channels_last", kept, f"{other} is not faster: {timing}")
 
 
 def _compile_guarded(
