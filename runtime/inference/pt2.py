@@ -24,8 +24,8 @@ import operator
 import re
 import sys
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +293,7 @@ class _Step:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     outputs: Any  # str (one value), None (ignored), or a list of str | None | list (unpacked)
+    frees: tuple[str, ...] = ()  # values no later step reads: dropped once this one has run
 
 
 class ExportedGraph(torch.nn.Module):
@@ -363,7 +364,7 @@ class ExportedGraph(torch.nn.Module):
                     f"inference never needs; {_HINT}"
                 )
             self._outputs.append(self._argument(body["arg"]))
-        self._steps = [self._step(node) for node in graph["nodes"]]
+        self._steps = _with_frees([self._step(node) for node in graph["nodes"]], self._outputs)
 
     def forward(self, x: torch.Tensor) -> Any:
         values: dict[str, Any] = {}
@@ -379,6 +380,8 @@ class ExportedGraph(torch.nn.Module):
             args = [_resolve(a, values, device) for a in step.args]
             kwargs = {k: _resolve(v, values, device) for k, v in step.kwargs.items()}
             _bind(step.outputs, step.function(*args, **kwargs), values)
+            for name in step.frees:
+                values.pop(name, None)
         results = [_resolve(output, values, device) for output in self._outputs]
         return results[0] if len(results) == 1 else tuple(results)
 
@@ -525,6 +528,45 @@ def _symbolic(value: dict[str, Any]) -> Any:
     if kind == "as_name":
         return _Ref(str(inner))
     return _plain(inner, kind)
+
+
+def _with_frees(steps: list[_Step], outputs: list[Any]) -> list[_Step]:
+    """``steps``, each naming the values read (or made) last by it, as torch.fx's interpreter
+    frees them: kept to the end of the forward, every activation of the network would be alive
+    at once, many times the memory of eager execution."""
+    last: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for name in _refs((step.args, list(step.kwargs.values()))):
+            last[name] = index
+        for name in _bound(step.outputs):
+            last.setdefault(name, index)  # made and never read: dropped at once
+    keep = set(_refs(outputs))
+    frees: dict[int, list[str]] = {}
+    for name, index in last.items():
+        if name not in keep:
+            frees.setdefault(index, []).append(name)
+    return [
+        replace(step, frees=tuple(frees[index])) if index in frees else step
+        for index, step in enumerate(steps)
+    ]
+
+
+def _refs(value: Any) -> Iterator[str]:
+    """The names of the earlier values an argument (or nested arguments) reads."""
+    if isinstance(value, _Ref):
+        yield value.name
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _refs(item)
+
+
+def _bound(names: Any) -> Iterator[str]:
+    """The names a step's outputs bind (see :func:`_bind`)."""
+    if isinstance(names, str):
+        yield names
+    elif isinstance(names, list):
+        for name in names:
+            yield from _bound(name)
 
 
 def _resolve(value: Any, values: dict[str, Any], device: torch.device) -> Any:
