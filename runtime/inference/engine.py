@@ -1,7 +1,7 @@
 """The segmentation engine: probe once, then segment volumes without ever losing one.
 
 :class:`Segmenter` probes the devices and settles precision and compilation with warm-up
-forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inference.sliding_window.blend_volume` per
+forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inference.sliding_window.blend` per
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
 CPU; that back-off is the volume's own, and the next volume starts again from the probed settings
 on its device. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in
@@ -56,8 +56,7 @@ from runtime.inference.sliding_window import (
     BlendSettings,
     NonFiniteOutput,
     WindowPlan,
-    blend_volume,
-    blend_volume_with_probability,
+    blend,
     choose_accumulation,
     flip_combinations,
     logit_threshold,
@@ -136,14 +135,18 @@ class _Attempt:
     """One volume's settings: the worker's, until an out-of-memory back-off changes them."""
 
     worker: _Worker
-    device: torch.device
     forward: BatchForward
     batch_size: int
     accumulate: str | None = None  # None: chosen from free memory; "host" once backed off
 
     @classmethod
     def starting(cls, worker: _Worker) -> _Attempt:
-        return cls(worker, worker.device, worker.forward, worker.batch_size)
+        return cls(worker, worker.forward, worker.batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        # Where the forward runs: a fallback to the CPU swaps the forward, so the two never part.
+        return self.forward.device
 
 
 @dataclass
@@ -341,7 +344,11 @@ class Segmenter:
             del finite
             plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
             flips = flip_combinations(member_axes)
-            output = "logits" if len(self._members) > 1 else "mask"
+            # An ensemble fuses its members' log-odds; one model gives its mask directly.
+            if len(self._members) > 1:
+                output = "logits"
+            else:
+                output = "mask+probability" if self.options.keep_probability else "mask"
             # A back-off is this volume's only: the next one starts again from the probed
             # settings.
             attempt = _Attempt.starting(worker)
@@ -401,7 +408,7 @@ class Segmenter:
         plan: WindowPlan,
         flips: tuple[tuple[int, ...], ...],
         notes: list[str],
-        output: str = "mask",
+        output: str,
     ) -> tuple[Blended, str]:
         model = member.model
         while True:
@@ -433,18 +440,7 @@ class Segmenter:
             forward = attempt.forward
             seen = len(forward.notes)
             try:
-                if output == "logits":
-                    logits = blend_volume(
-                        volume, forward, settings, attempt.device, output="logits"
-                    )
-                    blended = Blended(mask=None, logits=logits)
-                elif self.options.keep_probability:
-                    blended = blend_volume_with_probability(
-                        volume, forward, settings, attempt.device
-                    )
-                else:
-                    mask = blend_volume(volume, forward, settings, attempt.device)
-                    blended = Blended(mask=mask)
+                blended = blend(volume, forward, settings, attempt.device, output)
                 notes.extend(forward.notes[seen:])
                 return blended, accumulate
             except NonFiniteOutput as error:
@@ -493,9 +489,8 @@ class Segmenter:
             attempt.accumulate = "host"
             return f"{where}; retrying with accumulation on the host"
         current = attempt.forward
-        if current.device.type != "cpu" or current.precision != "fp32" or current.compiled:
+        if attempt.device.type != "cpu" or current.precision != "fp32" or current.compiled:
             attempt.forward = self._cpu_forward(member)
-            attempt.device = torch.device("cpu")
             attempt.batch_size = member.batch_size
             attempt.accumulate = None
             return f"{where}; retrying on the CPU (fp32, eager)"
@@ -517,24 +512,22 @@ class Segmenter:
         attempt: _Attempt,
         plan: WindowPlan,
         dtype: np.dtype,
-        output: str = "mask",
+        output: str,
     ) -> str:
         memory = self._platform.free_memory(attempt.device)  # None: the CPU, RAM is plenty
         if memory is None:
             return "device"
         worker = attempt.worker
         working = (worker.peak_bytes or 0) * attempt.batch_size // worker.probe_batch
-        mode = choose_accumulation(
+        return choose_accumulation(
             plan,
             source_itemsize=source_itemsize(dtype),
-            weight_sum=self.options.threshold != 0.5
-            or self.options.keep_probability
-            or output != "mask",
+            # Probabilities and logits are divided by the weight sum, as is a cut off 0.5.
+            weight_sum=self.options.threshold != 0.5 or output != "mask",
             free_bytes=memory[0],
             working_bytes=working,
             channels=member.model.window_channels,
         )
-        return mode
 
     # --- set-up ---------------------------------------------------------------------------
     def _prepare_all(

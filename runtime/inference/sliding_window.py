@@ -34,11 +34,13 @@ from runtime.contract.errors import ModelError, VolumeError
 __all__ = [
     "ACCUMULATIONS",
     "IMPORTANCE_MAPS",
+    "OUTPUTS",
     "PADDINGS",
     "BlendSettings",
     "Blended",
     "NonFiniteOutput",
     "WindowPlan",
+    "blend",
     "blend_volume",
     "blend_volume_with_probability",
     "choose_accumulation",
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 ACCUMULATIONS = ("device", "slab", "host")
+OUTPUTS = ("mask", "logits", "mask+probability")  # what blend returns: see Blended
 IMPORTANCE_MAPS = ("gaussian", "nnunet")  # see gaussian_importance and nnunet_importance
 PADDINGS = ("reflect", "constant")  # how a volume smaller than the patch is padded
 
@@ -246,7 +249,7 @@ def blend_volume(
     """
     if output not in ("mask", "logits"):
         raise ValueError(f"output must be 'mask' or 'logits', got {output!r}")
-    blended = _blend(volume, forward, settings, device, output)
+    blended = blend(volume, forward, settings, device, output)
     return blended.mask if output == "mask" else blended.logits  # type: ignore[return-value]
 
 
@@ -270,16 +273,23 @@ def blend_volume_with_probability(
     The mask is decided exactly as without the probability (the same comparison of weighted
     sums), so keeping probabilities never changes a submission.
     """
-    return _blend(volume, forward, settings, device, "mask+probability")
+    return blend(volume, forward, settings, device, "mask+probability")
 
 
-def _blend(
+def blend(
     volume: np.ndarray,
     forward: BatchForward,
     settings: BlendSettings,
     device: torch.device | str,
     output: str,
 ) -> Blended:
+    """:func:`blend_volume` for any of :data:`OUTPUTS`, as a :class:`Blended`.
+
+    For a caller that picks the output at run time (the engine), so that it need not branch
+    over the two wrappers and wrap their arrays again.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     if settings.accumulate not in ACCUMULATIONS:
         raise ValueError(f"accumulate must be one of {ACCUMULATIONS}, got {settings.accumulate!r}")
     if settings.batch_size < 1:
@@ -431,7 +441,6 @@ class _Blender:
             logits = logits.to(self.store).float()
         # On a GPU, fp16/bf16 logits go straight into the fp32 sums: addcmul_ widens them as it
         # reads them, so no fp32 copy of the batch is written and read back.
-        pz, py, px = self.plan.patch
         for slot, (index, flip) in enumerate(batch):
             z, y, x = self.plan.starts[index]
             window = logits[slot, 0] if self.settings.channels == 1 else logits[slot]
