@@ -136,6 +136,13 @@ def test_fuse_weights_models_and_checks_their_volumes(tmp_path: Path) -> None:
     )
 
 
+def test_the_commands_offer_the_probability_encodings_the_module_has() -> None:
+    from runtime.commands import predict
+    from runtime.volumes import probability
+
+    assert predict.PROBABILITY_ENCODINGS == probability.PROBABILITY_ENCODINGS
+
+
 # --- score -------------------------------------------------------------------------------------
 def test_score_reads_zips_and_folders_and_labels_every_topo_score_approximate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -248,6 +255,16 @@ def test_tune_finds_the_threshold_known_by_construction(tmp_path: Path) -> None:
     assert report.best_plain.settings.threshold == 0.6 and report.best_plain.score == 1.0
     assert report.recommended is report.best_plain and report.gain == 0.0  # nothing beats perfect
     assert "no post-processing beat the plain threshold" in report.table()
+
+
+def test_tune_again_on_rewritten_probabilities_scores_the_new_ones(tmp_path: Path) -> None:
+    """With one job the worker's cache lives in this process: a second tune must not reuse it."""
+    _known_best_threshold(tmp_path / "probs", tmp_path / "labels", volumes=1)
+    grid = [MaskSettings(threshold=0.6)]
+    assert tune(tmp_path / "probs", tmp_path / "labels", grid=grid, jobs=1).results[0].score == 1.0
+    empty = encode(np.zeros(SHAPE, np.float32), "uint8")
+    save_probability(tmp_path / "probs" / "v0.npy", empty)  # same path, new content
+    assert tune(tmp_path / "probs", tmp_path / "labels", grid=grid, jobs=1).results[0].score < 1.0
 
 
 def test_tune_recommends_post_processing_only_when_it_beats_the_threshold(tmp_path: Path) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.commands import log_to_stderr
+from runtime.commands.predict import ENSEMBLE_MODES, PROBABILITY_ENCODINGS
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -29,21 +32,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=("probabilities", "logits"),
+        choices=ENSEMBLE_MODES,  # fusing saved probabilities is ensembling after the fact
         default="probabilities",
         help="average probabilities (default) or log-odds",
     )
     parser.add_argument(
         "--encoding",
-        choices=("uint8", "float16"),
+        choices=PROBABILITY_ENCODINGS,
         default="uint8",
         help="how the fused probabilities are stored (default: uint8)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     from runtime.contract.errors import InputError
     from runtime.volumes.probability import fuse
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         weights=weights,
         mode=args.mode,
         encoding=args.encoding,
-        log=lambda m: print(m, file=sys.stderr),
+        log=log_to_stderr,
     )
     print(f"wrote {len(fused.files)} fused volume(s) to {fused.folder}")
     return 0

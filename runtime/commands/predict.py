@@ -10,12 +10,19 @@ import argparse
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.pipeline import PredictOptions
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
 _DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
 # runtime.inference.models.ENSEMBLE_MODES, repeated because that module imports torch
 # (tests/test_kernel.py checks that the two agree).
 ENSEMBLE_MODES = ("probabilities", "logits")
+# runtime.volumes.probability.PROBABILITY_ENCODINGS, repeated because the bundler imports this
+# module for its options alone, never the kernel's layers (tests/test_tune.py checks they agree).
+PROBABILITY_ENCODINGS = ("uint8", "float16")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 
 
@@ -212,7 +219,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     saved.add_argument(
         "--probability-encoding",
-        choices=("uint8", "float16"),
+        choices=PROBABILITY_ENCODINGS,
         default="uint8",
         help="uint8 (default, ~33 MB per 320^3 volume, steps of 1/255) or float16 (~66 MB)",
     )
@@ -317,15 +324,15 @@ def run(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         prefetch=args.prefetch,
         progress_bar=args.progress,
+        save_probabilities=args.save_probabilities,
+        probability_encoding=args.probability_encoding,
     )
-    options.save_probabilities = args.save_probabilities
-    options.probability_encoding = args.probability_encoding
     _choose_mask_settings(args, options)
     predict(args.input, args.output, options)
     return 0
 
 
-def _choose_mask_settings(args: argparse.Namespace, options: object) -> None:
+def _choose_mask_settings(args: argparse.Namespace, options: PredictOptions) -> None:
     """--postprocess, --hysteresis or --foreground-fraction: masks decided from the probability."""
     from runtime.contract.errors import InputError
     from runtime.volumes.mask_settings import MaskSettings, read_postprocess_file
@@ -348,8 +355,8 @@ def _choose_mask_settings(args: argparse.Namespace, options: object) -> None:
                 f"--postprocess {args.postprocess} sets the threshold and post-processing; drop {', '.join(given)}"
             )
         settings, encoding = read_postprocess_file(args.postprocess)
-        options.mask_settings, options.mask_encoding = settings, encoding  # type: ignore[attr-defined]
-        options.mask_settings_file = args.postprocess  # type: ignore[attr-defined]
+        options.mask_settings, options.mask_encoding = settings, encoding
+        options.mask_settings_file = args.postprocess
         return
     if args.hysteresis is None and args.foreground_fraction is None:
         return
@@ -361,13 +368,13 @@ def _choose_mask_settings(args: argparse.Namespace, options: object) -> None:
             threshold=low,
             hysteresis_high=high,
             foreground_fraction=args.foreground_fraction,
-            postprocess=options.postprocess,  # type: ignore[attr-defined]
+            postprocess=options.postprocess,
         )
     except ValueError as error:
         raise InputError(str(error)) from None
-    options.mask_settings = settings  # type: ignore[attr-defined]
+    options.mask_settings = settings
     # compared as they will be saved, so that tune on the saved files sees the same masks
-    options.mask_encoding = args.probability_encoding if args.save_probabilities else "float32"  # type: ignore[attr-defined]
+    options.mask_encoding = args.probability_encoding if args.save_probabilities else "float32"
 
 
 # --- argument types: each error is one line naming the value ------------------------------------

@@ -25,6 +25,7 @@ from runtime.volumes.metric.leaderboard import COMPETITION, MetricParameters, Vo
 __all__ = [
     "ScoreReport",
     "VolumeSourcePair",
+    "choose_scorer",
     "find_labels",
     "find_predictions",
     "pair_volumes",
@@ -261,7 +262,7 @@ def score_predictions(
 
     log = log or (lambda message: None)
     started = time.perf_counter()
-    chosen = _choose_scorer(scorer, topometrics_available())
+    chosen = choose_scorer(scorer, topometrics_available())
     pairs = pair_volumes(
         find_predictions(prediction_path), find_labels(labels_path), only_predicted=only_predicted
     )
@@ -283,7 +284,8 @@ def score_predictions(
     return ScoreReport(results, chosen, backend(), time.perf_counter() - started)
 
 
-def _choose_scorer(scorer: str, official_available: bool) -> str:
+def choose_scorer(scorer: str, official_available: bool) -> str:
+    """The scorer a ``--scorer`` choice (auto, official or local) means here: official or local."""
     if scorer == "auto":
         return "official" if official_available else "local"
     if scorer == "official" and not official_available:

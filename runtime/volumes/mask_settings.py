@@ -173,10 +173,15 @@ def apply_settings(
     warn: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, float]:
     """The uint8 0/1 mask for a stored probability, and the (low) threshold it used."""
+    import numpy as np
+
     from runtime.volumes.postprocess import postprocess
 
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown probability encoding {encoding!r}")
+    if encoding != "uint8":
+        # once here, not in each comparison and quantile below (a no-op for float32)
+        stored = np.asarray(stored, dtype=np.float32)
     threshold = volume_threshold(stored, encoding, settings)
     mask = _above(stored, encoding, threshold)
     if settings.hysteresis_high is not None:

@@ -21,6 +21,8 @@ from runtime.contract.errors import InputError, VolumeError, first_line
 if TYPE_CHECKING:
     import numpy as np
 
+    from runtime.volumes.mask_settings import MaskSettings
+
 __all__ = [
     "MANIFEST_NAME",
     "PROBABILITY_ENCODINGS",
@@ -271,7 +273,7 @@ def finish_with_probability(
     *,
     save_dir: Path | None,
     save_encoding: str,
-    settings: Any = None,
+    settings: MaskSettings | None = None,
     settings_encoding: str = "float32",
     warn: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray | None, Path | None, float | None]:

@@ -263,14 +263,14 @@ def tune(
     progress_bar: bool | None = None,
 ) -> TuneReport:
     """Score settings on saved probabilities against labels; the grid's, or the staged search."""
-    from runtime.volumes.evaluation import _choose_scorer, find_labels
+    from runtime.volumes.evaluation import choose_scorer, find_labels
     from runtime.volumes.metric.official import topometrics_available
     from runtime.volumes.parallel import default_jobs
     from runtime.volumes.probability import find_probabilities, load_probability
 
     log = log or (lambda message: None)
     started = time.perf_counter()
-    chosen = _choose_scorer(scorer, topometrics_available())
+    chosen = choose_scorer(scorer, topometrics_available())
     found = find_probabilities(probabilities)
     for note in found.notes:
         log(note)
@@ -297,10 +297,15 @@ def tune(
     voxels = math.prod(shape)
     workers = jobs or default_jobs(len(volumes) * 4, voxels)
     search = _Search(volumes, chosen, workers, log, progress_bar)
-    if grid is not None:
-        search.run("grid", list(grid))
-    else:
-        _staged(search)
+    try:
+        if grid is not None:
+            search.run("grid", list(grid))
+        else:
+            _staged(search)
+    finally:
+        # With one job the workers' cache is this process's: it must neither keep a volume's
+        # arrays alive after tune nor serve them to a later tune of rewritten files (same paths).
+        _CACHE.clear()
     ranked = sorted(
         search.results.values(),
         key=lambda r: (

@@ -35,8 +35,6 @@ def official_score(
     parameters: MetricParameters = COMPETITION,
     volume_id: str = "",
 ) -> VolumeScore:
-    import math
-
     import numpy as np
     from topometrics.leaderboard import compute_leaderboard_score
 
@@ -71,7 +69,7 @@ def official_score(
         voi_split=float(report.voi.voi_split),
         voi_merge=float(report.voi.voi_merge),
         topo_score=float(topo.toposcore),
-        topo_f1={k: (v if not math.isnan(v) else math.nan) for k, v in f1.items()},
+        topo_f1=f1,
         topo_counts=counts,  # type: ignore[arg-type]
         topo_kind="official",
         ignored_voxels=ignored,
