@@ -206,20 +206,12 @@ def _run_build(args: argparse.Namespace) -> int:
         print(f"{len(result.problems)} problem(s) in {result.output_dir}; fix them before uploading",
               file=sys.stderr)  # fmt: skip
         return EXIT_PROBLEMS
-    dataset_id = _dataset_id(result.output_dir)
+    dataset_id = result.dataset_id
     print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
     owner = dataset_id.partition("/")[0]
     print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
           "--framework pyTorch --variation default")  # fmt: skip
     return 0
-
-
-def _dataset_id(folder: Path) -> str:
-    import json
-
-    from bundler.dataset import FILENAME
-
-    return str(json.loads((folder / FILENAME).read_text(encoding="utf-8")).get("id", ""))
 
 
 def _run_verify(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from runtime.contract.files import replacing, sha256_file
+from runtime.contract.files import copy_hashing, replacing, sha256_file
 
 
 def link_or_copy(source: Path, destination: Path, *, link: bool = True) -> None:
@@ -60,9 +60,14 @@ class BlobStore:
         """A hard link where possible: only for files the bundler itself reads, never hands out."""
         link_or_copy(self.path(sha256), destination)
 
-    def copy_to(self, sha256: str, destination: Path) -> None:
-        """A copy of its own: editing ``destination`` can never reach the store."""
-        link_or_copy(self.path(sha256), destination, link=False)
+    def copy_to(self, sha256: str, destination: Path) -> str:
+        """A copy of its own (editing ``destination`` can never reach the store); returns the
+        sha256 of the bytes copied, hashed as they are written, so no one need read them again.
+        """
+        with replacing(destination) as temporary:
+            temporary.unlink()  # copy_hashing creates its target, so that it never truncates one
+            digest, _ = copy_hashing(self.path(sha256), temporary)
+        return digest
 
     def add_file(self, source: Path, *, expected_sha256: str | None = None) -> str:
         """Copy ``source`` in (checked against ``expected_sha256`` when given); return its hash."""

@@ -36,7 +36,7 @@ from bundler.bundle_plan import (
 from bundler.downloads import Fetch, fetch_all, progress_mode
 from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
 from bundler.output import OWN_ENTRIES, check_output_dir, sync_wheels, write_wheelhouse_files
-from bundler.preinstalled import Replacement, check_replacements, kernel_pins
+from bundler.preinstalled import Replacement, check_replacements, kernel_pins, listed
 from bundler.profiles import get_profile, unconfirmed_reason
 from bundler.requirement_files import RequirementLine, read_requirement_files
 from bundler.resolve import IndexSettings, Resolution, ResolvedItem, ResolverOptions
@@ -74,6 +74,7 @@ class BuildResult:
     replacements: tuple[Replacement, ...] = ()  # kernel packages this wheelhouse replaces
     problems: tuple[str, ...] = ()  # what verify() found in the finished folder
     previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
+    dataset_id: str = ""  # the id written to dataset-metadata.json
 
 
 def default_cache_dir() -> Path:
@@ -153,12 +154,8 @@ def build(
     _check_plan_fits(plan, profile)
     for replacement in plan.replacements:
         if replacement.breaks:
-            shown = ", ".join(replacement.breaks[:4])
-            more = len(replacement.breaks) - 4
-            warnings.append(
-                f"replacing {replacement.describe()} (--allow-replace) breaks {shown}"
-                + (f" and {more} more (manifest.json lists them)" if more > 0 else "")
-            )
+            shown = listed(replacement.breaks, rest=" (manifest.json lists them)")
+            warnings.append(f"replacing {replacement.describe()} (--allow-replace) breaks {shown}")
 
     entries = [_entry(wheel, store) for wheel in plan.wheels]
     self_filename = None
@@ -185,7 +182,7 @@ def build(
     write_wheelhouse_files(output_dir, manifest, metadata)
     from bundler.verification import verify
 
-    problems = verify(output_dir)
+    problems = verify(output_dir, known_hashes=sync.hashes)
 
     downloaded = [e.filename for e in entries if e.sha256 in session.downloaded_hashes]
     downloaded += session.downloaded_other
@@ -206,6 +203,7 @@ def build(
         replacements=tuple(plan.replacements),
         problems=tuple(problems),
         previous=previous,
+        dataset_id=str(metadata["id"]),
     )
 
 

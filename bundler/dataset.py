@@ -10,24 +10,21 @@ never fails half-way on a made-up account name.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bundler.errors import BundlerError
+from bundler.kaggle_refs import OWNER, SLUG, slugify
 
 FILENAME = "dataset-metadata.json"
 PLACEHOLDER_OWNER = "INSERT_OWNER"
 MAX_TOP_LEVEL_FILES = 50
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _LICENCE = "CC0-1.0"
 
 
 def default_slug(profile_name: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", f"kaggle-offline-wheels-{profile_name}".lower()).strip("-")
-    return slug[:50].rstrip("-")
+    return slugify(f"kaggle-offline-wheels-{profile_name}")[:50].rstrip("-")
 
 
 def default_title(profile_name: str) -> str:
@@ -73,7 +70,7 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
         problems.append(f"{FILENAME}: title {title!r} must be 6-50 characters (--title)")
     dataset_id = data.get("id")
     owner, _, slug = str(dataset_id).partition("/") if isinstance(dataset_id, str) else ("", "", "")
-    if not owner or not _OWNER.fullmatch(owner) or not slug:
+    if not owner or not OWNER.fullmatch(owner) or not slug:
         problems.append(
             f"{FILENAME}: id {dataset_id!r} must be OWNER/SLUG, e.g. alice/my-wheels (--dataset-id)"
         )
@@ -82,7 +79,7 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
             f"{FILENAME}: id {dataset_id!r} has the placeholder owner {PLACEHOLDER_OWNER}; "
             "rebuild with --dataset-id YOUR_USERNAME/SLUG or edit the file before uploading"
         )
-    if slug and (not 6 <= len(slug) <= 50 or not _SLUG.fullmatch(slug)):
+    if slug and (not 6 <= len(slug) <= 50 or not SLUG.fullmatch(slug)):
         problems.append(
             f"{FILENAME}: slug {slug!r} must be 6-50 lower-case letters, digits and hyphens, as "
             "the kaggle CLI requires (--dataset-id)"

@@ -15,8 +15,9 @@ from pathlib import PurePosixPath
 
 from bundler.errors import BundlerError
 
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
-_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# Kaggle's alphabets, shared with bundler.dataset: an owner name, and a slug as URLs spell it.
+SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MIN_KERNEL_SLUG = 5  # validate_kernel_string: "Kernel slug must be at least five characters"
 MIN_KERNEL_TITLE = 5  # kernels_push: "Title must be at least five characters"
 
@@ -86,7 +87,7 @@ class DatasetPath:
 def owned_slug(text: str, option: str, what: str, *, min_slug: int = 3) -> OwnedSlug:
     """``owner/slug`` with a lower-case slug of ``min_slug``-50 characters."""
     owner, _, slug = text.partition("/")
-    if not owner or not slug or "/" in slug or not _OWNER.fullmatch(owner):
+    if not owner or not slug or "/" in slug or not OWNER.fullmatch(owner):
         raise BundlerError(f"{option} {text!r}: give OWNER/SLUG, the {what}'s id")
     _check_slug(slug, option, text, min_length=min_slug)
     return OwnedSlug(owner, slug)
@@ -127,7 +128,7 @@ def model_instance_version(text: str) -> ModelInstanceVersion:
     if len(parts) != 5 or not all(parts):
         raise BundlerError(f"--model-source {text!r}: give {form}")
     owner, model, framework, variation, version = parts
-    if not _OWNER.fullmatch(owner):
+    if not OWNER.fullmatch(owner):
         raise BundlerError(f"--model-source {text!r}: {owner!r} is not a Kaggle user name")
     _check_slug(model, "--model-source", text, min_length=1)
     _check_slug(variation, "--model-source", text, min_length=1)
@@ -197,7 +198,7 @@ def slugify(text: str) -> str:
 
 
 def _check_slug(slug: str, option: str, text: str, *, min_length: int) -> None:
-    if not min_length <= len(slug) <= 50 or not _SLUG.fullmatch(slug):
+    if not min_length <= len(slug) <= 50 or not SLUG.fullmatch(slug):
         raise BundlerError(
             f"{option} {text!r}: {slug!r} must be {min_length}-50 lower-case letters, digits and "
             "hyphens"

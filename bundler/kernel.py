@@ -11,7 +11,6 @@ predict options by predict's own argument definitions, the finished metadata by
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, NoReturn
 from bundler import kaggle_refs
 from bundler.errors import BundlerError
 from bundler.notebook import NotebookModel, NotebookPlan, make_notebook, notebook_text
-from runtime.contract.files import write_text_atomically
+from runtime.contract.files import load_json, write_json_atomically, write_text_atomically
 
 METADATA_FILENAME = "kernel-metadata.json"
 PINNING_TYPES = ("original", "latest")
@@ -125,7 +124,7 @@ def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> 
 
     previous = _previous_code_file(folder)
     write_text_atomically(folder / code_file, notebook_text(notebook))
-    write_text_atomically(folder / METADATA_FILENAME, json.dumps(metadata, indent=2) + "\n")
+    write_json_atomically(folder / METADATA_FILENAME, metadata)
     if previous and previous != code_file:  # the id changed: the old notebook is not pushed
         (folder / previous).unlink(missing_ok=True)
     return KernelFolder(folder, metadata, folder / code_file, warnings)
@@ -206,8 +205,8 @@ def _notebook_model(
 
 def _previous_code_file(folder: Path) -> str | None:
     try:
-        data = json.loads((folder / METADATA_FILENAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(folder / METADATA_FILENAME, kind="kernel metadata", error=ValueError)
+    except ValueError:  # none there, or unreadable (load_json makes every way of that one error)
         return None
     code_file = data.get("code_file") if isinstance(data, dict) else None
     # Only a bare file name of ours is ever removed, never a path elsewhere.

@@ -16,7 +16,6 @@ exactly the model's files.
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from bundler import dataset, kaggle_refs
 from bundler.errors import BundlerError
 from runtime.contract.errors import KaggleOfflineError, first_line
-from runtime.contract.files import write_json_atomically
+from runtime.contract.files import load_json, write_json_atomically
 
 INSTANCE_METADATA = "model-instance-metadata.json"
 MODEL_METADATA = "model-metadata.json"
@@ -283,8 +282,8 @@ def _previous_upload(output: Path) -> dict[str, object] | None:
     """The metadata of an earlier upload folder made here (model instance or our dataset)."""
     for name in (INSTANCE_METADATA, dataset.FILENAME):
         try:
-            data = json.loads((output / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = load_json(output / name, kind="upload metadata", error=ValueError)
+        except ValueError:  # none there, or unreadable: load_json makes every way one error
             continue
         if not isinstance(data, dict):
             continue
@@ -296,8 +295,8 @@ def _previous_upload(output: Path) -> dict[str, object] | None:
 def _card_of(path: Path, owned: kaggle_refs.OwnedSlug) -> bool:
     """``path`` is a model-metadata.json for this very model (not for another id)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(path, kind="model metadata", error=ValueError)
+    except ValueError:
         return False
     return isinstance(data, dict) and (data.get("ownerSlug"), data.get("slug")) == (
         owned.owner,
@@ -343,7 +342,7 @@ def _instance_metadata(
         "modelSlug": owned.slug,
         "instanceSlug": variation,
         "framework": framework,
-        "overview": f"{check.name}, checked by kaggle-offline on a {_shape(check.window)} window",
+        "overview": _notes(check),
         "usage": (
             "# Model Usage\n\nIn an offline notebook with a kaggle-offline wheelhouse attached:\n\n"
             "```\npython -m runtime predict /kaggle/input/competitions/COMPETITION "

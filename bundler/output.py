@@ -7,7 +7,6 @@ in place in one wheelhouse must not change the cache, nor every other wheelhouse
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +14,13 @@ from importlib import resources
 from pathlib import Path
 
 from bundler.blobs import BlobStore
+from bundler.dataset import FILENAME as DATASET_FILENAME
 from bundler.errors import BundlerError
-from runtime.contract.files import sha256_file, write_text_atomically
+from runtime.contract.files import sha256_file, write_json_atomically, write_text_atomically
 from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
 
 LOCK_FILENAME = "requirements.lock"
 BOOTSTRAP_FILENAME = "bootstrap.py"
-DATASET_FILENAME = "dataset-metadata.json"
 # The wheelhouse's own top-level entries (what counts against Kaggle's 50-file limit).
 OWN_ENTRIES = frozenset(
     {WHEEL_DIRNAME, MANIFEST_FILENAME, LOCK_FILENAME, BOOTSTRAP_FILENAME, DATASET_FILENAME}
@@ -49,6 +48,8 @@ class WheelSync:
     placed: list[str]  # copied into wheels/ in this run
     kept: list[str]  # already there with the right hash
     removed: list[str]  # stale wheels deleted
+    # each wheel's path -> the sha256 of its bytes, hashed here (so verify need not read it again)
+    hashes: dict[Path, str]
 
 
 def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStore) -> WheelSync:
@@ -57,12 +58,14 @@ def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStor
     wheel_dir.mkdir(parents=True, exist_ok=True)
     placed: list[str] = []
     kept: list[str] = []
+    hashes: dict[Path, str] = {}
     for filename, sha256 in wanted:
         path = wheel_dir / filename
         if _intact_copy(path, sha256, store):
             kept.append(filename)
+            hashes[path] = sha256
             continue
-        store.copy_to(sha256, path)
+        hashes[path] = store.copy_to(sha256, path)
         placed.append(filename)
     names = {filename for filename, _ in wanted}
     removed: list[str] = []
@@ -73,7 +76,7 @@ def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStor
             path.unlink()
             if stale_wheel:
                 removed.append(path.name)
-    return WheelSync(placed=placed, kept=kept, removed=removed)
+    return WheelSync(placed=placed, kept=kept, removed=removed, hashes=hashes)
 
 
 def _intact_copy(path: Path, sha256: str, store: BlobStore) -> bool:
@@ -115,5 +118,5 @@ def write_wheelhouse_files(
     """Everything but the wheels. The manifest goes last: it marks the folder complete."""
     write_text_atomically(folder / LOCK_FILENAME, lock_text(manifest))
     write_text_atomically(folder / BOOTSTRAP_FILENAME, bootstrap_source())
-    write_text_atomically(folder / DATASET_FILENAME, json.dumps(dataset_metadata, indent=2) + "\n")
+    write_json_atomically(folder / DATASET_FILENAME, dataset_metadata)
     manifest.dump(folder / MANIFEST_FILENAME)

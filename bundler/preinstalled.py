@@ -112,6 +112,12 @@ def check_replacements(
     dependency reaches an allowed one; both only for messages.
     """
     replacements: list[Replacement] = []
+    # The same count for every replacement: kernel packages whose requirements are not known.
+    unchecked = sum(
+        1
+        for other in profile.preinstalled
+        if other not in profile.preinstalled_requires and other not in chosen
+    )
     for name, version in sorted(chosen.items()):
         installed = profile.preinstalled_version(name)
         if installed is None or installed == version:
@@ -125,22 +131,21 @@ def check_replacements(
                 f"--allow-replace {name} or report this as a bug"
             )
         breaks = _broken_dependents(name, installed, version, profile, set(chosen))
-        unchecked = sum(
-            1
-            for other in profile.preinstalled
-            if other not in profile.preinstalled_requires and other not in chosen
-        )
         replacement = Replacement(name, installed, version, reason, tuple(breaks), unchecked)
         if breaks and reason == REQUESTED:
-            shown = ", ".join(breaks[:_SHOWN_BREAKS])
-            more = f" and {len(breaks) - _SHOWN_BREAKS} more" if len(breaks) > _SHOWN_BREAKS else ""
             raise PreinstalledConflictError(
                 f"{requested_text.get(name, name)} would replace the kernel's {name} {installed} "
-                f"with {version}, which breaks {shown}{more} on {profile.name}; replace it anyway "
+                f"with {version}, which breaks {listed(breaks)} on {profile.name}; replace it anyway "
                 f"with --allow-replace {name}, or ask for a version they accept"
             )
         replacements.append(replacement)
     return replacements
+
+
+def listed(breaks: Sequence[str], *, rest: str = "") -> str:
+    """The first few of ``breaks``, then how many more there are (and ``rest``, where to see them)."""
+    more = len(breaks) - _SHOWN_BREAKS
+    return ", ".join(breaks[:_SHOWN_BREAKS]) + (f" and {more} more{rest}" if more > 0 else "")
 
 
 def _broken_dependents(

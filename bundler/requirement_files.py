@@ -66,11 +66,6 @@ class RequirementLine:
     def pip_line(self) -> str:
         return " ".join([self.text, *(f"--hash={value}" for value in self.hashes)])
 
-    def sha256s(self) -> frozenset[str]:
-        return frozenset(
-            value.split(":", 1)[1].lower() for value in self.hashes if value.startswith("sha256:")
-        )
-
 
 @dataclass
 class RequirementInput:

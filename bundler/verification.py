@@ -39,8 +39,18 @@ from runtime.contract.profile import TargetProfile, canonical_name
 _USER = "the requested requirements"
 
 
-def verify(wheelhouse: Path, target: TargetProfile | str | None = None) -> list[str]:
-    """Every problem found in ``wheelhouse``, one line each; an empty list means it is sound."""
+def verify(
+    wheelhouse: Path,
+    target: TargetProfile | str | None = None,
+    *,
+    known_hashes: Mapping[Path, str] | None = None,
+) -> list[str]:
+    """Every problem found in ``wheelhouse``, one line each; an empty list means it is sound.
+
+    ``known_hashes`` (path -> sha256) are wheels the caller has just written and hashed (``build``
+    hashes each copy as it writes it); they are not read a second time.
+    """
+    known = known_hashes or {}
     wheelhouse = Path(wheelhouse)
     try:
         manifest = Manifest.load(wheelhouse / MANIFEST_FILENAME)
@@ -61,7 +71,7 @@ def verify(wheelhouse: Path, target: TargetProfile | str | None = None) -> list[
             problems.append(f"{entry.filename}: listed in the manifest but missing from the folder")
             continue
         size = path.stat().st_size
-        digest = sha256_file(path)
+        digest = known.get(path) or sha256_file(path)
         if digest != entry.sha256:
             problems.append(
                 f"{path}: sha256 {digest} differs from the manifest's {entry.sha256} "
