@@ -179,7 +179,7 @@ def build(
         else {},
     )
     metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
-    write_wheelhouse_files(output_dir, manifest, metadata)
+    manifest = write_wheelhouse_files(output_dir, manifest, metadata)
     from bundler.verification import verify
 
     problems = verify(output_dir, known_hashes=sync.hashes)

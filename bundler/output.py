@@ -7,6 +7,8 @@ in place in one wheelhouse must not change the cache, nor every other wheelhouse
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +18,8 @@ from pathlib import Path
 from bundler.blobs import BlobStore
 from bundler.dataset import FILENAME as DATASET_FILENAME
 from bundler.errors import BundlerError
-from runtime.contract.files import sha256_file, write_json_atomically, write_text_atomically
-from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
+from runtime.contract.files import json_text, sha256_file, write_bytes_atomically
+from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, FileEntry, Manifest
 
 LOCK_FILENAME = "requirements.lock"
 BOOTSTRAP_FILENAME = "bootstrap.py"
@@ -114,9 +116,23 @@ def bootstrap_source() -> str:
 
 def write_wheelhouse_files(
     folder: Path, manifest: Manifest, dataset_metadata: dict[str, object]
-) -> None:
-    """Everything but the wheels. The manifest goes last: it marks the folder complete."""
-    write_text_atomically(folder / LOCK_FILENAME, lock_text(manifest))
-    write_text_atomically(folder / BOOTSTRAP_FILENAME, bootstrap_source())
-    write_json_atomically(folder / DATASET_FILENAME, dataset_metadata)
-    manifest.dump(folder / MANIFEST_FILENAME)
+) -> Manifest:
+    """Everything but the wheels; the manifest as written, with the other files' hashes.
+
+    The manifest goes last: it marks the folder complete, and it records the sha256 and size of
+    the very bytes written for the lock, bootstrap.py and the metadata, so ``verify`` (and the
+    installer) can tell any later edit of them.
+    """
+    texts = {
+        LOCK_FILENAME: lock_text(manifest),
+        BOOTSTRAP_FILENAME: bootstrap_source(),
+        DATASET_FILENAME: json_text(dataset_metadata),
+    }
+    files = []
+    for name, text in texts.items():
+        data = text.encode("utf-8")
+        write_bytes_atomically(folder / name, data)
+        files.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
+    written = dataclasses.replace(manifest, files=tuple(files))
+    written.dump(folder / MANIFEST_FILENAME)
+    return written

@@ -25,6 +25,8 @@ __all__ = [
     "replacing",
     "sha256_file",
     "sha256_stream",
+    "json_text",
+    "write_bytes_atomically",
     "write_json_atomically",
     "write_text_atomically",
 ]
@@ -55,13 +57,22 @@ def replacing(path: Path | str) -> Iterator[Path]:
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path | str, data: bytes) -> None:
     with replacing(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(data)
+
+
+def json_text(data: Any) -> str:
+    """JSON as the project writes it: indented, with a final newline."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def write_json_atomically(path: Path | str, data: Any) -> None:
     """JSON, indented, with a final newline; a crash leaves the old file or the new one."""
-    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomically(path, json_text(data))
 
 
 def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
