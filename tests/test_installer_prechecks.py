@@ -81,7 +81,7 @@ def test_a_wheel_larger_than_the_free_space_of_site_packages_is_refused_before_p
         f'--wheelhouse "{house}"; echo "rc=$?"; ls "$0"/venv/lib/python3*/site-packages'
     )
     result = run_checked(
-        on_small_tmpfs({small: "40m"}, ["sh", "-c", script, str(small)]), env=_env()
+        on_small_tmpfs({small: "size=40m"}, ["sh", "-c", script, str(small)]), env=_env()
     )
 
     assert "rc=2" in result.stdout, result.stdout + result.stderr
@@ -106,7 +106,7 @@ def test_a_temporary_folder_too_small_for_the_copies_is_one_line_before_any_copy
     small.mkdir()
     argv = [str(venv.python), "-m", "runtime", "install", "--wheelhouse", str(house)]
     result = run_checked(
-        on_small_tmpfs({small: "1m"}, argv), check=False, env=_env(TMPDIR=str(small))
+        on_small_tmpfs({small: "size=1m"}, argv), check=False, env=_env(TMPDIR=str(small))
     )
 
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

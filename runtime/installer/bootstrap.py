@@ -13,8 +13,11 @@ Exit status: 0 on success, 2 on an error (printed as one line; nothing is instal
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -47,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-") as private:
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-")
+    except OSError as error:  # a full or read-only temporary folder: one line, as promised
+        print(f"error: {_no_room(Path(tempfile.gettempdir()), error)}", file=sys.stderr)
+        return 2
+    with folder as private:
         try:
             return _bootstrap(here, Path(private), args)
         except BootstrapError as error:
@@ -133,10 +141,21 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
     # copy is a new file in the private folder ("x"): no name can make it overwrite anything.
     target = private / filename
     digest = hashlib.sha256()
-    with source.open("rb") as stream, target.open("xb") as copy:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            copy.write(chunk)
+    size = source.stat().st_size
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    try:
+        if shutil.disk_usage(private).free < size:
+            raise full  # known before a byte is written
+        with source.open("rb") as stream, target.open("xb") as copy:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise BootstrapError(f"{source}: cannot copy it to {private} ({error})") from None
+        raise BootstrapError(
+            f"{_no_room(private, error)} (kaggle-offline's wheel needs {size} bytes)"
+        ) from None
     expected = str(entry["sha256"]).lower()
     if digest.hexdigest() != expected:
         raise BootstrapError(
@@ -145,6 +164,16 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
             "re-attach the dataset or rebuild the wheelhouse"
         )
     return target
+
+
+def _no_room(folder: Path, error: OSError) -> str:
+    """One line for a temporary folder that cannot take bootstrap.py's private copy."""
+    if error.errno == errno.ENOSPC:
+        return (
+            f"no space left on {folder}: bootstrap.py keeps a private copy of kaggle-offline's "
+            "wheel there; free some space, or set TMPDIR to a folder with room, and run it again"
+        )
+    return f"{folder}: cannot create bootstrap.py's private folder ({error}); set TMPDIR elsewhere"
 
 
 def _check_plain_name(origin: Path, key: str, value: object) -> None:

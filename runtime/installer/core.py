@@ -224,7 +224,13 @@ def _install_plan(
         say(f"verified {len(staged)} wheels; running pip")
 
         mark = time.perf_counter()
-        journal.write(pending, [(wheel.name, wheel.version) for wheel in plan.install])
+        try:
+            journal.write(pending, [(wheel.name, wheel.version) for wheel in plan.install])
+        except OSError as error:
+            raise InstallError(
+                f"{pending}: cannot write the install journal ({error.strerror or error}); "
+                "nothing was installed"
+            ) from None
         pip = pip_command(interpreter.executable, compile_bytecode=compile_bytecode)
         failure = run_pip([*pip, *map(str, staged.values())])
         if failure is not None:

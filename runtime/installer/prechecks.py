@@ -26,7 +26,14 @@ from runtime.contract.wheel_archive import BLOCK, WheelArchive, read_wheel_archi
 from runtime.installer.plan import PlannedWheel
 from runtime.installer.versions import same_version
 
-__all__ = ["Need", "check_space", "checked_archive", "install_folder", "space_needed", "staging_need"]
+__all__ = [
+    "Need",
+    "check_space",
+    "checked_archive",
+    "install_folder",
+    "space_needed",
+    "staging_need",
+]
 
 _MB = 1 << 20
 
@@ -38,7 +45,8 @@ class Need:
     folder: Path
     size: int
     files: int
-    what: str
+    what: str  # its subject and verb: "unpacking 3 wheel(s) needs"
+    remedy: str = "free some space there"
 
 
 def install_folder() -> Path:
@@ -72,15 +80,15 @@ def space_needed(archives: Sequence[WheelArchive], folder: Path, *, compile_byte
     """What pip writes into ``folder`` for ``archives`` (bytecode adds about the sources' size)."""
     size = sum(a.unpacked_bytes + (a.source_bytes if compile_bytecode else 0) for a in archives)
     files = sum(a.members * (2 if compile_bytecode else 1) for a in archives)
-    return Need(folder, size, files, f"unpacking {len(archives)} wheel(s)")
+    return Need(folder, size, files, f"unpacking {len(archives)} wheel(s) needs")
 
 
 def staging_need(wheels: Iterable[PlannedWheel], folder: Path) -> Need:
     """What the private copies of ``wheels`` take in ``folder``."""
     sizes = [wheel.size if wheel.size is not None else _size(wheel.source) for wheel in wheels]
-    return Need(
-        folder, sum(-(-s // BLOCK) * BLOCK for s in sizes), len(sizes), "the wheels' copies"
-    )
+    size = sum(-(-s // BLOCK) * BLOCK for s in sizes)
+    remedy = "free some space, or set TMPDIR to a folder with room,"
+    return Need(folder, size, len(sizes), "the wheels' copies need", remedy)
 
 
 def check_space(need: Need) -> None:
@@ -92,15 +100,16 @@ def check_space(need: Need) -> None:
     free = stats.f_bavail * stats.f_frsize
     if need.size > free:
         raise WheelhouseError(
-            f"no space left on {need.folder}: {need.what} needs about {_mb(need.size)} MB, "
-            f"{_mb(free)} MB are free; nothing was installed: free some space (or point TMPDIR "
-            "elsewhere for the copies) and run the install again"
+            f"no space left on {need.folder}: {need.what} about {_mb(need.size)} MB, "
+            f"{_mb(free)} MB are free; nothing was installed: {need.remedy} and run the install "
+            "again"
         )
     # f_files == 0: a file system without an inode limit (btrfs reports none)
     if stats.f_files and need.files > stats.f_favail:
         raise WheelhouseError(
-            f"no space left on {need.folder}: {need.what} creates {need.files} files, only "
-            f"{stats.f_favail} more fit there (out of inodes); nothing was installed"
+            f"no space left on {need.folder}: {need.what} {need.files} files, only "
+            f"{stats.f_favail} more fit there (out of inodes); nothing was installed: "
+            f"{need.remedy} and run the install again"
         )
 
 

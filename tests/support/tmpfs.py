@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 _UNSHARE = ("unshare", "--map-root-user", "--mount", "--net")
-# sh: mount each "size:folder" given before "--", then run the command after it.
+# sh: mount each "options:folder" given before "--", then run the command after it.
 _MOUNT_THEN_RUN = (
-    'while [ "$1" != "--" ]; do mount -t tmpfs -o "size=${1%%:*}" tmpfs "${1#*:}" || exit 97; '
+    'while [ "$1" != "--" ]; do mount -t tmpfs -o "${1%%:*}" tmpfs "${1#*:}" || exit 97; '
     'shift; done; shift; exec "$@"'
 )
 
@@ -48,6 +48,6 @@ def require_tmpfs() -> None:
 
 
 def on_small_tmpfs(mounts: dict[Path, str], argv: Sequence[str]) -> list[str]:
-    """``argv`` run offline with a tmpfs of the given size ("4m") mounted on each folder."""
-    specs = [f"{size}:{folder}" for folder, size in mounts.items()]
+    """``argv`` run offline with a tmpfs mounted on each folder, with its options ("size=4m")."""
+    specs = [f"{options}:{folder}" for folder, options in mounts.items()]
     return [*_UNSHARE, "sh", "-c", _MOUNT_THEN_RUN, "sh", *specs, "--", *argv]
