@@ -100,9 +100,15 @@ def lock_text(manifest: Manifest) -> str:
         f"#   pip install --no-index --require-hashes --find-links {manifest.wheel_dir} "
         f"-r {LOCK_FILENAME}",
     ]
-    for entry in sorted(manifest.wheels, key=lambda entry: entry.name):
-        lines.append(f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + lock_pins(manifest)) + "\n"
+
+
+def lock_pins(manifest: Manifest) -> list[str]:
+    """The lock's requirement lines: one hash-pinned ``name==version`` per wheel, by name."""
+    return [
+        f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}"
+        for entry in sorted(manifest.wheels, key=lambda entry: entry.name)
+    ]
 
 
 def bootstrap_source() -> str:
