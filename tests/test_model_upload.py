@@ -169,3 +169,26 @@ def test_in_place_writes_only_the_metadata(good_model: Path) -> None:
     upload = prepare_model(good_model, good_model, model_id="alice/tiny-unet")
     assert (good_model / "model-instance-metadata.json").is_file()
     assert upload.files == ["__pycache__/x.pyc", "config.json", "model.pt"]
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbing"])
+def test_a_config_naming_a_file_outside_its_folder_is_refused_before_the_copy(
+    tmp_path: Path, good_model: Path, where: str
+) -> None:
+    """The staged copy would load the absolute path just as well: the original is checked."""
+    elsewhere = tmp_path / "elsewhere" / "model.pt"
+    elsewhere.parent.mkdir()
+    (good_model / "model.pt").rename(elsewhere)
+    config = json.loads((good_model / "config.json").read_text())
+    config["program"] = str(elsewhere) if where == "absolute" else "../elsewhere/model.pt"
+    (good_model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "upload"
+
+    with pytest.raises(BundlerError, match="outside the model folder") as refused:
+        prepare_model(good_model, out, model_id="alice/tiny-unet")
+
+    assert f"{good_model / 'config.json'}: 'program' is " in str(refused.value)
+    assert not out.exists()
+    completed = _cli(str(good_model), "-o", str(out), "--id", "alice/tiny-unet", "-q")
+    assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1
+    assert not out.exists()
