@@ -11,6 +11,7 @@ downloads nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from packaging.requirements import Requirement
 
@@ -55,6 +56,7 @@ from bundler.wheelhouse.output import (
     sync_wheels,
     write_wheelhouse_files,
 )
+from bundler.wheelhouse.places import check_place, naming_a_full_place
 from bundler.wheelhouse.sdists import build_wheel_from_sdist
 from bundler.wheelhouse.self_wheel import own_wheel
 from runtime import __version__
@@ -84,6 +86,9 @@ class BuildResult:
     dataset_id: str = ""  # the id written to dataset-metadata.json
 
 
+_P = ParamSpec("_P")
+
+
 def default_cache_dir() -> Path:
     configured = os.environ.get("KAGGLE_OFFLINE_CACHE")
     if configured:
@@ -92,6 +97,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "kaggle-offline"
 
 
+def _naming_full_places(function: Callable[_P, BuildResult]) -> Callable[_P, BuildResult]:
+    """A disk that fills up during the build is one line naming the place, not a traceback."""
+
+    @functools.wraps(function)
+    def build(*args: _P.args, **kwargs: _P.kwargs) -> BuildResult:
+        output_dir = Path(str(args[1] if len(args) > 1 else kwargs["output_dir"]))
+        cache = Path(str(kwargs.get("cache_dir") or default_cache_dir()))
+        with naming_a_full_place({output_dir: "-o", cache: "the download cache"}):
+            return function(*args, **kwargs)
+
+    return build
+
+
+@_naming_full_places
 def build(
     requirements: Sequence[str],
     output_dir: Path,
@@ -119,6 +138,7 @@ def build(
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_place(cache_root, "--cache-dir (or KAGGLE_OFFLINE_CACHE)")
     store = BlobStore(cache_root / "blobs")
     files = read_requirement_files(requirement_files, constraint_files)
     index = IndexSettings(

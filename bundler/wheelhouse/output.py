@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +17,7 @@ from pathlib import Path
 from bundler.blobs import BlobStore
 from bundler.errors import BundlerError
 from bundler.kaggle.dataset import FILENAME as DATASET_FILENAME
+from bundler.wheelhouse.places import check_place, check_room
 from runtime.contract.files import json_text, sha256_file, write_bytes_atomically
 from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, FileEntry, Manifest
 
@@ -32,17 +32,7 @@ _TEMP_SUFFIX = ".tmp"
 
 def check_output_dir(folder: Path) -> None:
     """``-o`` must be a folder (new, or a previous wheelhouse): refuse anything else in one line."""
-    if folder.exists() and not folder.is_dir():
-        raise BundlerError(f"{folder}: exists and is not a folder; give -o a folder to write to")
-    ancestor = folder
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise BundlerError(f"{folder}: {ancestor} is a file, so -o cannot be created there")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BundlerError(
-            f"{folder}: cannot write in {ancestor} (permission denied); choose another -o"
-        )
+    check_place(folder, "-o")
 
 
 @dataclass(frozen=True)
@@ -57,17 +47,24 @@ class WheelSync:
 def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStore) -> WheelSync:
     """Make ``folder/wheels`` hold exactly ``wanted`` (filename, sha256 in ``store``)."""
     wheel_dir = folder / WHEEL_DIRNAME
-    wheel_dir.mkdir(parents=True, exist_ok=True)
     placed: list[str] = []
     kept: list[str] = []
     hashes: dict[Path, str] = {}
+    missing = []
     for filename, sha256 in wanted:
         path = wheel_dir / filename
         if _intact_copy(path, sha256, store):
             kept.append(filename)
             hashes[path] = sha256
-            continue
-        hashes[path] = store.copy_to(sha256, path)
+        else:
+            missing.append((filename, sha256))
+    # Known before a byte is copied: the copies must fit where they go (stale wheels are
+    # removed only after, so they do not count as free).
+    size = sum(store.path(sha256).stat().st_size for _, sha256 in missing)
+    check_room(folder, size, f"copying {len(missing)} wheel(s)")
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    for filename, sha256 in missing:
+        hashes[wheel_dir / filename] = store.copy_to(sha256, wheel_dir / filename)
         placed.append(filename)
     names = {filename for filename, _ in wanted}
     removed: list[str] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from runtime.contract.errors import WheelhouseError
 
@@ -84,7 +85,7 @@ def read_wheel_archive(path: Path) -> WheelArchive:
     )
 
 
-def _read_headers(stream: zipfile.ZipExtFile, path: Path) -> tuple[tuple[str, str], ...]:
+def _read_headers(stream: IO[bytes], path: Path) -> tuple[tuple[str, str], ...]:
     """RFC 822 style headers up to the first blank line, folded lines joined; bounded."""
     headers: list[tuple[str, str]] = []
     read = 0
