@@ -72,6 +72,10 @@ def verify(
             problems.append(f"{entry.filename}: listed in the manifest but missing from the folder")
             continue
         size = path.stat().st_size
+        if size != entry.size and path not in known:
+            # Damaged whatever its hash: a file of another size is never read whole.
+            problems.append(f"{path}: {size} bytes, the manifest says {entry.size} (rebuild)")
+            continue
         digest = known.get(path) or sha256_file(path)
         if digest != entry.sha256:
             problems.append(

@@ -8,10 +8,12 @@ or the complete new one, never half of one. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ __all__ = [
     "check_document_format",
     "copy_hashing",
     "load_json",
+    "read_document_bytes",
     "replacing",
     "sha256_file",
     "sha256_stream",
@@ -83,7 +86,7 @@ def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
     deeper than the interpreter can parse is a corrupt document, not a crash.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_document_bytes(path).decode("utf-8-sig")
     except FileNotFoundError:
         raise error(f"{path}: {kind} not found") from None
     except OSError as problem:
@@ -100,6 +103,27 @@ def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
         raise error(f"{path}: corrupt {kind}, nested too deeply to be one") from None
 
 
+# Far above any document of ours (a manifest of a thousand wheels is about 1 MiB), far below
+# what would cost a kernel its memory: a larger file is not one of our documents.
+MAX_DOCUMENT_BYTES = 64 << 20
+
+
+def read_document_bytes(path: Path | str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; an ``OSError`` saying why not.
+
+    Never blocks on a FIFO (a named pipe called manifest.json would hang a search of the input
+    folder) and never reads more than ``limit`` bytes, whatever the file claims or becomes.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB, too large to be one")
+    return data
+
+
 def sha256_stream(stream: BinaryIO) -> str:
     digest = hashlib.sha256()
     while chunk := stream.read(CHUNK):
@@ -112,17 +136,23 @@ def sha256_file(path: Path | str) -> str:
         return sha256_stream(stream)
 
 
-def copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+def copy_hashing(source: Path, target: Path, *, limit: int | None = None) -> tuple[str, int]:
     """Copy ``source`` to ``target`` and return the sha256 and size of the very bytes copied.
 
     Hashing the copy as it is written, rather than the source before or after, is what makes a
     check race-free: a file swapped in the source after the check never reaches ``target``.
     ``target`` must not exist (``x`` mode), so that no path can make this truncate a file.
+    With ``limit`` (the size the caller expects), no more than ``limit + 1`` bytes are copied:
+    a file that is larger is known to be wrong without copying all of it.
     """
     digest = hashlib.sha256()
     size = 0
+    budget = None if limit is None else limit + 1
     with open(source, "rb") as stream, open(target, "xb") as copy:
-        while chunk := stream.read(CHUNK):
+        while budget is None or size < budget:
+            chunk = stream.read(CHUNK if budget is None else min(CHUNK, budget - size))
+            if not chunk:
+                break
             digest.update(chunk)
             copy.write(chunk)
             size += len(chunk)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from typing import Any
 
 MANIFEST_FILENAME = "manifest.json"
 _CHUNK = 1 << 20
+_MAX_MANIFEST_BYTES = 64 << 20  # runtime.contract.files.MAX_DOCUMENT_BYTES
 
 
 class BootstrapError(Exception):
@@ -100,7 +102,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     # The installer's rule for every document, kept here because this file stands alone: UTF-8
     # with or without a byte order mark, and a nesting too deep to parse is a corrupt manifest.
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = json.loads(_bounded_bytes(path).decode("utf-8-sig"))
     except FileNotFoundError:
         raise BootstrapError(
             f"{path}: manifest not found; bootstrap.py must stay beside its manifest.json"
@@ -113,6 +115,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BootstrapError(f"{path}: corrupt manifest, nested too deeply to be one") from None
     if not isinstance(data, dict) or not isinstance(data.get("wheels"), list):
         raise BootstrapError(f"{path}: not a kaggle-offline manifest (no list of wheels)")
+    return data
+
+
+def _bounded_bytes(path: Path) -> bytes:
+    """A regular file's bytes, at most the installer's limit for a document (never a FIFO's)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = stream.read(_MAX_MANIFEST_BYTES + 1)
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {_MAX_MANIFEST_BYTES >> 20} MiB")
     return data
 
 
@@ -142,14 +156,21 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
     target = private / filename
     digest = hashlib.sha256()
     size = source.stat().st_size
+    expected_size = entry.get("size") if type(entry.get("size")) is int else None
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     try:
         if shutil.disk_usage(private).free < size:
             raise full  # known before a byte is written
+        # Never more than one byte past the manifest's size: a swapped giant file is not copied.
+        left = expected_size + 1 if expected_size is not None else None
         with source.open("rb") as stream, target.open("xb") as copy:
-            while chunk := stream.read(_CHUNK):
+            while left is None or left > 0:
+                chunk = stream.read(_CHUNK if left is None else min(_CHUNK, left))
+                if not chunk:
+                    break
                 digest.update(chunk)
                 copy.write(chunk)
+                left = None if left is None else left - len(chunk)
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise BootstrapError(f"{source}: cannot copy it to {private} ({error})") from None
