@@ -44,7 +44,10 @@ def read_wheel(path: Path) -> WheelInfo:
         raise WheelhouseError(f"{path}: not a valid wheel filename ({error})") from None
     archive = read_wheel_archive(path)
     try:
-        inside = (canonical_name(archive.name), Version(archive.version))
+        inside: tuple[str, Version | None] = (
+            canonical_name(archive.name),
+            Version(archive.version),
+        )
     except InvalidVersion:
         inside = (canonical_name(archive.name), None)
     if inside != (canonical_name(str(name)), version):
