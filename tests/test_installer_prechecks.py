@@ -63,16 +63,24 @@ def test_a_wheel_whose_metadata_contradicts_its_name_is_refused_before_pip(
     assert venv.distributions() == before
 
 
+@pytest.mark.parametrize("short_of", ["bytes", "inodes"])
 def test_a_wheel_larger_than_the_free_space_of_site_packages_is_refused_before_pip(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, short_of: str
 ) -> None:
     require_netns()
     require_tmpfs()
     template = session_template(tmp_path_factory.getbasetemp())
-    # 24 MB of zeros unpack from a wheel of a few kilobytes; the venv's copy leaves ~14 MB free.
-    wheel = make_wheel(
-        tmp_path / "dist", "big", "1.0", extra_files={"big/data.bin": bytes(24 << 20)}
-    )
+    files_in_venv = sum(1 for _ in template.path.rglob("*"))
+    if short_of == "bytes":
+        # 24 MB of zeros unpack from a wheel of a few kilobytes; the venv's copy leaves ~14 MB.
+        members = {"big/data.bin": bytes(24 << 20)}
+        options, expected = "size=40m", "unpacking 1 wheel(s) needs about 24.0 MB"
+    else:
+        # Room for every byte, not for 300 more files: tmpfs counts inodes too.
+        members = {f"big/part{i}.txt": b"x" for i in range(300)}
+        options = f"size=200m,nr_inodes={files_in_venv + 100}"
+        expected = "unpacking 1 wheel(s) needs 304 files, only "
+    wheel = make_wheel(tmp_path / "dist", "big", "1.0", extra_files=members)
     house = _house(tmp_path, wheel)
     small = tmp_path / "small"
     small.mkdir()
@@ -81,14 +89,14 @@ def test_a_wheel_larger_than_the_free_space_of_site_packages_is_refused_before_p
         f'--wheelhouse "{house}"; echo "rc=$?"; ls "$0"/venv/lib/python3*/site-packages'
     )
     result = run_checked(
-        on_small_tmpfs({small: "size=40m"}, ["sh", "-c", script, str(small)]), env=_env()
+        on_small_tmpfs({small: options}, ["sh", "-c", script, str(small)]), env=_env()
     )
 
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     error = result.stderr.strip()
     assert error.count("\n") == 0, error
     assert error.startswith(f"error: no space left on {small}/venv/lib/python3.")
-    assert "unpacking 1 wheel(s) needs about 24.0 MB" in error and "nothing was installed" in error
+    assert expected in error and "nothing was installed" in error
     installed = result.stdout.split()
     assert not [name for name in installed if name.startswith("big")]  # pip never started
 
