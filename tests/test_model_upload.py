@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from bundler.errors import BundlerError
 from bundler.kaggle.model_upload import prepare_model
 from runtime.inference.models import load_model
+from runtime.samples.demo import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # torch.jit.script is deprecated in recent torch, but competitors' TorchScript files still exist.
@@ -191,4 +193,20 @@ def test_a_config_naming_a_file_outside_its_folder_is_refused_before_the_copy(
     assert not out.exists()
     completed = _cli(str(good_model), "-o", str(out), "--id", "alice/tiny-unet", "-q")
     assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_demo_models_weights_at_an_absolute_path_are_refused(tmp_path: Path) -> None:
+    """The issue's case: a U-Net config whose 'weights' is an absolute path outside the folder."""
+    model = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, model, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    config = json.loads((model / "config.json").read_text())
+    elsewhere = tmp_path / "kept-elsewhere.pt"
+    (model / config["weights"]).rename(elsewhere)
+    config["weights"] = str(elsewhere)
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "upload"
+
+    with pytest.raises(BundlerError, match=f"'weights' is '{elsewhere}', outside the model"):
+        prepare_model(model, out, model_id="alice/demo-unet")
     assert not out.exists()
