@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BootstrapError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:  # a disk that fills up under the installer: still one line
+            print(f"error: {_os_error(error, private)}", file=sys.stderr)
+            return 2
         finally:
             _forget_private_copy(private)
 
@@ -195,6 +198,14 @@ def _no_room(folder: Path, error: OSError) -> str:
             "wheel there; free some space, or set TMPDIR to a folder with room, and run it again"
         )
     return f"{folder}: cannot create bootstrap.py's private folder ({error}); set TMPDIR elsewhere"
+
+
+def _os_error(error: OSError, private: str) -> str:
+    """One line for a file error under the installer (its own refusals are one line already)."""
+    where = Path(error.filename).parent if error.filename else Path(private)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {where}; free some space there and run bootstrap.py again"
+    return f"{error.filename or where}: {error.strerror or error}"
 
 
 def _check_plain_name(origin: Path, key: str, value: object) -> None:
