@@ -80,7 +80,13 @@ def _unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> str:
     hints: dict[str, str] = getattr(parser, _HINTS, {})
     if given in hints:
         return f"{message}; {hints[given]}"
-    known = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    known = [
+        option
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction | argparse._VersionAction)
+        for option in action.option_strings
+        if option.startswith("--")
+    ]
     return message + _did_you_mean(given, known)
 
 
