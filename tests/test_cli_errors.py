@@ -3,14 +3,22 @@ and a loud warning when the demo model stands in for theirs."""
 
 from __future__ import annotations
 
+import os
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from bundler.__main__ import main as bundler_main
+from bundler.commands import BUNDLER_EXTRA_MODULES
+from bundler.commands.kernel import shown_command
 from runtime.__main__ import main as runtime_main
 from runtime.samples.demo import SAMPLE_MARKER, demo_warning
 from runtime.samples.sample import write_sample
+from tests.support.venvs import copy_venv, run_checked, session_template
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _error_of(main: object, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -79,3 +87,97 @@ def test_predict_without_a_model_outside_the_sample_says_loudly_it_is_the_demo(
     assert err.rstrip().endswith(warnings[2])  # and last
     with zipfile.ZipFile(output) as archive:
         assert len(archive.namelist()) == 1  # the run itself is unchanged
+
+
+# --- the bundler -------------------------------------------------------------------------------
+
+_KERNEL = ["kernel", "-o", "kernel", "--id", "alice/vesuvius-offline", "--title", "Vesuvius offline",
+           "--wheelhouse", "alice/vesuvius-wheels"]  # fmt: skip
+
+
+def test_a_bundler_typo_shows_the_commands_usage_and_the_option_meant(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _error_of(bundler_main, ["build", "imagecodecs", "--optinal", "imagecodecs"], capsys)
+    assert err.startswith("usage: python -m bundler build ")
+    assert "unrecognized arguments: --optinal imagecodecs (did you mean --optional?)" in err
+
+
+def test_kernel_model_points_at_model_source(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*_KERNEL, "--competition", "vesuvius-challenge-surface-detection", "--model", "demo"]
+    err = _error_of(bundler_main, argv, capsys)
+    assert err.startswith("usage: python -m bundler kernel ")
+    assert "unrecognized arguments: --model demo; a kernel's models are Kaggle inputs" in err
+    assert "--model-source OWNER/MODEL/FRAMEWORK/VARIATION/VERSION" in err
+
+
+@pytest.mark.parametrize(
+    "option, url, wanted",
+    [
+        ("--competition", "https://www.kaggle.com/competitions/vesuvius-challenge-surface-detection/data",
+         "give the slug, not the page's address: --competition vesuvius-challenge-surface-detection"),
+        ("--competition", "kaggle.com/c/vesuvius-challenge-surface-detection",
+         "--competition vesuvius-challenge-surface-detection"),
+        ("--wheelhouse", "https://www.kaggle.com/datasets/alice/vesuvius-wheels/versions/2",
+         "give the reference, not the page's address: --wheelhouse alice/vesuvius-wheels"),
+        ("--model-source", "https://www.kaggle.com/models/alice/vesuvius-unet/pyTorch/default/1",
+         "--model-source alice/vesuvius-unet/pyTorch/default/1"),
+    ],
+)  # fmt: skip
+def test_a_url_where_a_reference_belongs_names_the_reference(
+    option: str, url: str, wanted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = {"--competition": "vesuvius-challenge-surface-detection",
+             "--model-source": "alice/vesuvius-unet/pyTorch/default/1"}  # fmt: skip
+    given[option] = url
+    argv = [*_KERNEL, *(t for pair in given.items() for t in pair), "-o", str(tmp_path / "k")]
+    if option == "--wheelhouse":
+        argv[argv.index("--wheelhouse") + 1] = url
+    assert bundler_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} {url!r} is a URL") and wanted in err
+    assert not (tmp_path / "k").exists()  # nothing written
+
+
+def test_verify_of_a_missing_folder_says_it_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bundler_main(["verify", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'nowhere'} does not exist: give the wheelhouse folder that "
+        "python -m bundler build -o DIR wrote\n"
+    )
+
+
+def test_the_notebook_shows_the_output_folder_by_name() -> None:
+    argv = ["kernel", "-o", "/home/me/.nox/kaggle/tmp/kernel", "--id", "a/b", "--output=/x/y",
+            "-o/abs/z"]  # fmt: skip
+    assert shown_command(argv) == ["kernel", "-o", "kernel", "--id", "a/b", "--output=y", "-oz"]
+
+
+def test_the_bundler_extra_list_is_pyprojects() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert sorted(BUNDLER_EXTRA_MODULES.values()) == sorted(
+        project["optional-dependencies"]["bundler"]
+    )
+
+
+@pytest.mark.slow
+def test_the_bundler_without_its_extras_is_one_line_with_the_install_command(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A venv with only pip (no packaging, build, nbformat), the bundler on PYTHONPATH."""
+    bare = copy_venv(session_template(tmp_path_factory.getbasetemp()), tmp_path / "venv")
+    sources = tmp_path / "sources"  # not a clone: no pyproject.toml beside the packages
+    sources.mkdir()
+    for package in ("bundler", "runtime"):
+        (sources / package).symlink_to(ROOT / package)
+    env = {**os.environ, "PYTHONPATH": str(sources)}
+
+    for argv in (["build", "--help"], ["build", "imagecodecs"], ["verify", "x"]):
+        result = run_checked([str(bare.python), "-m", "bundler", *argv], env=env, check=False)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr == (
+            "error: the bundler needs its extras (no module named 'packaging' here): "
+            "python -m pip install 'packaging>=24' 'pip>=24.2,<26.4' 'build>=1.2' 'nbformat>=5.9'\n"
+        ), argv
