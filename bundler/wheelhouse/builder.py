@@ -53,6 +53,8 @@ from bundler.wheelhouse.output import (
     OWN_ENTRIES,
     check_not_foreign,
     check_output_dir,
+    foreign_entries,
+    shown_names,
     sync_wheels,
     write_wheelhouse_files,
 )
@@ -158,6 +160,10 @@ def build(
     kernel_pins(profile, [], allowed)  # an --allow-replace naming no kernel package
     self_entry = _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
+    if previous is not None and (foreign := foreign_entries(output_dir)):
+        warnings.append(
+            f"{output_dir} also holds {shown_names(foreign)}, which the upload would carry too"
+        )
 
     constraints = [line.text for line in files.constraints]
     key = _resolution_key(lines, optional_names, profile, index, constraints, allowed, options)
