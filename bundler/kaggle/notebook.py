@@ -108,7 +108,7 @@ def _introduction(plan: NotebookPlan) -> str:
         f"`{plan.wheelhouse}` (internet off), segments the test volumes of `{plan.competition}` "
         "and writes a validated `/kaggle/working/submission.zip`.\n\n"
         f"Models:\n{models}\n\nPredict options: `{options}`\n\n"
-        "Run the cells in order (or *Save Version* with *Run All*): each step below says what it "
+        "Run the cells in order (a pushed version runs them all): each step below says what it "
         "does and what to do when it fails. Inputs are found under `/kaggle/input` in both of "
         "Kaggle's mount layouts."
         + (f"\n\nGenerated with `{plan.command}`." if plan.command else "")
