@@ -74,7 +74,10 @@ def verify(
         size = path.stat().st_size
         if size != entry.size and path not in known:
             # Damaged whatever its hash: a file of another size is never read whole.
-            problems.append(f"{path}: {size} bytes, the manifest says {entry.size} (rebuild)")
+            problems.append(
+                f"{path}: {size} bytes, the manifest says {entry.size}, so its sha256 cannot "
+                "match (tampered or truncated; rebuild the wheelhouse)"
+            )
             continue
         digest = known.get(path) or sha256_file(path)
         if digest != entry.sha256:
