@@ -19,6 +19,11 @@ The failure policy, case by case:
   which stays read-only;
 * an optional wheel that pip cannot install is dropped and the rest installed, unless a required
   wheel needs it; any other pip failure names what landed and what is still missing.
+* before pip starts, the verified copies must be what their names say (METADATA's name and
+  version) and fit: the copies the temporary folder's free space, their unpacked size and file
+  count site-packages' (:mod:`prechecks`);
+* what pip is handed is written to a journal first (:mod:`journal`): a package it left unfinished,
+  by failing or by being killed, is never counted as installed, and is installed again.
 
 Standard library only.
 """
