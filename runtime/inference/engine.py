@@ -387,12 +387,16 @@ class Segmenter:
         if volume.dtype.kind != "f":
             return volume, 0
         bad = ~np.isfinite(volume)
+        kind = "NaN or inf"
+        if beyond_float32(volume):  # a float64 1e300 is inf once the model reads float32
+            bad |= np.abs(volume) > np.finfo(np.float32).max
+            kind = "NaN, inf or beyond float32's range"
         count = int(np.count_nonzero(bad))
         if not count:
             return volume, 0
         fill = model.normalization[0]
         note = (
-            f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
+            f"{count} non-finite voxel(s) ({kind}) replaced by {fill:g}, the model's "
             "normalization mean"
         )
         if len(self._members) > 1:
@@ -730,6 +734,18 @@ class Segmenter:
             decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
+
+
+def beyond_float32(volume: np.ndarray) -> bool:
+    """Whether a wider-than-float32 volume holds finite values that float32 cannot hold."""
+    if volume.dtype.kind != "f" or volume.dtype.itemsize <= 4 or volume.size == 0:
+        return False
+    import warnings
+
+    top = np.finfo(np.float32).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN volume has no extremes
+        return bool(np.nanmax(volume) > top or np.nanmin(volume) < -top)
 
 
 def _check_volume(volume: np.ndarray) -> None:

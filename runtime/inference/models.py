@@ -22,7 +22,6 @@ preprocessing) and the engine fuses their per-volume probabilities or logits.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import pickle
 import re
@@ -395,12 +394,10 @@ def _load_config(path: Path, foreground_class: int | None, *, name: str) -> Segm
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: not valid JSON ({error})") from None
+    from runtime.contract.files import load_json
+
+    # The project's one reader: a BOM, deep nesting, NaN and Infinity handled as everywhere.
+    data = load_json(path, kind="model file", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{path}: must hold a JSON object, got {type(data).__name__}")
     return data

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract.errors import ModelError
+from runtime.contract.values import Values
 
 __all__ = ["Configuration", "Labels", "read_configuration", "read_labels"]
 
@@ -321,6 +322,11 @@ def _intensity_properties(plans: dict[str, Any], source: Path) -> dict[str, dict
     )
     if not isinstance(block, dict):
         raise ModelError(f"{source}: foreground_intensity_properties_per_channel must be an object")
+    values = Values(source, ModelError)
+    for channel, properties in block.items():
+        where = f"foreground_intensity_properties_per_channel.{channel}"
+        for key, value in values.mapping(properties, where).items():
+            values.number(value, f"{where}.{key}")  # normalization statistics: finite numbers
     return block
 
 
