@@ -154,7 +154,12 @@ def predict(
     budget_start = time.monotonic()  # --time-budget counts from here: loading included
 
     inputs = find_volumes(input_path)
-    places = predict_estimates(_outputs(output, metrics_path, options, inputs), inputs, options)
+    places = predict_estimates(
+        _outputs(output, metrics_path, options, inputs),
+        inputs,
+        own_workdir=options.workdir is None,
+        encoding=options.probability_encoding,
+    )
     check_outputs(places, _read_files(inputs, options))
     for note in inputs.notes:
         log(note)

@@ -38,6 +38,7 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
+from runtime.inference.cost import check_batch, check_overlap
 from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
@@ -205,6 +206,7 @@ class Segmenter:
             patch = self._choose_patch(member)
             batch = self._choose_batch(member)
             self._check_patch_fits(member, patch, devices)
+            check_batch(batch, patch, member.window_channels, self._platform.host_free_memory())
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
@@ -727,6 +729,7 @@ class Segmenter:
             problems.append(f"time budget must be positive seconds, got {o.time_budget}")
         if problems:
             raise InferenceError("invalid inference options: " + "; ".join(problems))
+        check_overlap(o.overlap)
 
     def _decide(self, decision: Decision) -> None:
         member = self._member

@@ -380,8 +380,15 @@ def _load_config(path: Path, foreground_class: int | None, *, name: str) -> Segm
         raise ModelError(f"{path}: in_channels is {config.in_channels}; volumes have 1 channel")
     _check_foreground_class(fg, config.out_channels, path)
     weights_path = _relative_file(path, data.get("weights"), "weights")
-    network = UNet3D(config)
-    _load_state_dict(network, _read_state_dict(weights_path), weights_path)
+    from runtime.inference.checked_build import build_matching
+
+    # Widths from JSON: compared with the checkpoint on the meta device before any allocation.
+    network = build_matching(
+        lambda: UNet3D(config),
+        _read_state_dict(weights_path),
+        weights_path,
+        described_by="the architecture in config.json",
+    )
     network.eval()
     return SegmentationModel(
         network,
@@ -503,23 +510,9 @@ def _load_state_dict(
     hint: str = "",
 ) -> None:
     """Load strictly; a mismatch names the first missing, unexpected and mis-shaped tensors."""
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-        for key in set(state) & set(expected)
-        if state[key].shape != expected[key].shape
-    )
-    problems = [
-        f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-        if items
-    ]
-    if problems:
-        raise ModelError(
-            f"{path}: weights do not match {described_by} ({'; '.join(problems)}){hint}"
-        )
+    from runtime.inference.checked_build import check_weights_match
+
+    check_weights_match(network.state_dict(), state, path, described_by=described_by, hint=hint)
     network.load_state_dict(state, strict=True)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runtime.pipeline import PredictOptions
     from runtime.volumes.inputs import VolumeInputs
     from runtime.volumes.outputs import Output
 
@@ -41,9 +40,10 @@ def volume_voxels(inputs: VolumeInputs) -> list[int]:
 
 
 def predict_estimates(
-    outputs: Sequence[Output], inputs: VolumeInputs, options: PredictOptions
+    outputs: Sequence[Output], inputs: VolumeInputs, *, own_workdir: bool, encoding: str
 ) -> list[Output]:
-    """``outputs`` with what predict will write in each."""
+    """``outputs`` with what predict will write in each (``own_workdir``: no --workdir given,
+    so the temporary mask folder is beside the zip; ``encoding``: of saved probabilities)."""
     from runtime.volumes.probability import stored_bytes
 
     voxels = volume_voxels(inputs)
@@ -51,10 +51,8 @@ def predict_estimates(
     zipped = masks // _ZIP_SHARE
     sizes = {
         # the temporary mask folder sits beside the zip unless --workdir moves it
-        "-o": zipped + (masks if options.workdir is None else 0),
+        "-o": zipped + (masks if own_workdir else 0),
         "--workdir": masks,
-        "--save-probabilities": sum(
-            stored_bytes((n, 1, 1), options.probability_encoding) for n in voxels
-        ),
+        "--save-probabilities": sum(stored_bytes((n, 1, 1), encoding) for n in voxels),
     }
     return [dataclasses.replace(o, bytes=sizes.get(o.option, o.bytes)) for o in outputs]
