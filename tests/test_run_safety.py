@@ -351,3 +351,33 @@ def test_score_json_under_a_file_is_refused_before_scoring(
     labels = sample_root / "train_labels"
     argv = ["score", str(labels), str(labels), "--json", str(blocker / "score.json")]
     assert main(argv) == 2
+
+
+# --- more sizes and kinds of file that set a cost ------------------------------------------------
+def test_a_pipe_named_like_a_mask_is_refused_not_read_forever(
+    sample_root: Path, tmp_path: Path
+) -> None:
+    predictions = tmp_path / "predictions"
+    predictions.mkdir()
+    for label in (sample_root / "train_labels").glob("*.tif"):
+        os.mkfifo(predictions / label.name)  # nobody ever writes: open() would block for good
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "score",
+            str(predictions),
+            str(sample_root),
+            "--jobs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        check=False,
+    )
+    assert done.returncode == 2 and "not a regular file" in done.stderr
+    assert "Traceback" not in done.stderr and time.perf_counter() - started < 120
