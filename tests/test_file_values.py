@@ -365,3 +365,15 @@ def test_a_float64_voxel_beyond_float32_is_the_inputs_problem_replaced_and_count
     assert "beyond float32's range" in result.notes[0]
     np.testing.assert_array_equal(result.mask, segmenter.segment(filled).mask)
     assert result.mask.any()  # not an empty volume blamed on the model
+
+
+def test_predict_refuses_an_unaffordable_closing_radius_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.__main__ import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["predict", str(tmp_path), "--closing-radius", "16", "-o", str(tmp_path / "s.zip")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "closing_radius 16 would need about 4.6 GiB" in err and "Traceback" not in err
