@@ -32,6 +32,8 @@ from runtime.volumes.postprocess import PostprocessOptions
 if TYPE_CHECKING:
     import numpy as np
 
+    from runtime.contract.values import Values
+
 __all__ = [
     "POSTPROCESS_FORMAT",
     "MaskSettings",
@@ -133,7 +135,7 @@ class MaskSettings:
             raise InputError(f"{origin}: {error}") from None
 
 
-def postprocess_from_dict(data: Any, values: Any, where: str) -> PostprocessOptions:
+def postprocess_from_dict(data: Any, values: Values, where: str) -> PostprocessOptions:
     """Clean-up options from JSON: booleans are booleans, sizes and radii whole numbers >= 0."""
     values.mapping(data, where)
     known = {f.name for f in dataclasses.fields(PostprocessOptions)}
