@@ -377,3 +377,25 @@ def test_predict_refuses_an_unaffordable_closing_radius_before_any_work(
     assert refused.value.code == 2
     err = capsys.readouterr().err
     assert "closing_radius 16 would need about 4.6 GiB" in err and "Traceback" not in err
+
+
+def test_a_pt2_member_declaring_more_than_its_archive_holds_is_refused_unallocated(
+    tmp_path: Path,
+) -> None:
+    import struct
+    import zipfile
+
+    path = tmp_path / "model.pt2"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("model/archive_version", "0")
+        archive.writestr("model/models/model.json", "{}")
+    data = bytearray(path.read_bytes())
+    # the central directory's uncompressed size of the first entry: 4 GB claimed for 1 byte
+    central = data.index(b"PK\x01\x02")
+    data[central + 24 : central + 28] = struct.pack("<I", 0xFFFFFFF0)
+    path.write_bytes(bytes(data))
+    from runtime.inference.pt2 import load_pt2
+
+    with pytest.raises(ModelError) as refused:
+        load_pt2(path)
+    _one_line(refused, "archive_version declares 4,294,967,280 bytes", "not allocated")
