@@ -227,9 +227,11 @@ def test_kill_9_leaves_no_stale_metrics_and_the_next_run_removes_its_mask_folder
     out.mkdir()
     args = ["predict", str(slow_root), "--model", str(tiny_model), "--device", "cpu"]
     args += ["--no-progress", "-o", str(out / "submission.zip")]
+    args += ["--save-probabilities", str(tmp_path / "probs")]
     first = _runtime(*args)
     assert first.wait(timeout=600) == 0, first.stderr.read() if first.stderr else ""
     assert json.loads((out / "metrics.json").read_text())["run"]["outcome"] == "ok"
+    assert len(find_probabilities(tmp_path / "probs").files) == 8
 
     second = _runtime(*args)
     _wait_for(second, "[1/8]")
@@ -239,12 +241,43 @@ def test_kill_9_leaves_no_stale_metrics_and_the_next_run_removes_its_mask_folder
     assert not (out / "metrics.json").exists() and not (out / "submission.zip").exists()
     leftovers = list(out.glob(".submission-masks-*"))
     assert leftovers and any(leftovers[0].iterdir())
+    # The first run's .npy files are still there, but never pass for the killed run's.
+    with pytest.raises(InputError, match="no probabilities.json"):
+        find_probabilities(tmp_path / "probs")
 
     third = _runtime(*args)
     lines = _wait_for(third, "removed")
     assert third.wait(timeout=600) == 0
     assert not any(path.exists() for path in leftovers)
     assert any("temporary masks of an interrupted run" in line for line in lines)
+
+
+def test_a_killed_tune_leaves_no_postprocess_json_for_predict(
+    sample_root: Path, tmp_path: Path
+) -> None:
+    label_file = next((sample_root / "train_labels").glob("*.tif"))
+    labels = tifffile.imread(label_file)
+    probs = tmp_path / "probs"
+    probs.mkdir()
+    save_probability(probs / f"{label_file.stem}.npy", encode((labels == 1) * 0.8, "uint8"))
+    write_manifest(probs, "uint8", {label_file.stem: labels.shape}, {})
+    out = tmp_path / "tuned"
+    out.mkdir()
+    (out / "postprocess.json").write_text(
+        json.dumps({"format": "kaggle-offline-postprocess", "format_version": 1,
+                    "settings": {"threshold": 0.3}, "probability_encoding": "uint8"})
+    )  # fmt: skip
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"thresholds": [i / 100 for i in range(1, 100)],
+                                "min_component_voxels": list(range(0, 40))}))  # fmt: skip
+    process = _runtime("tune", str(probs), str(sample_root), "--grid", str(grid), "-o",
+                       str(out), "--jobs", "1", "--no-progress")  # fmt: skip
+    _wait_for(process, "postprocess.json, left by an earlier run")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (out / "postprocess.json").exists()
+    assert main(["predict", str(sample_root), "--postprocess", str(out / "postprocess.json"),
+                 "-o", str(tmp_path / "s.zip")]) == 2  # fmt: skip
 
 
 def test_sigterm_writes_metrics_and_removes_temporary_folders(
