@@ -18,13 +18,12 @@ import torch
 
 from runtime.contract.errors import InferenceError, InputError, ModelError
 from runtime.contract.files import load_json
-from runtime.contract.values import Values, name_problem
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import load_model
 from runtime.inference.sliding_window import plan_windows
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
 from runtime.volumes.mask_settings import read_postprocess_file
-from runtime.volumes.postprocess import PostprocessOptions, closing_cost_bytes
+from runtime.volumes.postprocess import PostprocessOptions
 from runtime.volumes.tuning import grid_from_file
 from tests.support.nnunet_folders import make_plans, write_trained_model_folder
 
@@ -41,6 +40,7 @@ def _one_line(error: pytest.ExceptionInfo, *parts: str) -> str:
 
 # --- the one rule for ids, the one JSON reader ------------------------------------------------
 def test_the_id_rule_is_one_function_for_csv_zip_and_our_files() -> None:
+    from runtime.contract.values import name_problem
     from runtime.volumes.submission import id_problem
 
     for crafted in ("../x", "/abs", "a\\b", "", "..", "x\ty"):
@@ -68,6 +68,8 @@ def test_the_json_reader_refuses_non_finite_numbers_by_key(
 
 
 def test_values_say_file_field_and_what_is_wrong() -> None:
+    from runtime.contract.values import Values
+
     values = Values("f.json", InputError)
     with pytest.raises(
         InputError, match=r"^f\.json: x must be true or false, not a string 'false'$"
@@ -177,6 +179,8 @@ def test_postprocess_options_refuse_strings_for_booleans() -> None:
 def test_the_closing_cost_model_matches_what_scipy_allocates() -> None:
     """Measured in a fresh process: scipy's offset table for r = 10 is ~295 MB on a small mask
     (r = 16 took 4.8 GB in the report; the model says 4.6 GiB)."""
+    from runtime.volumes.postprocess import closing_cost_bytes
+
     script = (
         "import resource, numpy as np\n"
         "from scipy import ndimage\n"
