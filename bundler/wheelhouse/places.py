@@ -9,17 +9,16 @@ announces beforehand) is one line that names the place, never an ``OSError`` tra
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from bundler.errors import BundlerError
+from runtime.contract.files import is_out_of_space
 
 __all__ = ["check_place", "check_room", "naming_a_full_place"]
 
 _MB = 1 << 20
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def check_place(folder: Path, option: str) -> None:
@@ -55,7 +54,7 @@ def naming_a_full_place(places: Mapping[Path, str]) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.errno not in _FULL:
+        if not is_out_of_space(error):
             raise
         raise BundlerError(_full_message(places, error)) from None
 
