@@ -8,7 +8,8 @@ checks a model and writes its upload folder; ``write_kernel()`` writes the noteb
 so that pip's subprocesses (``bundler.resolution.pip_shim``, ``bundler.wheelhouse.transport``)
 start fast.
 
-Rooms, each importing only the ones before it (tests/test_layers.py checks it):
+Rooms: errors, blobs <- resolution, kaggle <- wheelhouse <- commands; each imports only the rooms
+it points at (tests/test_layers.py checks every import):
 
 - ``bundler.errors``, ``bundler.blobs``: the bundler's errors and its sha256-keyed file store;
 - ``bundler.resolution``: profiles, requirement files, pip's resolver run for the target;

@@ -10,5 +10,5 @@ GPUs; ``time_budget`` trims test-time augmentation to fit the run's time.
 
 May import: the standard library, :mod:`runtime.contract`, numpy, torch, scipy (lazily:
 nnU-Net's Gaussian map and hole filling) and dynamic-network-architectures (lazily). Not
-:mod:`runtime.volumes`: the engine takes arrays, the pipeline does the I/O.
+:mod:`runtime.volumes` (the engine takes arrays, the pipeline does the I/O), nor anything above.
 """
