@@ -23,7 +23,7 @@ DATA_FOLDERS = frozenset(
 def input_folders(root):
     """Every folder under ``root`` as (folder, its parts below root), shallowest first."""
     root = Path(root)
-    queue = deque([(root, ())])
+    queue: deque[tuple[Path, tuple[str, ...]]] = deque([(root, ())])
     read = 0
     while queue and read < MAX_FOLDERS:
         folder, parts = queue.popleft()
@@ -106,6 +106,7 @@ def run(*command, cwd=None):
     process = subprocess.Popen(
         argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
+    assert process.stdout is not None  # stdout=PIPE
     for line in process.stdout:
         print(line, end="", flush=True)
     if process.wait() != 0:

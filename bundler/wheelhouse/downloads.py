@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bundler.blobs import BlobStore
@@ -96,7 +97,7 @@ def _fetch_local(item: Fetch, store: BlobStore) -> Fetched:
 
 def _fetch_remote(
     items: Sequence[Fetch], store: BlobStore, index: IndexSettings, progress: str
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-fetch-") as scratch:
         result_path = Path(scratch) / "fetched.json"
         spec = {

@@ -250,7 +250,7 @@ class _Download:
     @staticmethod
     def _starts_at(response: Any, start: int) -> bool:
         match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        return bool(match) and int(match.group(1)) == start
+        return match is not None and int(match.group(1)) == start
 
     def _http_failure(self, response: Any) -> str:
         status = f"HTTP {response.status_code} {response.reason or ''}".strip()
