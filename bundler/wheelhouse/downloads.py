@@ -1,7 +1,7 @@
 """Fetch files into the blob store: local files copied here, remote ones through pip's transport.
 
-Remote files are downloaded by :mod:`bundler.wheelhouse.transport` in the shim's subprocess, with the very
-session pip builds from the same index arguments and configuration, so whatever lets pip reach an
+Remote files are downloaded by :mod:`bundler.wheelhouse.transport` in a pip subprocess, with the
+very session pip builds from the same index arguments and configuration, so whatever lets pip reach an
 index (credentials, netrc, keyring, proxies, certificates, trusted hosts) lets the download reach
 it too. Every file enters the store only whole and verified; an interrupted download resumes.
 """

@@ -18,7 +18,8 @@ enters the store only whole and verified:
 - a resumed file whose hash is wrong is fetched whole once more before that is an error.
 
 Progress goes to stderr: one bar redrawn in place on a terminal, plain lines otherwise.
-Standard library and pip only; pip's internals are looked up with :func:`bundler.resolution.pip_protocol.require`.
+Standard library and pip only; pip's internals are looked up with
+:func:`bundler.resolution.pip_protocol.require`.
 """
 
 from __future__ import annotations
