@@ -69,10 +69,12 @@ def _build(index: str, root: Path) -> bundler.BuildResult:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_required_patch_is_called_in_a_real_resolution(index: str, tmp_path: Path) -> None:
     assert _build(index, tmp_path).manifest.wheel("ko-lib") is not None  # the control
 
 
+@pytest.mark.slow
 def test_a_patch_without_effect_is_an_error_before_pip_runs(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,6 +88,7 @@ def test_a_patch_without_effect_is_an_error_before_pip_runs(
     assert not (tmp_path / "house" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_a_patch_that_pip_no_longer_calls_is_an_error(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +98,7 @@ def test_a_patch_that_pip_no_longer_calls_is_an_error(
     assert "pip never called the patched installed" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_report_for_another_environment_is_an_error(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
