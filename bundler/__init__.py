@@ -19,9 +19,11 @@ it points at (tests/test_layers.py checks every import):
 
 May import: the standard library, pip (in its subprocesses), ``packaging``, ``build`` and
 :mod:`runtime.contract` (the manifest and profile it writes), plus ``runtime.commands.predict``
-(predict's option definitions, argparse only) in ``bundler.kaggle.kernel``; never the kernel's
-layers below it, except ``runtime.inference`` inside ``bundler.kaggle.model_upload``'s functions:
-the model check runs the kernel's own loader and engine (torch).
+(predict's option definitions, argparse only) in ``bundler.kaggle.kernel`` and the commands, and
+``runtime.commands.parsing`` (the parser both CLIs share) in ``__main__`` and the commands; never
+the kernel's layers below it, except ``runtime.inference`` inside
+``bundler.kaggle.model_upload``'s functions: the model check runs the kernel's own loader and
+engine (torch).
 """
 
 from __future__ import annotations

@@ -64,9 +64,10 @@ BUNDLER_ROOMS: dict[str, tuple[str, ...]] = {
     "commands": (
         "bundler.commands", "bundler.errors", "bundler.resolution", "bundler.kaggle",
         "bundler.wheelhouse", "runtime.contract", "runtime.commands.predict",
+        "runtime.commands.parsing",
     ),
     "__init__": ("bundler.resolution", "bundler.kaggle", "bundler.wheelhouse"),
-    "__main__": ("bundler.commands", "runtime.contract"),
+    "__main__": ("bundler.commands", "runtime.contract", "runtime.commands.parsing"),
 }  # fmt: skip
 # Imports a room may make only inside functions: the kernel's torch engine, for the model check.
 BUNDLER_LAZY_ONLY = ("runtime.inference", "torch")
