@@ -109,6 +109,7 @@ def _refused(tmp_path: Path, index: str, out: Path, *args: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_build_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     """Everything in -o is uploaded: a model upload, notes or a .gitkeep must not ride along."""
     index = make_fixture_index(tmp_path)

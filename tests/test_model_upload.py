@@ -180,6 +180,7 @@ def test_in_place_writes_only_the_metadata(good_model: Path) -> None:
     assert upload.files == ["__pycache__/x.pyc", "config.json", "model.pt"]
 
 
+@pytest.mark.slow
 def test_an_unchanged_model_says_there_is_nothing_to_upload(
     tmp_path: Path, good_model: Path
 ) -> None:
