@@ -19,6 +19,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from runtime.inference.cost import check_window_count
+
 __all__ = [
     "IMPORTANCE_MAPS",
     "PADDINGS",
@@ -78,6 +80,7 @@ def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> 
     grown = shape3([max(s, p) for s, p in zip(volume, patch3, strict=True)], "padded shape")
     before = tuple((g - s) // 2 for g, s in zip(grown, volume, strict=True))
     per_axis = [window_starts(size, p, overlap) for size, p in zip(grown, patch3, strict=True)]
+    check_window_count([len(starts) for starts in per_axis], volume, overlap)  # before listing
     starts = tuple((z, y, x) for z, y, x in itertools.product(*per_axis))
     return WindowPlan(volume, grown, (before[0], before[1], before[2]), patch3, starts)
 
