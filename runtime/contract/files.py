@@ -171,7 +171,7 @@ def _finite_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 MAX_DOCUMENT_BYTES = 64 << 20
 
 
-def read_document_bytes(path: Path | str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+def read_document_bytes(path: str | os.PathLike[str], limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes; an ``OSError`` saying why not.
 
     Never blocks on a FIFO (a named pipe called manifest.json would hang a search of the input
