@@ -30,6 +30,9 @@ FORBIDDEN = {
     "inference": ("runtime.volumes", "runtime.pipeline", "runtime.commands", "runtime.installer"),
     "contract": ("runtime.installer", "runtime.volumes", "runtime.inference", "bundler"),
     "installer": ("runtime.volumes", "runtime.inference", "runtime.pipeline", "bundler"),
+    # Whole scrolls sit beside the pipeline: they use the engine and the volumes layer, never a
+    # command or the installer (the pipeline only for the one model-loading helper).
+    "scroll": ("runtime.commands", "runtime.installer", "bundler"),
 }
 
 

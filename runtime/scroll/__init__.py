@@ -9,4 +9,8 @@ Modules: ``source`` (input arrays, regions), ``grid`` (blocks and their windows)
 (global intensity statistics), ``store`` (output store, run fingerprint, done markers),
 ``blocks`` (one block on a worker), ``cluster`` (Dask), ``run`` (one whole run), ``options``
 (the command-line options predict adds for zarr input).
+
+May import: the standard library, numpy, ``runtime.contract``, ``runtime.inference``,
+``runtime.volumes`` and ``runtime.pipeline`` (its model loading); zarr, fsspec and distributed
+inside functions only, so that TIFF work never needs them. Never ``runtime.commands``.
 """

@@ -34,12 +34,18 @@ def intensity_stats(volume: InputVolume, region: Box, samples: int = 16) -> dict
     stride = max(1, len(grid) // samples)
     picked = grid[::stride][:samples]
     values = []
+    unreadable = []
     for coords in picked:
         box = tuple(
             (i * c, min((i + 1) * c, s))
             for i, c, s in zip(coords, chunks, volume.shape, strict=True)
         )
-        data = volume.read(box)  # type: ignore[arg-type]
+        try:
+            data = volume.read(box)  # type: ignore[arg-type]
+        except InputError:
+            # The blocks that need this chunk fail and are named; the sample goes on without it.
+            unreadable.append(volume.chunk_key(coords))
+            continue
         kept = data[data != volume.fill_value]
         if kept.size:
             values.append(kept.astype(np.float64).ravel())
@@ -52,6 +58,7 @@ def intensity_stats(volume: InputVolume, region: Box, samples: int = 16) -> dict
         "p99_5": float(high),
         "source": f"{len(picked)} chunk(s) sampled evenly, fill value excluded",
         "voxels": int(sample.size if values else 0),
+        "unreadable_chunks": unreadable,
     }
 
 
