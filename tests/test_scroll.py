@@ -8,6 +8,7 @@ real cluster of worker processes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -289,3 +290,44 @@ def test_killed_run_resumes_only_its_unfinished_blocks(
     assert metrics["ran"] == total - finished  # only the unfinished blocks
     assert np.array_equal(_read(output, "mask"), mask)
     assert np.array_equal(_read(output, "probability"), probability)
+
+
+@pytest.mark.slow
+def test_a_volume_larger_than_the_memory_cap_is_processed_within_it(tmp_path: Path) -> None:
+    """3 GiB of voxels under a 2.5 GiB address-space limit (every process of the run): mostly
+    never-written air, plus stored chunks of low values that --skip-below skips after reading."""
+    import resource
+
+    shape, chunk = (1024, 1024, 3072), 256
+    source = tmp_path / "in.zarr"
+    array = zarr.create_array(
+        store=str(source), shape=shape, chunks=(chunk,) * 3, dtype="uint8", zarr_format=2
+    )
+    rng = np.random.default_rng(0)
+    for z in range(0, shape[0], chunk):
+        array[z : z + chunk, :chunk, :chunk] = rng.integers(0, 8, (chunk,) * 3, dtype=np.uint8)
+    cap = int(2.5 * 2**30)
+    assert math.prod(shape) > cap
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    output = tmp_path / "out.zarr"
+    command = [sys.executable, "-m", "runtime", "predict", str(source), "--model", "demo"]
+    command += ["--patch-size", "32", "-o", str(output), "--block", str(chunk)]
+    command += ["--skip-below", "16", "--zarr-output", "mask"]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    metrics = json.loads((output / "_scroll" / "metrics.json").read_text())
+    assert metrics["ran"] == metrics["blocks"] == 4 * 4 * 12
+    assert max(r["peak_rss_bytes"] for r in metrics["records"]) < cap
+    read = [r for r in metrics["records"] if r["read_voxels"]]
+    assert read and all(r["skipped"] == "below 16" for r in read)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtime.scroll.grid import Block, hull, member_plans
-from runtime.scroll.source import InputVolume, open_input
+from runtime.scroll.source import InputVolume, any_chunk_stored, open_input
 from runtime.scroll.store import OutputStore
 
 __all__ = ["BlockJob", "run_block"]
@@ -49,19 +49,25 @@ def run_block(job: BlockJob, block: Block) -> dict[str, Any]:
     start = time.perf_counter()
     segmenter, source, store = _resources(job)
     around = hull(source.shape, list(job.patches), job.overlap, block.box)
-    data = source.read(around)
     record: dict[str, Any] = {
         "block": block.name,
         "box": [list(axis) for axis in block.box],
         "worker": _worker_name(),
-        "read_voxels": int(data.size),
     }
-    inner = tuple(slice(a - h, b - h) for (a, b), (h, _) in zip(block.box, around, strict=True))
     target = tuple(slice(a, b) for a, b in block.box)
-    skip = _skip_reason(data, source.fill_value, job.skip_below)
+    if source.any_chunk_stored(around):
+        data = source.read(around)
+        record["read_voxels"] = int(data.size)
+        skip = _skip_reason(data, source.fill_value, job.skip_below)
+    else:
+        data, skip = np.empty((0, 0, 0), source.dtype), "never written"
+        record["read_voxels"] = 0
+    inner = tuple(slice(a - h, b - h) for (a, b), (h, _) in zip(block.box, around, strict=True))
     if skip:
         for array in store.arrays.values():
-            array[target] = 0  # all-zero chunks are not stored (write_empty_chunks off)
+            # Only chunks an earlier attempt left need clearing: absent ones already read 0.
+            if any_chunk_stored(store.url, array, block.box):
+                array[target] = 0  # all-zero chunks are removed (write_empty_chunks off)
         record.update(skipped=skip, foreground_voxels=0)
     else:
         plans = member_plans(source.shape, list(job.patches), job.overlap, block.box, around)
@@ -145,7 +151,18 @@ def _open_output(job: BlockJob, source: InputVolume) -> OutputStore:
 
 
 def _peak_rss() -> int:
-    """This worker process's peak resident memory so far (Linux reports KiB)."""
+    """This worker process's peak resident memory so far.
+
+    VmHWM where /proc has it: ``ru_maxrss`` survives the exec of a spawned worker and may report
+    the parent's peak instead.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -17,7 +17,7 @@ import numpy as np
 
 from runtime.contract.errors import InputError
 
-__all__ = ["Box", "InputVolume", "open_input", "parse_region"]
+__all__ = ["Box", "InputVolume", "any_chunk_stored", "open_input", "parse_region"]
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # ((z0, z1), (y0, y1), (x0, x1))
 
@@ -62,6 +62,10 @@ class InputVolume:
         except Exception as error:
             raise InputError(self._bad_chunk(box, error)) from None
 
+    def any_chunk_stored(self, box: Box) -> bool:
+        """Whether any chunk under ``box`` was ever written (a missing one reads as fill)."""
+        return any_chunk_stored(self.url, self.array, box)
+
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return str(self.array.metadata.encode_chunk_key(coords))
 
@@ -85,6 +89,22 @@ class InputVolume:
     def _array_path(self) -> str:
         path = str(self.array.path or "")
         return f"{path}/" if path else ""
+
+
+def any_chunk_stored(url: str, array: Any, box: Box) -> bool:
+    """Whether any chunk of ``array`` (in the store at ``url``) under ``box`` exists.
+
+    One existence check per chunk, no read: a scroll is mostly air that was never written.
+    """
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(url)
+    chunks = tuple(int(c) for c in array.chunks)
+    ranges = [range(a // c, math.ceil(b / c)) for (a, b), c in zip(box, chunks, strict=True)]
+    path = str(array.path or "")
+    prefix = f"{root.rstrip('/')}/{path + '/' if path else ''}"
+    encode = array.metadata.encode_chunk_key
+    return any(fs.exists(prefix + encode(coords)) for coords in itertools.product(*ranges))
 
 
 def open_input(url: str, level: int = 0) -> InputVolume:
