@@ -24,7 +24,7 @@ from runtime.scroll.store import OutputStore
 
 __all__ = ["BlockJob", "run_block"]
 
-_CACHE: dict[str, Any] = {}  # fingerprint -> (Segmenter, InputVolume, OutputStore), per process
+_CACHE: dict[str, Any] = {}  # fingerprint -> Segmenter, per worker process
 
 
 @dataclass(frozen=True)
@@ -104,24 +104,26 @@ def _skip_reason(data: np.ndarray, fill: Any, below: float | None) -> str | None
 
 
 def _resources(job: BlockJob) -> tuple[Any, InputVolume, OutputStore]:
-    cached = _CACHE.get(job.fingerprint)
-    if cached is not None:
-        return cached
-    _CACHE.clear()  # one run per process at a time: free the previous run's model
-    import torch
+    """The run's segmenter (loaded once per process) and the stores (opened per block: cheap,
+    and never stale when the same settings write another output)."""
+    segmenter = _CACHE.get(job.fingerprint)
+    if segmenter is None:
+        _CACHE.clear()  # one run per process at a time: free the previous run's model
+        import torch
 
-    torch.set_num_threads(job.threads)
-    torch.backends.cudnn.deterministic = True
-    segmenter = _segmenter(job)
-    # After the warm-ups: the probe turns autotuning on, whose choice may differ by worker.
-    torch.backends.cudnn.benchmark = False
-    chosen = tuple(tuple(patch) for patch in segmenter.patch_sizes)
-    if chosen != job.patches:
-        raise RuntimeError(f"this worker chose windows {chosen}, the run's grid has {job.patches}")
+        torch.set_num_threads(job.threads)
+        torch.backends.cudnn.deterministic = True
+        segmenter = _segmenter(job)
+        # After the warm-ups: the probe turns autotuning on, whose choice may differ by worker.
+        torch.backends.cudnn.benchmark = False
+        chosen = tuple(tuple(patch) for patch in segmenter.patch_sizes)
+        if chosen != job.patches:
+            raise RuntimeError(
+                f"this worker chose windows {chosen}, the run's grid has {job.patches}"
+            )
+        _CACHE[job.fingerprint] = segmenter
     source = open_input(job.input_url, job.level)
-    store = _open_output(job, source)
-    _CACHE[job.fingerprint] = (segmenter, source, store)
-    return segmenter, source, store
+    return segmenter, source, _open_output(job, source)
 
 
 def _segmenter(job: BlockJob) -> Any:
