@@ -302,6 +302,14 @@ def run(args: argparse.Namespace) -> int:
 
         run_scroll(scroll_config(args))
         return 0
+    from runtime.contract.errors import InputError
+    from runtime.scroll.options import scroll_options_given
+
+    zarr_only = scroll_options_given(args)
+    if zarr_only:
+        raise InputError(
+            f"{', '.join(zarr_only)}: for zarr input only ({args.input} is not *.zarr)"
+        )
 
     inference = InferenceOptions(
         patch_size=args.patch_size,

@@ -10,7 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_scroll_options", "scroll_config"]
+__all__ = ["add_scroll_options", "scroll_config", "scroll_options_given"]
+
+_DEFAULTS = {"level": 0, "zarr_output": "both", "threads": 1, "overwrite": False}
 
 _OUTPUTS = {"both": ("mask", "probability"), "mask": ("mask",), "probability": ("probability",)}
 # predict's options that need the whole volume (or a per-volume statistic): refused for zarr.
@@ -31,7 +33,9 @@ def add_scroll_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "zarr input (INPUT.zarr, an OME-Zarr group or an fsspec URL; -o OUT.zarr)"
     )
-    group.add_argument("--level", type=int, default=0, help="OME-Zarr scale level (default: 0)")
+    group.add_argument(
+        "--level", type=int, default=0, metavar="N", help="OME-Zarr scale level (default: 0)"
+    )
     group.add_argument("--region", metavar="Z0:Z1,Y0:Y1,X0:X1", help="only this box")
     group.add_argument(
         "--block",
@@ -79,6 +83,17 @@ def add_scroll_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--overwrite", action="store_true", help="start OUT.zarr over instead of resuming it"
     )
+
+
+def scroll_options_given(args: argparse.Namespace) -> list[str]:
+    """The zarr-only options set on the command line (refused for TIFF input)."""
+    names = ("level", "region", "block", "workers", "scheduler", "zarr_output")
+    names += ("intensity_stats", "skip_below", "threads", "overwrite")
+    return [
+        "--" + name.replace("_", "-")
+        for name in names
+        if getattr(args, name, None) != _DEFAULTS.get(name)
+    ]
 
 
 def scroll_config(args: argparse.Namespace) -> Any:

@@ -137,7 +137,12 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
             )
         progress.close()
     skipped = sum(1 for r in records if r.get("skipped"))
+    # Workers settle precision by warm-ups; blocks of different precisions would not be one
+    # exact result (a GPU that fell back, a mixed cluster): said, and the run fails below.
+    precisions = sorted({r["precision"] for r in records if r.get("precision")})
     failed = [(block.name, reason) for block, reason in failures]
+    if len(precisions) > 1:
+        failed.append(("all", f"workers ran in different precisions {precisions}"))
     metrics = {
         "input": config.input,
         "output": config.output,
@@ -148,6 +153,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
         "skipped": skipped,
         "failed": [{"block": name, "error": reason} for name, reason in failed],
         "halo_factor": factor,
+        "precisions": precisions,
         "seconds": round(time.perf_counter() - started, 3),
         "components": components,
         "records": records,
