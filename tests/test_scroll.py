@@ -331,3 +331,38 @@ def test_a_volume_larger_than_the_memory_cap_is_processed_within_it(tmp_path: Pa
     assert max(r["peak_rss_bytes"] for r in metrics["records"]) < cap
     read = [r for r in metrics["records"] if r["read_voxels"]]
     assert read and all(r["skipped"] == "below 16" for r in read)
+
+
+def test_blocks_are_whole_chunks_and_their_windows_come_from_the_global_grid() -> None:
+    from runtime.inference.sliding_window import plan_windows
+    from runtime.scroll.grid import block_shape, blocks_in, halo_factor, hull, member_plans
+
+    assert block_shape((16, 16, 16), 44) == (48, 48, 48)  # rounded to whole chunks
+    assert block_shape((64, 16, 16), 8) == (64, 16, 16)  # at least one chunk
+    blocks = blocks_in((48, 40, 56), (16, 16, 16), ((0, 48), (0, 40), (0, 56)))
+    assert [b.index for b in blocks[:2]] == [(0, 0, 0), (0, 0, 1)]  # z-major
+    assert blocks[-1].box == ((32, 48), (32, 40), (48, 56))  # cut by the volume's edge
+    box = ((16, 32), (16, 32), (16, 32))
+    around = hull((48, 40, 56), [PATCH], 0.5, box)
+    (plan,) = member_plans((48, 40, 56), [PATCH], 0.5, box, around)
+    whole = plan_windows((48, 40, 56), PATCH, 0.5)
+    origin = tuple(a for a, _ in around)
+    shifted = [tuple(s + o for s, o in zip(start, origin, strict=True)) for start in plan.starts]
+    assert shifted == [s for s in whole.starts if s in shifted]  # the global grid's order
+    assert len(shifted) == sum(
+        all(s < b and s + p > a for s, p, (a, b) in zip(start, PATCH, box, strict=True))
+        for start in whole.starts
+    )
+    assert halo_factor((1024,) * 3, (256,) * 3, 0.5) == pytest.approx(1.42, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("1:2,3:4", "give z0:z1"), ("5:2,0:4,0:4", "empty or outside"), ("a:b,0:1,0:1", "not start")],
+)
+def test_a_bad_region_is_one_line_naming_it(text: str, problem: str) -> None:
+    from runtime.scroll.source import parse_region
+
+    with pytest.raises(InputError, match=problem):
+        parse_region(text, (10, 10, 10))
+    assert parse_region("2:,:4,3:5", (10, 10, 10)) == ((2, 10), (0, 4), (3, 5))
