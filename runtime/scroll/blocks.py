@@ -89,10 +89,27 @@ def run_block(job: BlockJob, block: Block) -> dict[str, Any]:
             precision=result.precision,
             notes=result.notes,
         )
+    record["forward"] = _forward_settings(segmenter)
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["peak_rss_bytes"] = _peak_rss()
     store.mark_done(block.name, record)
     return record
+
+
+# Decisions a warm-up settles (some by timing) that change a window's low bits.
+_BIT_DECISIONS = ("device", "precision", "channels_last", "compile")
+
+
+def _forward_settings(segmenter: Any) -> dict[str, str]:
+    """What this worker's warm-ups chose; every block of a run must show the same."""
+    chosen: dict[str, str] = {}
+    for decision in segmenter.decisions:
+        if decision.name in _BIT_DECISIONS:
+            value = decision.value
+            if decision.name == "device":
+                value = value.split(":")[0]  # cuda:0 and cuda:1 are the same kind
+            chosen.setdefault(decision.name, value)
+    return chosen
 
 
 def _skip_reason(data: np.ndarray, fill: Any, below: float | None) -> str | None:

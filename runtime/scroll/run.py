@@ -137,12 +137,13 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
             )
         progress.close()
     skipped = sum(1 for r in records if r.get("skipped"))
-    # Workers settle precision by warm-ups; blocks of different precisions would not be one
-    # exact result (a GPU that fell back, a mixed cluster): said, and the run fails below.
-    precisions = sorted({r["precision"] for r in records if r.get("precision")})
     failed = [(block.name, reason) for block, reason in failures]
-    if len(precisions) > 1:
-        failed.append(("all", f"workers ran in different precisions {precisions}"))
+    # Workers settle precision and layout by warm-ups (the CPU layout by timing); blocks run
+    # with different ones are not one exact result: the run fails naming them. Earlier runs'
+    # blocks (their markers) count too.
+    forward = _forward_settings_seen(store.records())
+    if len(forward) > 1:
+        failed.append(("all", f"workers settled different forward settings: {forward}"))
     metrics = {
         "input": config.input,
         "output": config.output,
@@ -153,7 +154,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
         "skipped": skipped,
         "failed": [{"block": name, "error": reason} for name, reason in failed],
         "halo_factor": factor,
-        "precisions": precisions,
+        "forward_settings": forward,
         "seconds": round(time.perf_counter() - started, 3),
         "components": components,
         "records": records,
@@ -182,6 +183,15 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
             f"{', ...' if len(failed) > 5 else ''}): {failed[0][1]}"
         )
     return report
+
+
+def _forward_settings_seen(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    seen: list[dict[str, str]] = []
+    for record in records:
+        settings = record.get("forward")
+        if settings and settings not in seen:
+            seen.append(settings)
+    return seen
 
 
 def _resolve_models(options: Any, log: Log) -> tuple[Any, list[tuple[int, int, int]], Any]:
