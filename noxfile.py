@@ -73,8 +73,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def scroll(session: nox.Session) -> None:
-    """The whole-scroll flow: a synthetic OME-Zarr 1.6x the memory cap of every process (4 GiB
-    under 2.5 GiB by default), predict killed with SIGKILL halfway and resumed; extra arguments
+    """The whole-scroll flow: a synthetic OME-Zarr 2.7x the memory cap of every process (4 GiB
+    under 1.5 GiB by default), predict killed with SIGKILL halfway and resumed; extra arguments
     go to tests/support/scroll_flow.py (e.g. -- --side 4096 for 32 GiB)."""
     _attach_kaggle_image(session, Path(session.virtualenv.location))
     session.install("-e", ".[predict,scroll]")

@@ -1,12 +1,12 @@
 """The whole-scroll flow, end to end, as a user runs it (``nox -s scroll``).
 
 A synthetic OME-Zarr 0.4 scroll several times larger than the memory every process of the run is
-allowed (an address-space limit): mostly air never written, with papyrus in one chunk. The
+allowed (an address-space limit): mostly air never written, with papyrus in one corner chunk. The
 predict command is killed (SIGKILL, workers included) once about half of the blocks are done,
 then run again: it must resume, redo only the unfinished blocks, and leave a complete output
 whose papyrus blocks equal the same box of an uninterrupted run.
 
-    python tests/support/scroll_flow.py WORKDIR [--side 2048] [--cap-gib 2.5]
+    python tests/support/scroll_flow.py WORKDIR [--side 2048] [--cap-gib 1.5] [--no-papyrus]
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 256
 
 
-def write_scroll(path: Path, shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
-    """Air everywhere but in one chunk of synthetic papyrus; returns its corner."""
+def write_scroll(
+    path: Path, shape: tuple[int, int, int], papyrus: bool
+) -> list[tuple[int, int, int]]:
+    """Air everywhere but in one corner chunk of synthetic papyrus (if ``papyrus``: its 8
+    blocks run the model); returns the papyrus corners."""
     from runtime.samples.synthetic import synthetic_volume
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
@@ -45,7 +48,7 @@ def write_scroll(path: Path, shape: tuple[int, int, int]) -> list[tuple[int, int
             ],
         }
     ]
-    corners = [(shape[0] // 2, CHUNK, 2 * CHUNK)]
+    corners = [(0, 0, 0)] if papyrus else []
     for index, (z, y, x) in enumerate(corners):
         group["0"][z : z + CHUNK, y : y + CHUNK, x : x + CHUNK] = synthetic_volume(
             (CHUNK,) * 3, index
@@ -75,7 +78,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--side", type=int, default=2048)
-    parser.add_argument("--cap-gib", type=float, default=2.5)
+    parser.add_argument("--cap-gib", type=float, default=1.5)
+    parser.add_argument(
+        "--no-papyrus",
+        dest="papyrus",
+        action="store_false",
+        help="air only: no block runs the model (a smoke run on a small machine)",
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     shape = (args.side // 2, args.side, args.side)
@@ -85,7 +94,7 @@ def main() -> int:
     )
     assert math.prod(shape) > 1.5 * cap, "the volume must be several times the cap"
     source = args.workdir / "scroll.ome.zarr"
-    corners = write_scroll(source, shape)
+    corners = write_scroll(source, shape, args.papyrus)
     output = args.workdir / "mask.zarr"
     first = predict(source, output, cap, "--overwrite")
     done = output / "_scroll" / "done"
