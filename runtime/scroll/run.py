@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,7 +120,8 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
         overlap=options.overlap,
         threads=config.threads,
         skip_below=config.skip_below,
-        gpu_by_worker_name=not (config.scheduler),
+        # Only the embedded cluster numbers its workers by GPU; a user's sets CUDA_VISIBLE_DEVICES.
+        gpu_by_worker_name=not (config.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")),
     )
     records: list[dict[str, Any]] = []
     failures: list[tuple[Block, str]] = []
