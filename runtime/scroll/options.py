@@ -87,8 +87,8 @@ def add_scroll_options(parser: argparse.ArgumentParser) -> None:
 
 def scroll_options_given(args: argparse.Namespace) -> list[str]:
     """The zarr-only options set on the command line (refused for TIFF input)."""
-    names = ("level", "region", "block", "workers", "scheduler", "zarr_output")
-    names += ("intensity_stats", "skip_below", "threads", "overwrite")
+    names = ["level", "region", "block", "workers", "scheduler", "zarr_output"]
+    names += ["intensity_stats", "skip_below", "threads", "overwrite"]
     return [
         "--" + name.replace("_", "-")
         for name in names

@@ -135,7 +135,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
                 pending,
                 in_flight=config.in_flight or 2 * max(count, 1),
                 gpu=bool(gpus),
-                on_done=lambda record: (records.append(record), progress.advance(record)),
+                on_done=lambda record: _collect(record, records, progress),
             )
         progress.close()
     skipped = sum(1 for r in records if r.get("skipped"))
@@ -146,6 +146,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
     forward = _forward_settings_seen(store.records())
     if len(forward) > 1:
         failed.append(("all", f"workers settled different forward settings: {forward}"))
+    seconds = round(time.perf_counter() - started, 3)
     metrics = {
         "input": config.input,
         "output": config.output,
@@ -157,7 +158,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
         "failed": [{"block": name, "error": reason} for name, reason in failed],
         "halo_factor": factor,
         "forward_settings": forward,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": seconds,
         "components": components,
         "records": records,
     }
@@ -169,7 +170,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
         len(records),
         skipped,
         failed,
-        metrics["seconds"],
+        seconds,
         path,
         records,
     )
@@ -185,6 +186,11 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
             f"{', ...' if len(failed) > 5 else ''}): {failed[0][1]}"
         )
     return report
+
+
+def _collect(record: dict[str, Any], records: list[dict[str, Any]], progress: _Progress) -> None:
+    records.append(record)
+    progress.advance(record)
 
 
 def _forward_settings_seen(records: list[dict[str, Any]]) -> list[dict[str, str]]:

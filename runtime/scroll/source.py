@@ -158,7 +158,8 @@ def parse_region(text: str | None, shape: tuple[int, int, int]) -> Box:
 
 
 def _ome_metadata(attrs: dict[str, Any], url: str) -> dict[str, Any]:
-    block = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
+    nested = attrs.get("ome")
+    block: dict[str, Any] = nested if isinstance(nested, dict) else attrs
     multiscales = block.get("multiscales")
     if not isinstance(multiscales, list) or not multiscales or not isinstance(multiscales[0], dict):
         raise InputError(f"{url}: a zarr group without OME-Zarr multiscales; give an array")

@@ -82,6 +82,6 @@ def read_stats_file(path: Path) -> dict[str, Any]:
             raise InputError(f"{path}: {key!r} must be a finite number, got {value!r}")
     if data["std"] <= 0:
         raise InputError(f"{path}: 'std' must be positive, got {data['std']}")
-    stats = {key: float(data[key]) for key in _KEYS if key in data}
+    stats: dict[str, Any] = {key: float(data[key]) for key in _KEYS if key in data}
     stats["source"] = f"file {Path(path).name}"
     return stats

@@ -95,7 +95,9 @@ class OutputStore:
                 )
             arrays = {kind: group[_array_path(kind, source)] for kind in kinds}
             return cls(url, group, arrays), True
-        group = zarr.open_group(store=url, mode="w", zarr_format=source.zarr_format)
+        group = zarr.open_group(
+            store=url, mode="w", zarr_format=2 if source.zarr_format == 2 else 3
+        )
         arrays = {}
         for kind in kinds:
             if source.ome:
