@@ -87,7 +87,11 @@ def main() -> None:
 
         torch.set_num_threads(1)
         options = InferenceOptions(
-            patch_size=(patch,) * 3, exact=True, keep_probability=False, compile=False
+            patch_size=(patch,) * 3,
+            exact=True,
+            keep_probability=False,
+            compile=False,
+            channels_last=False,
         )
         segmenter = Segmenter(load_model("demo"), options, log=lambda _: None)
         segmenter.segment(volume[:patch, :patch, :patch])  # warm

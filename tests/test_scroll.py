@@ -62,7 +62,7 @@ def _whole(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     torch.set_num_threads(1)
     try:
         options = InferenceOptions(
-            patch_size=PATCH, exact=True, keep_probability=True, compile=False
+            patch_size=PATCH, exact=True, keep_probability=True, compile=False, channels_last=False
         )
         result = Segmenter(load_model("demo"), options, log=lambda _: None).segment(volume)
     finally:
@@ -134,6 +134,20 @@ def test_a_region_equals_the_same_box_of_a_full_run(
     box = (slice(17, 30), slice(5, 20), slice(33, 56))
     assert np.array_equal(written[box], mask[box])
     assert not written[:16].any()  # blocks outside the region are not run
+
+
+def test_zarr_v3_input_gives_a_v3_output_equal_to_the_whole_volume(
+    scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, cluster: str
+) -> None:
+    _, mask, probability = scroll
+    source = _write(tmp_path / "in.zarr", _volume(), zarr_format=3)
+    output = tmp_path / "out.zarr"
+    run_scroll(_config(source, output, scheduler=cluster, region="16:32,16:32,16:48"))
+    group = zarr.open_group(str(output), mode="r")
+    assert group.metadata.zarr_format == 3 and group["mask"].chunks == CHUNKS
+    box = (slice(16, 32), slice(16, 32), slice(16, 48))
+    assert np.array_equal(group["mask"][box], mask[box])
+    assert np.array_equal(group["probability"][box], probability[box])
 
 
 def test_other_settings_refuse_to_resume_naming_the_setting(

@@ -105,6 +105,8 @@ class InferenceOptions:
     # the volume instead of changing batch, precision or device). Block runs need it: a block
     # equals the same box of the whole volume bit for bit only if every window does.
     exact: bool = False
+    # Pin the memory layout (channels_last_3d) instead of timing it at the warm-up; None: timed.
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -618,6 +620,7 @@ class Segmenter:
                     amp=self.options.amp,
                     compile=self.options.compile,
                     platform=self._platform,
+                    channels_last=self.options.channels_last,
                 )
                 break
             except KaggleOfflineError:

@@ -82,6 +82,7 @@ def run_scroll(config: ScrollConfig, log: Log = print) -> ScrollReport:
             "torch_threads_per_worker": config.threads,
             "cudnn": "deterministic, no autotuning",
             "compile": options.inference.compile,
+            "channels_last": options.inference.channels_last,
         },
         "outputs": list(config.kinds),
         "skip_below": config.skip_below,
@@ -242,9 +243,16 @@ def _resolve_models(options: Any, log: Log) -> tuple[Any, list[tuple[int, int, i
         given = getattr(options, key)
         value = given if given is not None else recommended.get(key, getattr(inference, key))
         chosen[key] = float(value)
+    # The layout is otherwise timed at each worker's warm-up: on a loaded machine two workers
+    # chose differently. channels_last pays on a GPU under autocast only.
+    layout = inference.channels_last
+    if layout is None:
+        layout = inference.device != "cpu" and _gpu_count(inference.device) > 0
+        layout = layout and inference.amp != "off"
     pinned = dataclasses.replace(
         inference,
         exact=True,
+        channels_last=layout,
         compile=bool(inference.compile),
         keep_probability=True,
         overlap=chosen["overlap"],
