@@ -331,11 +331,13 @@ def test_the_staged_search_runs_without_a_grid(tmp_path: Path) -> None:
     assert len(report.results) > 40
 
 
-def test_a_folder_without_manifest_is_used_with_a_note(tmp_path: Path) -> None:
+def test_a_folder_without_manifest_is_refused_not_guessed(tmp_path: Path) -> None:
+    # predict and fuse remove the manifest when they start: its absence means a killed run,
+    # whose .npy files may be an earlier run's.
     _known_best_threshold(tmp_path / "probs", tmp_path / "labels", volumes=1)
     (tmp_path / "probs" / MANIFEST_NAME).unlink()
-    found = find_probabilities(tmp_path / "probs")
-    assert list(found.files) == ["v0"] and "no probabilities.json" in found.notes[0]
+    with pytest.raises(InputError, match="no probabilities.json .*did not finish"):
+        find_probabilities(tmp_path / "probs")
 
 
 # --- the loop through predict ------------------------------------------------------------------

@@ -180,7 +180,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     post.add_argument(
         "--closing-radius",
-        type=_non_negative_int,
+        type=_closing_radius,
         default=0,
         metavar="R",
         help="binary closing with a ball of radius R voxels (default: 0, off)",
@@ -347,7 +347,15 @@ def run(args: argparse.Namespace) -> int:
         probability_encoding=args.probability_encoding,
     )
     _choose_mask_settings(args, options)
+    from runtime.commands import log_to_stderr
+    from runtime.samples.demo import demo_warning
+
+    warning = demo_warning(args.models or [], args.input)  # said before the run and after it
+    if warning:
+        log_to_stderr(warning)
     predict(args.input, args.output, options)
+    if warning:
+        log_to_stderr(warning)
     return 0
 
 
@@ -409,6 +417,17 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+def _closing_radius(text: str) -> int:
+    from runtime.volumes.postprocess import check_closing_cost
+
+    radius = _non_negative_int(text)
+    try:
+        check_closing_cost(radius)  # before any work: its cost grows as r^6
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return radius
 
 
 def _int(text: str) -> int:

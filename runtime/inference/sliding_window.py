@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from runtime.contract.errors import ModelError, VolumeError
+from runtime.inference.cost import check_window_count
 
 __all__ = [
     "ACCUMULATIONS",
@@ -105,6 +106,7 @@ def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> 
     padded = tuple(max(s, p) for s, p in zip(shape3, patch3, strict=True))
     before = tuple((pd - s) // 2 for pd, s in zip(padded, shape3, strict=True))
     per_axis = [window_starts(size, p, overlap) for size, p in zip(padded, patch3, strict=True)]
+    check_window_count([len(starts) for starts in per_axis], shape3, overlap)  # before listing
     starts = tuple(itertools.product(*per_axis))
     return WindowPlan(shape3, padded, before, patch3, starts)  # type: ignore[arg-type]
 
