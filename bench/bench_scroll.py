@@ -71,6 +71,14 @@ def _warm_cluster(workers: int, source: str, work: Path, patch: int, block: int)
     return cluster
 
 
+def _close(cluster) -> None:
+    """On a loaded machine a worker can outlive the close's timeout: not a result."""
+    try:
+        cluster.close(timeout=60)
+    except TimeoutError:
+        print("(a cluster took over 60 s to close)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=96)
@@ -117,10 +125,9 @@ def main() -> None:
         results["windows_blocks_over_whole"] = round(windows / whole_windows, 3)
         results["time_over_window_ratio"] = round(blocks / whole / (windows / whole_windows), 3)
 
-        with _warm_cluster(2, source, work, patch, block) as two_cluster:
-            _, two_wall = _run(
-                source, work / "two.zarr", patch, block, two_cluster.scheduler_address
-            )
+        two_cluster = _warm_cluster(2, source, work, patch, block)
+        _, two_wall = _run(source, work / "two.zarr", patch, block, two_cluster.scheduler_address)
+        _close(two_cluster)
         results["wall_1_worker_s"] = round(one_wall, 2)
         results["wall_2_workers_s"] = round(two_wall, 2)
         results["speedup_2_over_1"] = round(one_wall / two_wall, 3)
@@ -141,7 +148,7 @@ def main() -> None:
         tall = np.concatenate([volume, volume[::-1]], axis=0)
         tall_source = _write(work / "tall.zarr", tall, chunks)
         tall_report, _ = _run(tall_source, work / "tall-out.zarr", patch, block, address)
-        one_cluster.close()
+        _close(one_cluster)
         peak_small = max(r["peak_rss_bytes"] for r in one.records)
         peak_tall = max(r["peak_rss_bytes"] for r in tall_report.records)
         results["peak_worker_MiB"] = {
