@@ -214,6 +214,7 @@ def test_score_says_official_when_topometrics_is_importable(
     assert "TopoScore (official)" in printed and "approximate" not in printed
 
 
+@pytest.mark.slow
 def test_score_runs_volumes_in_worker_processes(tmp_path: Path) -> None:
     labels = _write_folder(tmp_path / "labels", {"a": _labels(), "b": _labels()})
     predictions = _write_folder(
@@ -364,6 +365,7 @@ def _predict(root: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_tuned_settings_reproduce_their_score_through_predict(
     sample_root: Path, tmp_path: Path
 ) -> None:
@@ -428,6 +430,7 @@ def test_predict_refuses_post_processing_flags_beside_postprocess(
     assert "drop --closing-radius" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_predict_with_hysteresis_records_its_settings(sample_root: Path, tmp_path: Path) -> None:
     metrics = _predict(
         sample_root, tmp_path, "--hysteresis", "0.3,0.6", "--min-component-voxels", "100"

@@ -87,7 +87,7 @@ def write_json_atomically(path: Path | str, data: Any) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
+def load_json(path: str | os.PathLike[str], *, kind: str, error: type[Exception]) -> Any:
     """The JSON document at ``path``; every way it can be unusable is one line, ``error("<path>: ...")``.
 
     One rule for every document either half reads (manifests, profiles): UTF-8 with or without a

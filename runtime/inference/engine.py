@@ -201,7 +201,7 @@ class Segmenter:
         self._cpu_lock = threading.Lock()
         self._check_options()
         ensemble = model if isinstance(model, Ensemble) else None
-        models = ensemble.members if ensemble else [model]
+        models = list(model.members) if isinstance(model, Ensemble) else [model]
         weights = list(ensemble.weights or []) if ensemble else [1.0]
         self.ensemble_mode = ensemble.mode if ensemble else None
         devices, device_decision = probe_devices(self.options.device, self._platform)
@@ -890,7 +890,7 @@ class _Fusion:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.mode == "logits":
             mask = self.total > logit_threshold(threshold)
-            probability = None
+            probability: np.ndarray | None = None
             if keep_probability:
                 with np.errstate(over="ignore"):
                     probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))

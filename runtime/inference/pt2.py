@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -195,7 +195,8 @@ class _Reader:
                 f"archive can hold (at most {ratio}:1); not allocated"
             )
         data = bytearray(info.file_size)
-        with self.archive.open(info) as stream:
+        # ZipFile.open returns a ZipExtFile (a BufferedIOBase); typeshed says only IO[bytes].
+        with cast("zipfile.ZipExtFile", self.archive.open(info)) as stream:
             if stream.readinto(data) != info.file_size or stream.read(1):
                 raise ModelError(f"{self.path}: {name} is not the size its header says")
         return data
@@ -527,7 +528,12 @@ def _tensor_name(argument: dict[str, Any], what: str) -> str:
 
 
 def _plain(value: Any, kind: str) -> Any:
-    expected = {"as_int": int, "as_float": (int, float, str), "as_bool": bool, "as_string": str}
+    expected: dict[str, type[Any] | tuple[type[Any], ...]] = {
+        "as_int": int,
+        "as_float": (int, float, str),
+        "as_bool": bool,
+        "as_string": str,
+    }
     if not isinstance(value, expected[kind]):
         raise ValueError(f"an {kind} argument holds {type(value).__name__}")
     if kind == "as_float":

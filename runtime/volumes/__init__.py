@@ -11,6 +11,6 @@ turns them into masks, ``tuning`` searches those settings (``runtime tune``); ``
 ``progress`` and ``plot`` serve them.
 
 May import: the standard library, :mod:`runtime.contract`, numpy, tifffile, Pillow, scipy (and
-imagecodecs, psutil, tqdm, cc3d, edt, topometrics when present). Never torch (checked by
-``tests/test_layers.py``).
+imagecodecs, psutil, tqdm, cc3d, edt, topometrics when present). Never torch, never
+:mod:`runtime.inference` nor anything above (checked by ``tests/test_layers.py``).
 """

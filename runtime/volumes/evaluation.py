@@ -125,7 +125,7 @@ class ScoreReport:
 
     def table(self) -> str:
         kind = self.topo_kind
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 "id",
                 "SurfaceDice",

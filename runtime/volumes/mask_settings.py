@@ -88,7 +88,7 @@ class MaskSettings:
     def describe(self) -> str:
         if self.rule == "hysteresis":
             text = f"hysteresis {self.threshold:g}-{self.hysteresis_high:g}"
-        elif self.rule == "per-volume":
+        elif self.foreground_fraction is not None:  # the per-volume rule
             low, high = self.fraction_bounds
             text = f"per-volume threshold for {100 * self.foreground_fraction:g}% foreground (in {low:g}-{high:g})"
         else:

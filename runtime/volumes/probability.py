@@ -12,7 +12,7 @@ an earlier run (or a volume that failed this time) are never taken for this run'
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +118,7 @@ def load_probability(path: Path | str, *, mmap: bool = True) -> np.ndarray:
 
 
 def write_manifest(
-    folder: Path | str, encoding: str, volumes: dict[str, Sequence[int]], source: dict[str, Any]
+    folder: Path | str, encoding: str, volumes: Mapping[str, Sequence[int]], source: dict[str, Any]
 ) -> Path:
     from runtime.contract.files import write_json_atomically
 
@@ -254,7 +254,7 @@ def fuse(
                 f"{found.files[volume_id]} {a.shape}" for found, a in zip(sets, arrays, strict=True)
             )
             raise InputError(f"{volume_id}: shapes differ ({listed})")
-        fused = np.zeros(arrays[0].shape, dtype=np.float32)
+        fused: np.ndarray = np.zeros(arrays[0].shape, dtype=np.float32)
         for weight, array in zip(weights, arrays, strict=True):
             value = decode(array)
             if mode == "logits":

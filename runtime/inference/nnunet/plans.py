@@ -134,7 +134,7 @@ def read_labels(dataset: dict[str, Any], foreground_class: int | None, source: P
                 f"{source}: label {key!r} must be an integer or a list of them, got {value!r}"
             )
     region_based = any(isinstance(v, list) and len(v) > 1 for v in named.values())
-    common = {
+    common: dict[str, Any] = {
         "ignore_label": ignore,
         "input_channels": len(channels),
         "channel_names": tuple(str(channels[k]) for k in sorted(channels, key=str)),
