@@ -273,7 +273,7 @@ def _member_patch(
         return tuple(int(d) for d in static[2:])  # type: ignore[return-value]
     chosen = asked or model.recommended.get("patch_size") or default
     multiple = model.size_multiple
-    return tuple(math.ceil(int(d) / multiple) * multiple for d in chosen)  # type: ignore[return-value]
+    return tuple(math.ceil(int(d) / multiple) * multiple for d in chosen)
 
 
 def _model_digest(spec: str) -> str:
