@@ -4,6 +4,7 @@
     python -m nox -s kaggle_no_imagecodecs   # the same without imagecodecs: LZW read through Pillow
     python -m nox -s kaggle_old_layout       # /kaggle/input/<slug>/ mounts and a flat wheelhouse
     python -m nox -s tests                   # the test suite (what .ci/run calls)
+    python -m nox -s scroll                  # a whole scroll over its memory cap, killed, resumed
     python -m nox -s lint                    # ruff and mypy
 
 The "kernel" is a fresh virtual environment that sees only a simulated Kaggle image (torch, numpy,
@@ -74,6 +75,17 @@ def tests(session: nox.Session) -> None:
     # torch; its timm pin would pull torchvision and a CUDA torch, hence --no-deps.
     session.install("--no-deps", DYNAMIC_NETWORK_ARCHITECTURES)
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def scroll(session: nox.Session) -> None:
+    """The whole-scroll flow: a synthetic OME-Zarr 2.7x the memory cap of every process (4 GiB
+    under 1.5 GiB by default), predict killed with SIGKILL halfway and resumed; extra arguments
+    go to tests/support/scroll_flow.py (e.g. -- --side 4096 for 32 GiB)."""
+    _attach_kaggle_image(session, Path(session.virtualenv.location))
+    session.install("-e", ".[predict,scroll]")
+    workdir = Path(session.create_tmp()) / "scroll-flow"
+    session.run("python", "tests/support/scroll_flow.py", str(workdir), *session.posargs)
 
 
 @nox.session

@@ -36,9 +36,15 @@ RUNTIME_LAYERS: dict[str, tuple[str, ...]] = {
     "inference": ("runtime.contract",),
     "pipeline": ("runtime.contract", "runtime.volumes", "runtime.inference"),
     "samples": ("runtime.contract", "runtime.volumes", "runtime.inference"),
+    # Whole scrolls sit beside the pipeline: the engine, the volumes layer, the pipeline's model
+    # loading and the demo's folder (for the model files' digest).
+    "scroll": (
+        "runtime.contract", "runtime.volumes", "runtime.inference", "runtime.pipeline",
+        "runtime.samples",
+    ),
     "commands": (
         "runtime.contract", "runtime.installer", "runtime.volumes", "runtime.inference",
-        "runtime.pipeline", "runtime.samples",
+        "runtime.pipeline", "runtime.samples", "runtime.scroll",
     ),
 }  # fmt: skip
 # Third-party packages a layer must never import, at the top or inside a function.

@@ -30,9 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "input",
         metavar="INPUT",
-        type=Path,
+        type=_input_path,
         help="a .tif volume, a folder of them, or a competition root holding test_images/ "
-        "(and test.csv, whose ids must all be found)",
+        "(and test.csv, whose ids must all be found); or a zarr / OME-Zarr volume (path or "
+        "fsspec URL, *.zarr), run block by block into -o OUT.zarr (see docs/whole-scrolls.md)",
     )
     parser.add_argument(
         "-o",
@@ -43,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "(default: submission.zip)",
     )
     add_predict_options(parser)
+    from runtime.scroll.options import add_scroll_options
+
+    add_scroll_options(parser)
 
 
 def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool = True) -> None:
@@ -291,6 +295,21 @@ def run(args: argparse.Namespace) -> int:
     problem = ensemble_problem(len(args.models or ["demo"]), args.ensemble_weights)
     if problem:
         raise ModelError(problem)
+    if _is_zarr(args.input):
+        # Whole scrolls: block by block on Dask (runtime.scroll), the same model options.
+        from runtime.scroll.options import scroll_config
+        from runtime.scroll.run import run_scroll
+
+        run_scroll(scroll_config(args))
+        return 0
+    from runtime.contract.errors import InputError
+    from runtime.scroll.options import scroll_options_given
+
+    zarr_only = scroll_options_given(args)
+    if zarr_only:
+        raise InputError(
+            f"{', '.join(zarr_only)}: for zarr input only ({args.input} is not *.zarr)"
+        )
 
     inference = InferenceOptions(
         patch_size=args.patch_size,
@@ -528,8 +547,23 @@ def _device(text: str) -> str:
     return text
 
 
-def _zip_path(text: str) -> Path:
-    """``-o out/`` or an existing folder means ``out/submission.zip``, as a user would expect."""
+def _is_zarr(value: str | Path) -> bool:
+    text = str(value).rstrip("/\\")
+    return text.endswith(".zarr") or ("://" in text and ".zarr" in text)
+
+
+def _input_path(text: str) -> Path | str:
+    """A path, or an fsspec URL kept as given (a Path would fold its ``//``)."""
+    return text if "://" in text else Path(text)
+
+
+def _zip_path(text: str) -> Path | str:
+    """``-o out/`` or an existing folder means ``out/submission.zip``, as a user would expect;
+    a zarr store (``OUT.zarr``, a folder when resumed) or a URL is kept as given."""
+    if "://" in text:
+        return text
+    if _is_zarr(text):
+        return Path(text.rstrip("/"))
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir():
         return path / "submission.zip"

@@ -100,6 +100,14 @@ class InferenceOptions:
     time_budget_start: float | None = None
     # Also return each volume's blended foreground probability (float32, the volume's shape).
     keep_probability: bool = False
+    # Every window's result independent of the volume it is cut from and of its batch partners:
+    # fixed batch shape (a short last batch padded: on the CPU a sample's output depends on the
+    # batch size), and no per-volume back-off (out of memory or a non-finite fp16 output fails
+    # the volume instead of changing batch, precision or device). Block runs need it: a block
+    # equals the same box of the whole volume bit for bit only if every window does.
+    exact: bool = False
+    # Pin the memory layout (channels_last_3d) instead of timing it at the warm-up; None: timed.
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -246,6 +254,11 @@ class Segmenter:
         return self._members[0].patch_size
 
     @property
+    def patch_sizes(self) -> list[tuple[int, int, int]]:
+        """Every member's window, in the order of the ensemble (one for a single model)."""
+        return [member.patch_size for member in self._members]
+
+    @property
     def batch_size(self) -> int:
         return self._members[0].batch_size
 
@@ -256,6 +269,24 @@ class Segmenter:
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
         return self._segment(0, volume, self.tta_axes, [])
+
+    def segment_windows(self, volume: np.ndarray, plans: list[WindowPlan]) -> VolumeResult:
+        """Segment a block of a larger volume with given window grids, one per model member.
+
+        ``volume`` is the input under every window that reaches the block; ``plans`` hold those
+        windows of the whole volume's grid, shifted to ``volume``'s corner, in the grid's order.
+        Voxels reached by all of their windows come out as the whole volume's run gives them.
+        Models that prepare volumes themselves (crop, per-case statistics) are refused.
+        """
+        for member in self._members:
+            if type(member.model).prepare_volume is not SegmentationModel.prepare_volume:
+                raise InferenceError(
+                    f"model {member.model.name} prepares each volume itself (crop, per-case "
+                    "normalization): it cannot run block by block"
+                )
+        if len(plans) != len(self._members):
+            raise ValueError(f"{len(plans)} window plans for {len(self._members)} models")
+        return self._segment(0, volume, self.tta_axes, [], plans=plans)
 
     def segment_many(
         self,
@@ -328,7 +359,12 @@ class Segmenter:
         return math.ceil(windows / member.worker(slot).batch_size)
 
     def _segment(
-        self, slot: int, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
+        self,
+        slot: int,
+        volume: np.ndarray,
+        axes: tuple[int, ...],
+        notes: list[str],
+        plans: list[WindowPlan] | None = None,
     ) -> VolumeResult:
         """``axes``: the run's mirror axes now (a budget may have cut them); each member keeps
         as many of its own."""
@@ -337,14 +373,17 @@ class Segmenter:
         fused: _Fusion | None = None
         used: tuple[int, ...] = ()
         replaced = 0
-        for member in self._members:
+        for index, member in enumerate(self._members):
             worker = member.worker(slot)
             member_axes = member.tta_axes[: len(axes)]
             used = max(used, member_axes, key=len)
             finite, replaced = self._finite(member.model, volume, notes)
             prepared = member.model.prepare_volume(finite)
             del finite
-            plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+            if plans is None:
+                plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+            else:
+                plan = plans[index]
             flips = flip_combinations(member_axes)
             # An ensemble fuses its members' log-odds; one model gives its mask directly.
             if len(self._members) > 1:
@@ -441,16 +480,16 @@ class Segmenter:
                 importance=model.importance,
                 padding=model.padding,
                 channels=model.window_channels,
-                pad_last_batch=_needs_fixed_batch(model, attempt),
+                pad_last_batch=self.options.exact or _needs_fixed_batch(model, attempt),
             )
             forward = attempt.forward
             seen = len(forward.notes)
             try:
-                blended = blend(volume, forward, settings, attempt.device, output)
+                blended = blend(volume, forward, settings, attempt.device, output, plan=plan)
                 notes.extend(forward.notes[seen:])
                 return blended, accumulate
             except NonFiniteOutput as error:
-                if forward.precision == "fp32":
+                if forward.precision == "fp32" or self.options.exact:
                     raise
                 # fp16 overflows where fp32 does not: this volume is tried again in fp32.
                 note = f"{first_line(error)} under {forward.precision}; retrying in fp32"
@@ -462,6 +501,11 @@ class Segmenter:
                 if not is_out_of_memory(error):
                     raise
                 reason = first_line(error)
+                if self.options.exact:
+                    raise InferenceError(
+                        f"out of memory on {attempt.device} at batch {attempt.batch_size} "
+                        f"({reason}); an exact run never backs off (use a smaller block)"
+                    ) from None
             # Outside the except block the traceback, and the tensors its frames hold, are gone.
             self._platform.empty_cache(attempt.device)
             note = self._back_off(member, attempt, accumulate, reason, volume.shape)
@@ -582,6 +626,7 @@ class Segmenter:
                     amp=self.options.amp,
                     compile=self.options.compile,
                     platform=self._platform,
+                    channels_last=self.options.channels_last,
                 )
                 break
             except KaggleOfflineError:

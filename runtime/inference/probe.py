@@ -340,6 +340,7 @@ def prepare_forward(
     amp: str = "auto",
     compile: bool | None = None,
     platform: Platform | None = None,
+    channels_last: bool | None = None,
 ) -> PreparedForward:
     """Put a replica of ``model`` on ``device`` and settle precision and compilation by warm-ups.
 
@@ -347,6 +348,8 @@ def prepare_forward(
     compiled graph and cuDNN's autotuning are the ones the run will use. The steps, in order:
     precision (autocast must agree with fp32), memory layout, then compilation (must agree with
     eager and, unless forced, be faster), and on the CPU whether a window thread helps.
+    ``channels_last`` pins the layout instead of timing it (a timed choice can differ between
+    two processes, and with it a window's low bits).
     """
     platform = platform or Platform()
     if amp not in AMP_CHOICES:
@@ -354,7 +357,9 @@ def prepare_forward(
     capability = platform.capability(device.index or 0) if device.type == "cuda" else None
     cpu_bf16 = platform.cpu_bf16_instructions() if device.type == "cpu" else None
     precision, precision_reason = planned_precision(device, amp, capability, cpu_bf16=cpu_bf16)
-    channels_last = device.type == "cuda" and precision != "fp32"
+    pinned_layout = channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda" and precision != "fp32"
     replica = model.replicate(device)
     if channels_last:
         replica.to_channels_last()
@@ -371,7 +376,7 @@ def prepare_forward(
             platform,
         )
         decisions = [step.decision]
-        step = _settle_layout(step, sample, platform)
+        step = _settle_layout(step, sample, platform, pinned_layout)
         decisions += step.extra
         if want_compile:
             # Forced compilation is kept even if no faster; auto must earn its recompile risk.
@@ -500,12 +505,18 @@ def _settle_precision(
     return _Step(reference_forward, seconds, reference, decision)
 
 
-def _settle_layout(step: _Step, sample: torch.Tensor, platform: Platform) -> _Step:
-    """channels_last_3d, timed against the other layout (on a GPU only under autocast)."""
+def _settle_layout(
+    step: _Step, sample: torch.Tensor, platform: Platform, pinned: bool | None = None
+) -> _Step:
+    """channels_last_3d, timed against the other layout (on a GPU only under autocast),
+    unless ``pinned``."""
     forward = step.forward
     extra: tuple[Decision, ...] = ()
     if forward.device.type == "cuda":
         extra = (Decision("cudnn_benchmark", "on", "window and batch shapes are fixed, tune once"),)
+    if pinned is not None:
+        layout = Decision("channels_last", "on" if pinned else "off", "pinned, not timed")
+        return dataclasses.replace(step, extra=(layout, *extra))
         if not forward.channels_last:
             layout = Decision("channels_last", "off", "only useful for fp16/bf16 on a GPU")
             return dataclasses.replace(step, extra=(layout, *extra))

@@ -173,11 +173,16 @@ def blend(
     settings: BlendSettings,
     device: torch.device | str,
     output: str,
+    *,
+    plan: WindowPlan | None = None,
 ) -> Blended:
     """:func:`blend_volume` for any of :data:`OUTPUTS`, as a :class:`Blended`.
 
     For a caller that picks the output at run time (the engine), so that it need not branch
-    over the two wrappers and wrap their arrays again.
+    over the two wrappers and wrap their arrays again. ``plan`` replaces the volume's own window
+    grid: a block of a larger volume passes the windows of the whole volume's grid that reach it,
+    shifted to the block's corner (unpadded, in z-major order), so that every voxel of the block
+    sums the same windows in the same order as the whole volume would (see runtime.scroll).
     """
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -196,7 +201,10 @@ def blend(
     if volume.ndim != 3:
         raise VolumeError(f"expected a 3D (Z, Y, X) volume, got shape {volume.shape}")
     compute = torch.device(device)
-    plan = plan_windows(volume.shape, settings.patch, settings.overlap)
+    if plan is None:
+        plan = plan_windows(volume.shape, settings.patch, settings.overlap)
+    elif plan.shape != volume.shape:
+        raise ValueError(f"a window plan for {plan.shape} given for a {volume.shape} volume")
     with torch.inference_mode():
         return _Blender(volume, forward, settings, compute, plan, output).run()
 
@@ -372,10 +380,8 @@ class _Blender:
             self.mask[rows_out] = mask.to(torch.uint8).cpu().numpy()
         if self.values is not None:
             assert weight_sums is not None
-            logits = part / (weight_sums[crop] * len(self.settings.flips))
-            if self.output != "logits":
-                logits = torch.sigmoid(logits)
-            self.values[rows_out] = logits.cpu().numpy()
+            logits = (part / (weight_sums[crop] * len(self.settings.flips))).cpu().numpy()
+            self.values[rows_out] = logits if self.output == "logits" else _sigmoid(logits)
 
     def _emit_combined(self, blended: torch.Tensor, rows_out: slice) -> None:
         """Blended log-odds against each rival -> the foreground's: p = 1 / (1 + sum exp(-E_k)).
@@ -485,6 +491,17 @@ def choose_accumulation(
 def source_itemsize(dtype: np.dtype) -> int:
     """Bytes per voxel of a volume of ``dtype`` once in a torch-compatible type."""
     return _torch_compatible(np.empty(0, dtype=dtype)).dtype.itemsize
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 sigmoid whose value for a voxel does not depend on where it lies in the array.
+
+    torch's CPU sigmoid computes the vectorized body and the scalar tail of a row differently
+    (values differ in the last bit), so the same voxel would come out differently in a block and
+    in the whole volume; numpy's float32 exp treats every element alike.
+    """
+    with np.errstate(over="ignore"):
+        return np.float32(1.0) / (np.float32(1.0) + np.exp(-logits))
 
 
 def _head(buffer: torch.Tensor | None, rows: int) -> torch.Tensor | None:
