@@ -201,19 +201,6 @@ def test_score_names_missing_and_misshaped_predictions_in_one_line(tmp_path: Pat
     assert [v.id for v in only.volumes] == ["a"]
 
 
-def test_score_says_official_when_topometrics_is_importable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tests.test_metric import fake_topometrics
-
-    fake_topometrics(monkeypatch)
-    labels = _write_folder(tmp_path / "labels", {"a": _labels()})
-    predictions = _write_folder(tmp_path / "masks", {"a": (_labels() == 1).astype(np.uint8)})
-    assert main(["score", str(predictions), str(labels), "--jobs", "1"]) == 0
-    printed = capsys.readouterr().out
-    assert "TopoScore (official)" in printed and "approximate" not in printed
-
-
 def test_score_runs_volumes_in_worker_processes(tmp_path: Path) -> None:
     labels = _write_folder(tmp_path / "labels", {"a": _labels(), "b": _labels()})
     predictions = _write_folder(
