@@ -421,3 +421,82 @@ def test_predict_with_hysteresis_records_its_settings(sample_root: Path, tmp_pat
     assert settings["threshold"] == 0.3 and settings["hysteresis_high"] == 0.6
     assert settings["postprocess"]["min_component_voxels"] == 100
     assert [v["threshold"] for v in metrics["volumes"]] == [0.3, 0.3]
+
+
+# --- bounded scoring: the TopoScore only where it can change the choice -------------------------
+def _reference_sweep_volumes(folder: Path, labels_folder: Path) -> None:
+    """Two volumes of the metric's reference set: labels and their noisy probability maps."""
+    from tests.support.metric_reference import _SWEEPS, _TRUTHS, _truth, probability_map
+
+    folder.mkdir()
+    labels_folder.mkdir()
+    shapes = {}
+    for sweep in _SWEEPS[1:3]:
+        truth = _truth(sweep["truth"])
+        probability = probability_map(truth, sweep).astype(np.float32)
+        save_probability(folder / f"{sweep['truth']}.npy", encode(probability, "uint8"))
+        tifffile.imwrite(labels_folder / f"{sweep['truth']}.tif", truth.astype(np.uint8))
+        shapes[sweep["truth"]] = _TRUTHS[sweep["truth"]]["shape"]
+    write_manifest(folder, "uint8", shapes, {})
+
+
+def _sweep_grid(tmp_path: Path) -> list[MaskSettings]:
+    grid = tmp_path / "grid.json"
+    thresholds = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    grid.write_text(json.dumps({"thresholds": thresholds, "min_component_voxels": [0, 40]}))
+    return grid_from_file(grid)
+
+
+@pytest.mark.parametrize(
+    "scorer",
+    [
+        "local",
+        pytest.param(
+            "official",
+            marks=pytest.mark.skipif(
+                not __import__(
+                    "runtime.volumes.metric.official", fromlist=["x"]
+                ).topometrics_available(),
+                reason="the organizers' topometrics is not importable here",
+            ),
+        ),
+    ],
+)
+def test_bounded_tuning_recommends_what_scoring_every_setting_recommends(
+    tmp_path: Path, scorer: str
+) -> None:
+    _reference_sweep_volumes(tmp_path / "probs", tmp_path / "labels")
+    grid = _sweep_grid(tmp_path)
+    bounded = tune(tmp_path / "probs", tmp_path / "labels", grid=grid, scorer=scorer, jobs=2)
+    every = tune(
+        tmp_path / "probs", tmp_path / "labels", grid=grid, scorer=scorer, jobs=2, score_all=True
+    )
+    assert every.scoring["scored_in_full"] == len(grid) == every.scoring["settings"]
+    assert bounded.recommended.settings == every.recommended.settings
+    assert bounded.recommended.score == pytest.approx(every.recommended.score, abs=1e-12)
+    assert bounded.best_plain.settings == every.best_plain.settings
+    # the bound did its job: fewer settings scored in full, none left out that could have won
+    scoring = bounded.scoring
+    assert 0 < scoring["scored_in_full"] < len(grid) and scoring["left_out_by_bound"] > 0
+    full = {r.settings: r.score for r in every.results}
+    for result in bounded.results:
+        if not result.exact:
+            assert result.bound < bounded.recommended.score
+            assert full[result.settings] <= result.bound + 1e-12
+    assert "left out: even their TopoScore at its upper bound could not make them win" in bounded.table()
+    document = bounded.to_dict()
+    assert document["scoring"]["left_out_by_bound"] == scoring["left_out_by_bound"]
+    assert (document["recommended"]["official"] is not None) == (scorer == "official")
+
+
+def test_identical_masks_are_scored_in_full_once(tmp_path: Path) -> None:
+    """A minimum size below every speck's size changes nothing: the same mask, one TopoScore."""
+    _reference_sweep_volumes(tmp_path / "probs", tmp_path / "labels")
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"thresholds": [0.5], "min_component_voxels": [0, 1]}))
+    report = tune(
+        tmp_path / "probs", tmp_path / "labels", grid=grid_from_file(grid), jobs=1, score_all=True
+    )
+    assert report.scoring["scored_in_full"] == 2  # threshold 0.5, with and without min size 1
+    assert report.scoring["masks_scored_in_full"] == 2  # one per volume
+    assert report.scoring["masks_reused"] == 2
