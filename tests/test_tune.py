@@ -483,7 +483,10 @@ def test_bounded_tuning_recommends_what_scoring_every_setting_recommends(
         if not result.exact:
             assert result.bound < bounded.recommended.score
             assert full[result.settings] <= result.bound + 1e-12
-    assert "left out: even their TopoScore at its upper bound could not make them win" in bounded.table()
+    assert (
+        "left out: even their TopoScore at its upper bound could not make them win"
+        in bounded.table()
+    )
     document = bounded.to_dict()
     assert document["scoring"]["left_out_by_bound"] == scoring["left_out_by_bound"]
     assert (document["recommended"]["official"] is not None) == (scorer == "official")
