@@ -98,22 +98,22 @@ def build_compiled_wheel(
     source = source.resolve()
     if not source.is_dir():
         raise BundlerError(f"{source}: not a folder")
+    python_project = (source / "pyproject.toml").is_file() or (source / "setup.py").is_file()
+    if not python_project and not (source / "CMakeLists.txt").is_file():
+        raise BundlerError(
+            f"{source}: neither a Python project (pyproject.toml, setup.py) nor a CMake "
+            "project (CMakeLists.txt)"
+        )
     output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bundler-compiled-") as scratch_name:
         scratch = Path(scratch_name)
         toolchain = zig_toolchain(scratch / "toolchain", glibc)
         log(f"compiling with zig for {toolchain.target} and CPython {interpreter.version}")
-        if (source / "pyproject.toml").is_file() or (source / "setup.py").is_file():
+        if python_project:
             built = _pip_wheel(source, scratch, interpreter, toolchain, log)
-            modules = None
-        elif (source / "CMakeLists.txt").is_file():
+        else:
             modules = _cmake_build(source, scratch, interpreter, toolchain, cmake_args, jobs, log)
             built = _pack(modules, scratch, interpreter, glibc, name, version, source)
-        else:
-            raise BundlerError(
-                f"{source}: neither a Python project (pyproject.toml, setup.py) nor a CMake "
-                "project (CMakeLists.txt)"
-            )
         wheel = _retagged(built, output, interpreter, glibc)
     module = import_name or _module_name(wheel)
     check = check_wheel(wheel, glibc, interpreter.path, module)
