@@ -22,6 +22,8 @@ from runtime.volumes.metric.topology import TOPO_WEIGHTS, TopoResult
 if TYPE_CHECKING:
     import numpy as np
 
+    from runtime.volumes.metric.matching import MaskLabels
+
 __all__ = ["COMPETITION", "MetricParameters", "PreparedTruth", "VolumeScore", "score_volume"]
 
 
@@ -109,6 +111,7 @@ class PreparedTruth:
         self.surface = None if self.empty else surface_side(self.mask, self._margin)
         self.components = label(self.mask, parameters.voi_connectivity)
         self.topology = octant_counts(self.mask)
+        self._truth_labels: list[MaskLabels] | None = None
 
     def score(
         self, prediction: np.ndarray, volume_id: str = "", topology: str = "spatial"
@@ -165,12 +168,19 @@ class PreparedTruth:
 
     def topology_of(self, mask: np.ndarray, method: str = "spatial") -> TopoResult:
         """The approximate TopoScore of a boolean mask (ignored voxels already cleared)."""
-        from runtime.volumes.metric.matching import spatial_topo_score
-        from runtime.volumes.metric.topology import octant_counts, topo_score_of_counts
+        from runtime.volumes.metric.matching import mask_labels, spatial_topo_score
+        from runtime.volumes.metric.topology import (
+            octant_counts,
+            octant_slices,
+            topo_score_of_counts,
+        )
 
         weights = self.parameters.topo_weights
         if method == "spatial":
-            return spatial_topo_score(mask, self.mask, weights)
+            if self._truth_labels is None:  # the truth's half, once per truth
+                tiles = octant_slices(self.shape)
+                self._truth_labels = [mask_labels(self.mask[tile]) for tile in tiles]
+            return spatial_topo_score(mask, self.mask, weights, self._truth_labels)
         if method == "counts":
             return topo_score_of_counts(octant_counts(mask), self.topology, weights)
         if method == "skip":

@@ -25,6 +25,7 @@ JSON that uses it.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from runtime.volumes.metric.topology import (
@@ -37,7 +38,7 @@ from runtime.volumes.metric.topology import (
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MEASURED_ERROR", "octant_matches", "spatial_topo_score"]
+__all__ = ["MEASURED_ERROR", "MaskLabels", "mask_labels", "octant_matches", "spatial_topo_score"]
 
 # Measured on the 115 reference pairs (<= 48^3) against the official topometrics with
 # Betti-Matching-3D (tests/support/metric_reference.json); tests/test_metric_reference.py measures
@@ -55,35 +56,86 @@ Matches = tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]
 
 
 def spatial_topo_score(
-    prediction: np.ndarray, truth: np.ndarray, weights: tuple[float, ...] = TOPO_WEIGHTS
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    weights: tuple[float, ...] = TOPO_WEIGHTS,
+    truth_labels: list[MaskLabels] | None = None,
 ) -> TopoResult:
-    """Approximate TopoScore of two 3D masks with features matched by place, octant by octant."""
+    """Approximate TopoScore of two 3D masks with features matched by place, octant by octant.
+
+    ``truth_labels``: the truth's :func:`mask_labels` per octant, when already computed.
+    """
     import numpy as np
 
     prediction = np.asarray(prediction) != 0
     truth = np.asarray(truth) != 0
-    tiles = [octant_matches(prediction[t], truth[t]) for t in octant_slices(prediction.shape)]
-    return topo_score_of_matches(tiles, weights)
+    tiles = octant_slices(prediction.shape)
+    if truth_labels is None:
+        truth_labels = [mask_labels(truth[t]) for t in tiles]
+    matches = [
+        octant_matches(prediction[t], own) for t, own in zip(tiles, truth_labels, strict=True)
+    ]
+    return topo_score_of_matches(matches, weights)
 
 
-def octant_matches(prediction: np.ndarray, truth: np.ndarray) -> Matches:
+@dataclasses.dataclass(frozen=True)
+class MaskLabels:
+    """One mask's own labelling, which does not depend on the other mask (the truth's is kept)."""
+
+    mask: np.ndarray
+    count: int  # 6-connected components
+    firsts: np.ndarray  # each component's first voxel (flat index, raster order)
+    background: np.ndarray  # 26-connected background labels
+    cavity_ids: np.ndarray  # the background labels off the tile's border: cavities
+    cavity_firsts: np.ndarray  # each cavity's first voxel
+    euler_weights: np.ndarray  # int8 per voxel, see _euler_weights
+
+
+def mask_labels(mask: np.ndarray, components: tuple[np.ndarray, int] | None = None) -> MaskLabels:
+    """Label ``mask`` (components 6-connected, background 26-connected); ``components`` when its
+    6-connected labelling is at hand."""
+    import numpy as np
+
+    from runtime.volumes.metric.components import label
+
+    labels, count = components if components is not None else label(mask, 6)
+    background, background_count = label(~mask, 26)
+    touching = np.zeros(background_count + 1, dtype=bool)
+    for axis in range(3):
+        for end in (0, -1):
+            touching[np.take(background, end, axis=axis).ravel()] = True
+    touching[0] = True
+    cavity_ids = np.flatnonzero(~touching)
+    cavity_firsts = _first_voxels(background, background_count)[cavity_ids - 1]
+    return MaskLabels(
+        mask,
+        count,
+        _first_voxels(labels, count),
+        background,
+        cavity_ids,
+        cavity_firsts,
+        _euler_weights(mask),
+    )
+
+
+def octant_matches(prediction: np.ndarray, truth: MaskLabels) -> Matches:
     """((m0, m1, m2), (p0, p1, p2), (g0, g1, g2)) of one tile: matches, predicted, true features."""
     import numpy as np
 
     from runtime.volumes.metric.components import label
 
-    union = prediction | truth
+    union = prediction | truth.mask
     if not union.any():
         return ((0, 0, 0), (0, 0, 0), (0, 0, 0))
     union_labels, union_count = label(union, 6)
-    pred = _Features(prediction, union_labels, union_count)
+    pred = _Features(mask_labels(prediction), union_labels, union_count)
     true = _Features(truth, union_labels, union_count)
-    whole = _Features(union, union_labels, union_count)
+    whole = _Features(mask_labels(union, (union_labels, union_count)), union_labels, union_count)
 
     both = int(np.count_nonzero((pred.components > 0) & (true.components > 0)))
     m0 = max(both, 1) - 1
     m1 = int(np.minimum(np.minimum(pred.tunnels, true.tunnels), whole.tunnels).sum())
-    m2 = _cavity_matches(pred, true, whole)
+    m2 = _cavity_matches(pred.own, true.own, whole.own)
     return (
         (m0, m1, m2),
         (pred.feature_count(0), pred.feature_count(1), pred.feature_count(2)),
@@ -94,28 +146,24 @@ def octant_matches(prediction: np.ndarray, truth: np.ndarray) -> Matches:
 class _Features:
     """One mask's components, tunnels and cavities, each tallied by the union component it is in."""
 
-    def __init__(self, mask: np.ndarray, union_labels: np.ndarray, union_count: int) -> None:
+    def __init__(self, own: MaskLabels, union_labels: np.ndarray, union_count: int) -> None:
         import numpy as np
 
-        from runtime.volumes.metric.components import label
-
-        self.mask = mask
+        self.own = own
         size = union_count + 1
-        labels, count = label(mask, 6)
-        self.count = count
-        # one voxel per component: its first in raster order, and the union component it lies in
-        firsts = _first_voxels(labels, count)
-        self.components = np.bincount(union_labels.ravel()[firsts], minlength=size)[1:]
-        self.cavity_labels, cavity_ids, cavity_union = _cavities(mask, union_labels)
-        self.cavity_ids = cavity_ids  # background labels that are cavities
-        cavities = np.bincount(cavity_union, minlength=size)[1:]
-        chi = _euler_by_label(mask, union_labels, size)[1:]
-        self.tunnels = np.maximum(self.components + cavities - chi, 0)
-        self.cavities = cavities
+        flat_union = union_labels.ravel()
+        self.components = np.bincount(flat_union[own.firsts], minlength=size)[1:]
+        # the voxel before a cavity's first one along axis 0 is foreground (a cavity never
+        # touches z = 0): its union component encloses the cavity
+        plane = own.mask.shape[1] * own.mask.shape[2]
+        enclosing = flat_union[own.cavity_firsts - plane]
+        self.cavities = np.bincount(enclosing, minlength=size)[1:]
+        chi = _euler_by_label(own.euler_weights, union_labels, size)[1:]
+        self.tunnels = np.maximum(self.components + self.cavities - chi, 0)
 
     def feature_count(self, dimension: int) -> int:
         if dimension == 0:
-            return max(self.count - 1, 0)
+            return max(self.own.count - 1, 0)
         if dimension == 1:
             return int(self.tunnels.sum())
         return int(self.cavities.sum())
@@ -132,31 +180,7 @@ def _first_voxels(labels: np.ndarray, count: int) -> np.ndarray:
     return firsts[1:]
 
 
-def _cavities(
-    mask: np.ndarray, union_labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Background labels (26-connected), the ids of those off the border, and the union
-    component enclosing each (the voxel before a cavity's first voxel along axis 0 is foreground)."""
-    import numpy as np
-
-    from runtime.volumes.metric.components import label
-
-    background, count = label(~mask, 26)
-    touching = np.zeros(count + 1, dtype=bool)
-    for axis in range(3):
-        for end in (0, -1):
-            touching[np.take(background, end, axis=axis).ravel()] = True
-    touching[0] = True
-    ids = np.flatnonzero(~touching)
-    if ids.size == 0:
-        return background, ids, np.zeros(0, dtype=np.int64)
-    firsts = _first_voxels(background, count)[ids - 1]
-    plane = mask.shape[1] * mask.shape[2]
-    enclosing = union_labels.ravel()[firsts - plane]  # a cavity never touches z = 0
-    return background, ids, enclosing
-
-
-def _cavity_matches(pred: _Features, true: _Features, whole: _Features) -> int:
+def _cavity_matches(pred: MaskLabels, true: MaskLabels, whole: MaskLabels) -> int:
     """A maximum matching of predicted and true cavities that enclose a common union cavity."""
     import numpy as np
 
@@ -165,19 +189,8 @@ def _cavity_matches(pred: _Features, true: _Features, whole: _Features) -> int:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import maximum_bipartite_matching
 
-    firsts = _first_voxels(whole.cavity_labels, int(whole.cavity_labels.max()))[
-        whole.cavity_ids - 1
-    ]
-    p_label = pred.cavity_labels.ravel()[firsts]
-    t_label = true.cavity_labels.ravel()[firsts]
-    p_index = np.searchsorted(pred.cavity_ids, p_label)
-    t_index = np.searchsorted(true.cavity_ids, t_label)
-    p_ok = (p_index < pred.cavity_ids.size) & (
-        pred.cavity_ids[np.minimum(p_index, pred.cavity_ids.size - 1)] == p_label
-    )
-    t_ok = (t_index < true.cavity_ids.size) & (
-        true.cavity_ids[np.minimum(t_index, true.cavity_ids.size - 1)] == t_label
-    )
+    p_index, p_ok = _cavity_index(pred, whole.cavity_firsts)
+    t_index, t_ok = _cavity_index(true, whole.cavity_firsts)
     keep = p_ok & t_ok
     if not keep.any():
         return 0
@@ -189,29 +202,43 @@ def _cavity_matches(pred: _Features, true: _Features, whole: _Features) -> int:
     return int(np.count_nonzero(matched >= 0))
 
 
-def _euler_by_label(mask: np.ndarray, labels: np.ndarray, size: int) -> np.ndarray:
-    """Euler characteristic of ``mask`` (voxels as vertices) within each label of ``labels``.
-
-    Every cell of the mask's cubical complex lies in one label (its vertices are connected), so
-    each cell is tallied at its lowest corner.
-    """
+def _cavity_index(own: MaskLabels, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each voxel: the index of the mask's cavity holding it, and whether one does."""
     import numpy as np
 
-    def tally(cells: np.ndarray) -> np.ndarray:
-        corner = labels[tuple(slice(0, n) for n in cells.shape)]
-        return np.bincount(corner[cells], minlength=size)
+    found = own.background.ravel()[voxels]
+    index = np.searchsorted(own.cavity_ids, found)
+    inside = index < own.cavity_ids.size
+    inside[inside] = own.cavity_ids[index[inside]] == found[inside]
+    return index, inside
 
+
+def _euler_weights(mask: np.ndarray) -> np.ndarray:
+    """Each voxel's share of the Euler characteristic (V - E + F - C) of the mask's cubical
+    complex (voxels as vertices): every cell is counted at its lowest corner, so the sum over a
+    component, or over any union of components, is its Euler characteristic."""
+    import numpy as np
+
+    weights = mask.astype(np.int8)
     edges = [mask[1:] & mask[:-1], mask[:, 1:] & mask[:, :-1], mask[:, :, 1:] & mask[:, :, :-1]]
+    weights[:-1] -= edges[0]
+    weights[:, :-1] -= edges[1]
+    weights[:, :, :-1] -= edges[2]
     squares = [
-        edges[0][:, 1:] & edges[0][:, :-1],
-        edges[0][:, :, 1:] & edges[0][:, :, :-1],
-        edges[1][:, :, 1:] & edges[1][:, :, :-1],
+        edges[0][:, 1:] & edges[0][:, :-1],  # in the planes of axes 0 and 1
+        edges[0][:, :, 1:] & edges[0][:, :, :-1],  # axes 0 and 2
+        edges[1][:, :, 1:] & edges[1][:, :, :-1],  # axes 1 and 2
     ]
-    cubes = squares[0][:, :, 1:] & squares[0][:, :, :-1]
-    chi = tally(mask).astype(np.int64)
-    for cell in edges:
-        chi -= tally(cell)
-    for cell in squares:
-        chi += tally(cell)
-    chi -= tally(cubes)
-    return chi
+    weights[:-1, :-1] += squares[0]
+    weights[:-1, :, :-1] += squares[1]
+    weights[:, :-1, :-1] += squares[2]
+    weights[:-1, :-1, :-1] -= squares[0][:, :, 1:] & squares[0][:, :, :-1]
+    return weights
+
+
+def _euler_by_label(weights: np.ndarray, labels: np.ndarray, size: int) -> np.ndarray:
+    """Euler characteristic within each label of ``labels`` (that holds the mask's components)."""
+    import numpy as np
+
+    sums = np.bincount(labels.ravel(), weights=weights.ravel(), minlength=size)
+    return np.rint(sums).astype(np.int64)
