@@ -48,15 +48,22 @@ def main() -> int:
     from tests.support.metric_reference import (
         GENERATOR_VERSION,
         REFERENCE_FILE,
+        SAMPLE_FILE,
         build_pair,
         cases,
         mask_digest,
+        write_sample_arrays,
     )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-source", type=Path, required=True)
     parser.add_argument("--output", type=Path, default=REFERENCE_FILE)
+    parser.add_argument(
+        "--new-sample", action="store_true", help="rewrite the stored sample-data arrays too"
+    )
     args = parser.parse_args()
+    if args.new_sample or not SAMPLE_FILE.exists():
+        write_sample_arrays()
 
     pairs = {}
     started = time.perf_counter()

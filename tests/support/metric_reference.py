@@ -32,6 +32,10 @@ __all__ = [
 
 GENERATOR_VERSION = 1
 REFERENCE_FILE = Path(__file__).with_name("metric_reference.json")
+# The project's sample data (runtime.samples, labels with an unlabelled slab) and predictions made
+# from it, stored as arrays: they must not change when the sample generator does.
+SAMPLE_FILE = Path(__file__).with_name("metric_reference_sample.npz")
+_SAMPLE_OPERATIONS = ("identical", "shift", "noise", "dilate")
 SWEEP_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 _TRUTHS: dict[str, dict[str, Any]] = {
@@ -79,6 +83,8 @@ def cases() -> list[dict[str, Any]]:
                 f"-{k}{v}" for k, v in operation.items() if k != "op"
             )
             out.append({"name": name, "truth": truth, "prediction": operation})
+    for op in _SAMPLE_OPERATIONS:
+        out.append({"name": f"sample/{op}", "truth": "sample", "prediction": {"op": op}})
     for index, sweep in enumerate(_SWEEPS):
         for threshold in SWEEP_THRESHOLDS:
             out.append(
@@ -95,6 +101,9 @@ def cases() -> list[dict[str, Any]]:
 
 def build_pair(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(prediction uint8 0/1, labels uint8 0/1/2) of one case."""
+    if case["truth"] == "sample":
+        with np.load(SAMPLE_FILE) as stored:
+            return stored[case["prediction"]["op"]], stored["labels"]
     truth = _truth(case["truth"])
     operation = dict(case["prediction"])
     labels = truth.astype(np.uint8)
@@ -104,6 +113,30 @@ def build_pair(case: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     else:
         prediction = _predict(truth, operation)
     return prediction.astype(np.uint8), labels
+
+
+def write_sample_arrays(path: Path = SAMPLE_FILE) -> None:
+    """Store one volume of the project's sample data and predictions made from it."""
+    import tempfile
+
+    from runtime.samples.sample import write_sample
+    from runtime.volumes.tiff import read_volume
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_sample(folder, n=1, shape=(40, 56, 56), seed=5)
+        (label_file,) = (root / "train_labels").glob("*.tif")
+        labels = read_volume(label_file).astype(np.uint8)
+    truth = labels == 1
+    arrays = {"labels": labels}
+    for op in _SAMPLE_OPERATIONS:
+        operation = {
+            "identical": {"op": "identical"},
+            "shift": {"op": "shift", "axis": 1, "by": 1},
+            "noise": {"op": "noise", "seed": 3, "rate": 0.01},
+            "dilate": {"op": "dilate", "iterations": 1},
+        }[op]
+        arrays[op] = _predict(truth, operation).astype(np.uint8)
+    np.savez_compressed(path, **arrays)
 
 
 def mask_digest(array: np.ndarray) -> str:
