@@ -82,7 +82,9 @@ def module_facts(path: Path, name: str | None = None) -> ModuleFacts:
         for section in elf.iter_sections():
             if isinstance(section, DynamicSection):
                 needed += [
-                    tag.needed for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"
+                    str(getattr(tag, "needed", ""))
+                    for tag in section.iter_tags()
+                    if tag.entry.d_tag == "DT_NEEDED"
                 ]
             elif isinstance(section, GNUVerNeedSection):
                 for _, auxiliaries in section.iter_versions():
