@@ -113,7 +113,20 @@ def test_a_folder_that_is_no_project_is_a_one_line_error(
 
 
 # --- real cross-compiles (slow: zig builds its libc and libc++ on first use) -------------------
-_PYTHON312 = shutil.which("python3.12")
+def _working_python312() -> str | None:
+    """A Python 3.12 that runs: on PATH, or one pyenv installed (its PATH shim may not run)."""
+    candidates = [
+        shutil.which("python3.12"),
+        *map(str, Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")),
+    ]
+    for candidate in filter(None, candidates):
+        done = subprocess.run([candidate, "-c", "import sys"], capture_output=True, check=False)
+        if done.returncode == 0:
+            return candidate
+    return None
+
+
+_PYTHON312 = _working_python312()
 needs_toolchain = pytest.mark.skipif(
     _PYTHON312 is None or importlib.util.find_spec("ziglang") is None,
     reason="needs python3.12 and the ziglang package here",
@@ -151,6 +164,7 @@ def test_a_pybind11_cmake_project_becomes_a_manylinux2014_wheel_that_imports(
     out = tmp_path / "wheels"
     code = bundler_main(
         ["compiled", str(source), "-o", str(out), "--python", "3.12", "--version", "1.2"]
+        + ["--interpreter", str(_PYTHON312)]
     )
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -206,7 +220,8 @@ def test_a_setuptools_extension_is_retagged_manylinux_after_its_check(
     (source / "setup.py").write_text(_SETUP)
     (source / "tiny_c.c").write_text(_C_SOURCE)
     out = tmp_path / "wheels"
-    assert bundler_main(["compiled", str(source), "-o", str(out), "--glibc", "2.17"]) == 0
+    arguments = ["compiled", str(source), "-o", str(out), "--glibc", "2.17"]
+    assert bundler_main([*arguments, "--interpreter", str(_PYTHON312)]) == 0
     (wheel,) = out.glob("*.whl")
     assert wheel.name.endswith("-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
     assert "import in the target Python: ok" in capsys.readouterr().out

@@ -49,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ARG",
         help="extra argument for cmake's configure step (repeatable)",
     )
+    parser.add_argument(
+        "--cmake-target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="build only this CMake target, e.g. the module's (repeatable; default: all)",
+    )
     parser.add_argument("--import-name", help="module to import in the check (default: guessed)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
 
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         version=args.version,
         cmake_args=args.cmake_arg,
+        cmake_targets=args.cmake_target,
         import_name=args.import_name,
         jobs=args.jobs,
         log=lambda line: print(line, file=sys.stderr, flush=True),

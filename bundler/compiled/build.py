@@ -64,7 +64,10 @@ def find_interpreter(version: str, explicit: Path | None = None) -> Interpreter:
         [str(path), "-c", _INTERPRETER_FACTS], capture_output=True, text=True, timeout=60
     )
     if done.returncode != 0:
-        raise BundlerError(f"{path}: cannot run it ({done.stderr.strip()[-200:]})")
+        first = (done.stderr.strip().splitlines() or ["no output"])[0]
+        raise BundlerError(
+            f"{path}: cannot run it ({first}); pass --interpreter with the target's Python"
+        )
     facts = json.loads(done.stdout)
     if facts["implementation"] != "cpython" or facts["version"] != version:
         raise BundlerError(
@@ -90,6 +93,7 @@ def build_compiled_wheel(
     name: str | None = None,
     version: str | None = None,
     cmake_args: Sequence[str] = (),
+    cmake_targets: Sequence[str] = (),
     import_name: str | None = None,
     jobs: int = 2,
     log: Callable[[str], None] = lambda line: None,
@@ -112,7 +116,9 @@ def build_compiled_wheel(
         if python_project:
             built = _pip_wheel(source, scratch, interpreter, toolchain, log)
         else:
-            modules = _cmake_build(source, scratch, interpreter, toolchain, cmake_args, jobs, log)
+            modules = _cmake_build(
+                source, scratch, interpreter, toolchain, cmake_args, cmake_targets, jobs, log
+            )
             built = _pack(modules, scratch, interpreter, glibc, name, version, source)
         wheel = _retagged(built, output, interpreter, glibc)
     module = import_name or _module_name(wheel)
@@ -161,6 +167,7 @@ def _cmake_build(
     interpreter: Interpreter,
     toolchain: Toolchain,
     cmake_args: Sequence[str],
+    cmake_targets: Sequence[str],
     jobs: int,
     log: Callable[[str], None],
 ) -> list[Path]:
@@ -186,7 +193,10 @@ def _cmake_build(
     log(f"cmake configure {source}")
     _run([*configure, *cmake_args], build, {}, f"cmake configure of {source}")
     log(f"cmake build ({jobs} jobs; zig's first use also builds its libc++)")
-    _run(["cmake", "--build", ".", "-j", str(jobs)], build, {}, f"cmake build of {source}")
+    targets = [part for target in cmake_targets for part in ("--target", target)]
+    _run(
+        ["cmake", "--build", ".", "-j", str(jobs), *targets], build, {}, f"cmake build of {source}"
+    )
     modules = sorted(p for p in build.rglob(f"*{interpreter.ext_suffix}") if p.is_file())
     if not modules:
         raise BundlerError(
