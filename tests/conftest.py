@@ -15,9 +15,10 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCES = ("pyproject.toml", "README.md", "bundler", "runtime")
-# Run only when -m names them (the real registry, a CUDA device). Deselected here rather than by
-# an -m in addopts, which a user's own -m (say -m "not slow") would replace and so let them in.
-OPT_IN_MARKERS = ("network", "gpu")
+# Run only when -m names them (the real registry, a CUDA device, zig's first-use libc++ build of
+# many minutes on a fresh machine). Deselected here rather than by an -m in addopts, which a
+# user's own -m (say -m "not slow") would replace and so let them in.
+OPT_IN_MARKERS = ("network", "gpu", "toolchain")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,8 +4,6 @@ reference implementations (DeepMind's surface-distance, scikit-image's VOI) wher
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -227,47 +225,3 @@ def test_voi_agrees_with_scikit_image(seed: int, labeller: str) -> None:
     result = variation_of_information(prediction, truth)
     assert result.split == pytest.approx(split, rel=1e-9, abs=1e-12)
     assert result.merge == pytest.approx(merge, rel=1e-9, abs=1e-12)
-
-
-def fake_topometrics(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """Install a stand-in ``topometrics`` that records its arguments; returns them."""
-    from runtime.volumes.metric import official
-
-    calls: dict = {}
-
-    def compute_leaderboard_score(**kwargs):
-        calls.update(kwargs)
-        topo = types.SimpleNamespace(
-            toposcore=0.5,
-            topoF1_by_dim={0: 0.5, 1: float("nan"), 2: 1.0},
-            counts_by_dim={0: (1, 2, 2), 1: (0, 0, 0), 2: (1, 1, 1)},
-        )
-        voi = types.SimpleNamespace(voi_score=0.8, voi_split=0.3, voi_merge=0.5)
-        return types.SimpleNamespace(score=1.2, topo=topo, surface_dice=0.9, voi=voi)
-
-    package = types.ModuleType("topometrics")
-    leaderboard = types.ModuleType("topometrics.leaderboard")
-    leaderboard.compute_leaderboard_score = compute_leaderboard_score
-    package.leaderboard = leaderboard
-    monkeypatch.setitem(sys.modules, "topometrics", package)
-    monkeypatch.setitem(sys.modules, "topometrics.leaderboard", leaderboard)
-    official.topometrics_available.cache_clear()
-    monkeypatch.setattr(official, "topometrics_available", lambda: True)
-    return calls
-
-
-def test_the_official_package_is_called_with_the_competition_parameters(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from runtime.volumes.metric.official import official_score
-
-    calls = fake_topometrics(monkeypatch)
-    mask = _sheet()
-    result = official_score(mask, mask)
-    assert (
-        result.topo_kind == "official" and result.score == 1.0
-    )  # clipped, as the competition does
-    assert calls["surface_tolerance"] == 2.0 and calls["voi_alpha"] == 0.3
-    assert calls["voi_connectivity"] == 26 and calls["voi_transform"] == "one_over_one_plus"
-    assert calls["combine_weights"] == (0.30, 0.35, 0.35) and calls["ignore_label"] == 2
-    assert calls["dims"] == (0, 1, 2) and calls["fg_threshold"] is None

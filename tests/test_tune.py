@@ -164,6 +164,8 @@ def test_score_reads_zips_and_folders_and_labels_every_topo_score_approximate(
                 str(tmp_path / "s.json"),
                 "--jobs",
                 "1",
+                "--scorer",
+                "local",  # as without topometrics, whether or not it is importable here
             ]
         )
         == 0
@@ -175,7 +177,7 @@ def test_score_reads_zips_and_folders_and_labels_every_topo_score_approximate(
     scores = {v["id"]: v for v in report["volumes"]}
     assert scores["a"]["score"] == 1.0 and scores["a"]["topo_kind"] == "approximate"
     assert scores["b"]["surface_dice"] == 1.0  # one voxel off is within tolerance 2
-    from_folder = score_predictions(predictions, labels, jobs=1)
+    from_folder = score_predictions(predictions, labels, jobs=1, scorer="local")
     assert [v.score for v in from_folder.volumes] == [scores["a"]["score"], scores["b"]["score"]]
 
 
@@ -199,19 +201,6 @@ def test_score_names_missing_and_misshaped_predictions_in_one_line(tmp_path: Pat
     (predictions / "b.tif").unlink()
     only = score_predictions(predictions, labels, jobs=1, only_predicted=True)
     assert [v.id for v in only.volumes] == ["a"]
-
-
-def test_score_says_official_when_topometrics_is_importable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tests.test_metric import fake_topometrics
-
-    fake_topometrics(monkeypatch)
-    labels = _write_folder(tmp_path / "labels", {"a": _labels()})
-    predictions = _write_folder(tmp_path / "masks", {"a": (_labels() == 1).astype(np.uint8)})
-    assert main(["score", str(predictions), str(labels), "--jobs", "1"]) == 0
-    printed = capsys.readouterr().out
-    assert "TopoScore (official)" in printed and "approximate" not in printed
 
 
 @pytest.mark.slow
@@ -377,7 +366,9 @@ def test_tuned_settings_reproduce_their_score_through_predict(
         "encoding": "uint8",
     }
     assert all(v["probability_file"] for v in first["volumes"])
-    plain = score_predictions(tmp_path / "first" / "submission.zip", sample_root, jobs=1)
+    plain = score_predictions(
+        tmp_path / "first" / "submission.zip", sample_root, jobs=1, scorer="local"
+    )
     grid = tmp_path / "grid.json"
     grid.write_text(
         json.dumps(
@@ -389,14 +380,20 @@ def test_tuned_settings_reproduce_their_score_through_predict(
         )
     )
     report = tune(
-        tmp_path / "probs", sample_root / "train_labels", grid=grid_from_file(grid), jobs=1
+        tmp_path / "probs",
+        sample_root / "train_labels",
+        grid=grid_from_file(grid),
+        jobs=1,
+        score_all=True,  # threshold 0.5 is compared below, whether or not it could win
     )
     (tmp_path / "postprocess.json").write_text(json.dumps(report.postprocess_document()))
     second = _predict(
         sample_root, tmp_path / "second", "--postprocess", str(tmp_path / "postprocess.json")
     )
     assert second["run"]["options"]["mask_settings"]["file"] == str(tmp_path / "postprocess.json")
-    again = score_predictions(tmp_path / "second" / "submission.zip", sample_root, jobs=1)
+    again = score_predictions(
+        tmp_path / "second" / "submission.zip", sample_root, jobs=1, scorer="local"
+    )
     assert again.mean("score") == pytest.approx(report.recommended.score, abs=1e-12)
     # the saved masks of the first run are the engine's own: saving probabilities changed nothing
     tuned_plain = next(r for r in report.results if r.settings == MaskSettings(threshold=0.5))
@@ -439,3 +436,85 @@ def test_predict_with_hysteresis_records_its_settings(sample_root: Path, tmp_pat
     assert settings["threshold"] == 0.3 and settings["hysteresis_high"] == 0.6
     assert settings["postprocess"]["min_component_voxels"] == 100
     assert [v["threshold"] for v in metrics["volumes"]] == [0.3, 0.3]
+
+
+# --- bounded scoring: the TopoScore only where it can change the choice -------------------------
+def _reference_sweep_volumes(folder: Path, labels_folder: Path) -> None:
+    """Two volumes of the metric's reference set: labels and their noisy probability maps."""
+    from tests.support.metric_reference import _SWEEPS, _TRUTHS, _truth, probability_map
+
+    folder.mkdir()
+    labels_folder.mkdir()
+    shapes = {}
+    for sweep in _SWEEPS[1:3]:
+        truth = _truth(sweep["truth"])
+        probability = probability_map(truth, sweep).astype(np.float32)
+        save_probability(folder / f"{sweep['truth']}.npy", encode(probability, "uint8"))
+        tifffile.imwrite(labels_folder / f"{sweep['truth']}.tif", truth.astype(np.uint8))
+        shapes[sweep["truth"]] = _TRUTHS[sweep["truth"]]["shape"]
+    write_manifest(folder, "uint8", shapes, {})
+
+
+def _sweep_grid(tmp_path: Path) -> list[MaskSettings]:
+    grid = tmp_path / "grid.json"
+    thresholds = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    grid.write_text(json.dumps({"thresholds": thresholds, "min_component_voxels": [0, 40]}))
+    return grid_from_file(grid)
+
+
+@pytest.mark.parametrize(
+    "scorer",
+    [
+        "local",
+        pytest.param(
+            "official",
+            marks=pytest.mark.skipif(
+                not __import__(
+                    "runtime.volumes.metric.official", fromlist=["x"]
+                ).topometrics_available(),
+                reason="the organizers' topometrics is not importable here",
+            ),
+        ),
+    ],
+)
+def test_bounded_tuning_recommends_what_scoring_every_setting_recommends(
+    tmp_path: Path, scorer: str
+) -> None:
+    _reference_sweep_volumes(tmp_path / "probs", tmp_path / "labels")
+    grid = _sweep_grid(tmp_path)
+    bounded = tune(tmp_path / "probs", tmp_path / "labels", grid=grid, scorer=scorer, jobs=2)
+    every = tune(
+        tmp_path / "probs", tmp_path / "labels", grid=grid, scorer=scorer, jobs=2, score_all=True
+    )
+    assert every.scoring["scored_in_full"] == len(grid) == every.scoring["settings"]
+    assert bounded.recommended.settings == every.recommended.settings
+    assert bounded.recommended.score == pytest.approx(every.recommended.score, abs=1e-12)
+    assert bounded.best_plain.settings == every.best_plain.settings
+    # the bound did its job: fewer settings scored in full, none left out that could have won
+    scoring = bounded.scoring
+    assert 0 < scoring["scored_in_full"] < len(grid) and scoring["left_out_by_bound"] > 0
+    full = {r.settings: r.score for r in every.results}
+    for result in bounded.results:
+        if not result.exact:
+            assert result.bound < bounded.recommended.score
+            assert full[result.settings] <= result.bound + 1e-12
+    assert (
+        "left out: even their TopoScore at its upper bound could not make them win"
+        in bounded.table()
+    )
+    document = bounded.to_dict()
+    assert document["scoring"]["left_out_by_bound"] == scoring["left_out_by_bound"]
+    assert (document["recommended"]["official"] is not None) == (scorer == "official")
+
+
+def test_identical_masks_are_scored_in_full_once(tmp_path: Path) -> None:
+    """A minimum size below every speck's size changes nothing: the same mask, one TopoScore."""
+    _reference_sweep_volumes(tmp_path / "probs", tmp_path / "labels")
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"thresholds": [0.5], "min_component_voxels": [0, 1]}))
+    report = tune(
+        tmp_path / "probs", tmp_path / "labels", grid=grid_from_file(grid), jobs=1, score_all=True
+    )
+    assert report.scoring["scored_in_full"] == 2  # threshold 0.5, with and without min size 1
+    assert report.scoring["masks_scored_in_full"] == 2  # one per volume
+    assert report.scoring["masks_reused"] == 2

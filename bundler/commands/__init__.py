@@ -35,6 +35,10 @@ COMMANDS: dict[str, Command] = {
     "model": Command(
         "bundler.commands.model", "check a model on the CPU and write its Kaggle upload folder"
     ),
+    "compiled": Command(
+        "bundler.commands.compiled",
+        "cross-compile a folder of C/C++/pybind11 code into a wheel for the kernel's Python and glibc",
+    ),
     "kernel": Command(
         "bundler.commands.kernel",
         "write the offline submission notebook and kernel-metadata.json",

@@ -20,9 +20,9 @@ import shlex
 import zipfile
 from pathlib import Path
 
-from runtime import __version__
 from bundler.kaggle.dataset import FILENAME as DATASET_FILENAME
 from bundler.wheelhouse.output import BOOTSTRAP_FILENAME, LOCK_FILENAME, OWN_ENTRIES, lock_pins
+from runtime import __version__
 from runtime.contract.manifest import MANIFEST_FILENAME, Manifest, locate_wheel
 from runtime.contract.recorded_files import recorded_file_problem
 

@@ -39,7 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--scorer",
         choices=("local", "official", "auto"),
         default="local",
-        help="local (default, fast; approximate TopoScore), official (topometrics, about a minute per volume and setting) or auto",
+        help="local (default, fast; approximate TopoScore), official (topometrics, about a minute per 320^3 mask, computed only for settings that can still win) or auto",
+    )
+    parser.add_argument(
+        "--score-all",
+        action="store_true",
+        help="compute the TopoScore of every setting (by default only of those that can still "
+        "win given their SurfaceDice and VOI; the same recommendation, much slower with official)",
     )
     parser.add_argument(
         "--rows",
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         log=log_to_stderr,
         progress_bar=args.progress,
+        score_all=args.score_all,
     )
     print(report.table(args.rows))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,12 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from runtime.volumes.metric.topology import TOPO_WEIGHTS
+from runtime.volumes.metric.topology import TOPO_WEIGHTS, TopoResult
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from runtime.volumes.metric.matching import MaskLabels
 
 __all__ = ["COMPETITION", "MetricParameters", "PreparedTruth", "VolumeScore", "score_volume"]
 
@@ -51,7 +53,7 @@ class VolumeScore:
     topo_score: float
     topo_f1: dict[int, float]
     topo_counts: dict[int, tuple[int, int, int]]  # dimension -> (matched, predicted, true)
-    topo_kind: str  # "official" (Betti matching) or "approximate" (feature counts)
+    topo_kind: str  # "official" (Betti matching), "approximate ..." or "not scored"
     ignored_voxels: int = 0
     seconds: float = 0.0
 
@@ -109,14 +111,21 @@ class PreparedTruth:
         self.surface = None if self.empty else surface_side(self.mask, self._margin)
         self.components = label(self.mask, parameters.voi_connectivity)
         self.topology = octant_counts(self.mask)
+        self._truth_labels: list[MaskLabels] | None = None
 
-    def score(self, prediction: np.ndarray, volume_id: str = "") -> VolumeScore:
-        """Score a prediction (non-zero = foreground) of the same shape."""
+    def score(
+        self, prediction: np.ndarray, volume_id: str = "", topology: str = "spatial"
+    ) -> VolumeScore:
+        """Score a prediction (non-zero = foreground) of the same shape.
+
+        ``topology``: "spatial" (features matched by place, :mod:`.matching`), "counts" (matched
+        as min(predicted, true) per octant, the older and looser approximation) or "skip" (no
+        TopoScore: NaN, for callers that get it elsewhere, e.g. from the official code).
+        """
         import numpy as np
 
         from runtime.volumes.metric.components import label
         from runtime.volumes.metric.surface_dice import surface_dice_of_sides, surface_side
-        from runtime.volumes.metric.topology import octant_counts, topo_score_of_counts
         from runtime.volumes.metric.voi import voi_of_labels
 
         started = time.perf_counter()
@@ -141,7 +150,7 @@ class PreparedTruth:
         voi = voi_of_labels(
             *label(mask, parameters.voi_connectivity), *self.components, alpha=parameters.voi_alpha
         )
-        topo = topo_score_of_counts(octant_counts(mask), self.topology, parameters.topo_weights)
+        topo = self.topology_of(mask, topology)
         return VolumeScore(
             id=volume_id,
             score=combine(topo.score, surface, voi.score, parameters.combine_weights),
@@ -156,6 +165,28 @@ class PreparedTruth:
             ignored_voxels=self.ignored_voxels,
             seconds=time.perf_counter() - started,
         )
+
+    def topology_of(self, mask: np.ndarray, method: str = "spatial") -> TopoResult:
+        """The approximate TopoScore of a boolean mask (ignored voxels already cleared)."""
+        from runtime.volumes.metric.matching import mask_labels, spatial_topo_score
+        from runtime.volumes.metric.topology import (
+            octant_counts,
+            octant_slices,
+            topo_score_of_counts,
+        )
+
+        weights = self.parameters.topo_weights
+        if method == "spatial":
+            if self._truth_labels is None:  # the truth's half, once per truth
+                tiles = octant_slices(self.shape)
+                self._truth_labels = [mask_labels(self.mask[tile]) for tile in tiles]
+            return spatial_topo_score(mask, self.mask, weights, self._truth_labels)
+        if method == "counts":
+            return topo_score_of_counts(octant_counts(mask), self.topology, weights)
+        if method == "skip":
+            nan = math.nan
+            return TopoResult(nan, {}, {}, "not scored")
+        raise ValueError(f"unknown topology method {method!r}: spatial, counts or skip")
 
 
 def score_volume(

@@ -35,6 +35,7 @@ __all__ = [
     "octant_slices",
     "topo_score",
     "topo_score_of_counts",
+    "topo_score_of_matches",
 ]
 
 TOPO_WEIGHTS = (0.34, 0.33, 0.33)
@@ -95,14 +96,29 @@ def topo_score_of_counts(
     prediction: list[Counts], truth: list[Counts], weights: tuple[float, ...] = TOPO_WEIGHTS
 ) -> TopoResult:
     """Approximate TopoScore from per-tile feature counts (matched = min per tile and dimension)."""
+    tiles = [
+        (tuple(min(a[k], b[k]) for k in DIMENSIONS), a, b)
+        for a, b in zip(prediction, truth, strict=True)
+    ]
+    return topo_score_of_matches(tiles, weights)  # type: ignore[arg-type]
+
+
+def topo_score_of_matches(
+    tiles: list[tuple[Counts, Counts, Counts]],
+    weights: tuple[float, ...] = TOPO_WEIGHTS,
+    kind: str = "approximate",
+) -> TopoResult:
+    """TopoScore from per-tile (matched, predicted, true) counts, summed over tiles first as the
+    official code aggregates its octants."""
     import math
 
     counts: dict[int, tuple[int, int, int]] = {}
     for k in DIMENSIONS:
-        p = sum(tile[k] for tile in prediction)
-        g = sum(tile[k] for tile in truth)
-        m = sum(min(a[k], b[k]) for a, b in zip(prediction, truth, strict=True))
-        counts[k] = (m, p, g)
+        counts[k] = (
+            sum(tile[0][k] for tile in tiles),
+            sum(tile[1][k] for tile in tiles),
+            sum(tile[2][k] for tile in tiles),
+        )
     f1: dict[int, float] = {}
     active = []
     for k, (m, p, g) in counts.items():
@@ -112,14 +128,14 @@ def topo_score_of_counts(
         f1[k] = 2.0 * m / (p + g) if g else 0.5 / (p + g + 0.5)
         active.append(k)
     if not active:
-        return TopoResult(1.0, f1, counts)
+        return TopoResult(1.0, f1, counts, kind)
     total = sum(weights[k] for k in active)
     score = (
         sum(weights[k] / total * f1[k] for k in active)
         if total > 0
         else sum(f1[k] for k in active) / len(active)
     )
-    return TopoResult(float(score), f1, counts)
+    return TopoResult(float(score), f1, counts, kind)
 
 
 def _axis_cuts(n: int, parts: int) -> list[slice]:
