@@ -28,6 +28,7 @@ from bundler.errors import (
     NoWheelForTargetError,
     PipVersionError,
     ResolutionError,
+    ResolverTimeoutError,
 )
 from bundler.requirement_files import RequirementLine
 from bundler.wheels import python_full_version
@@ -139,10 +140,12 @@ def run_shim(
     index: IndexSettings,
     *,
     progress: str = "none",
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m bundler.pip_shim SPEC -- PIP_ARGS`` with the index's environment.
 
     A download shows its progress on this process's stderr; everything else is captured.
+    ``timeout`` (seconds) kills the subprocess and raises ``subprocess.TimeoutExpired``.
     """
     spec_path = scratch / "spec.json"
     full = {**spec, "scratch": str(scratch), "isolate_sources": index.isolated}
@@ -155,6 +158,7 @@ def run_shim(
         text=True,
         env=index.environment(os.environ),
         check=False,
+        timeout=timeout,
     )
 
 
@@ -232,12 +236,17 @@ def resolve(
     kernel_pins: Mapping[str, str] | None = None,
     options: ResolverOptions | None = None,
     log: Callable[[str], None] = lambda line: None,
+    preinstalled_requires: Mapping[str, Sequence[str]] | None = None,
+    timeout: float | None = None,
 ) -> Resolution:
     """pip's resolution of ``requirements`` for ``profile`` (raises ResolutionError).
 
     ``constraints`` are requirement lines for pip's ``-c``; ``kernel_pins`` (name -> version,
     default: every preinstalled version) are constraints too, and keep the resolver to solutions
-    that leave the kernel's packages as they are.
+    that leave the kernel's packages as they are. ``preinstalled_requires`` gives kernel
+    packages the requirements pip must see (a companion's pin on a replaced package).
+    ``timeout`` bounds pip's run: past it the resolver is stopped and ResolverTimeoutError says
+    what it was doing.
     """
     check_pip_version()
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-resolve-") as scratch:
@@ -256,6 +265,9 @@ def resolve(
             "preinstalled": dict(profile.preinstalled),
             "preinstalled_cache": str(blob_dir.parent / "preinstalled"),
             "kernel_pins": dict(profile.preinstalled if kernel_pins is None else kernel_pins),
+            "preinstalled_requires": {
+                name: list(lines) for name, lines in (preinstalled_requires or {}).items()
+            },
             "blob_dir": str(blob_dir),
             "record": str(scratch_dir / "record.json"),
         }
@@ -278,7 +290,10 @@ def resolve(
             str(constraints_path),
         ]
         log(f"resolving {len(requirements)} requirement(s) for {profile.name} with pip")
-        completed = run_shim(spec, scratch_dir, pip_args, index)
+        try:
+            completed = run_shim(spec, scratch_dir, pip_args, index, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            raise _timeout_error(expired, requirements, profile) from None
         record = _read_record(scratch_dir / "record.json")
         if completed.returncode == pip_shim.EXIT_UNPATCHABLE:
             raise PipVersionError(_unpatchable_message(completed.stderr))
@@ -289,6 +304,37 @@ def resolve(
     _check_environment(report, profile)
     items = [_item_from_report(entry) for entry in report.get("install", [])]
     return Resolution(items=items, captured=set(record["captured"]), served=set(record["served"]))
+
+
+_LOOKING_AT = re.compile(r"pip is looking at multiple versions of (\S+) to determine")
+
+
+def _timeout_error(
+    expired: subprocess.TimeoutExpired,
+    requirements: Sequence[RequirementLine],
+    profile: TargetProfile,
+) -> ResolverTimeoutError:
+    """``pip's resolver stopped after 300 s (--resolve-timeout): it was backtracking ...``."""
+    output = expired.stdout or ""
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    output = _own_names(output, requirements)
+    backtracking = _LOOKING_AT.findall(output)
+    collected = [
+        _package_of(match.group(1).rsplit("/", 1)[-1])
+        for match in re.finditer(r"^(?:Collecting|Downloading|Processing) (\S+)", output, re.M)
+    ]
+    doing = (
+        f"it was backtracking through the versions of {', '.join(dict.fromkeys(backtracking))}"
+        if backtracking
+        else "it had not finished"
+    )
+    last = f"; last file read: {collected[-1]}" if collected else ""
+    return ResolverTimeoutError(
+        f"pip's resolver stopped after {expired.timeout:.0f} s (--resolve-timeout) for "
+        f"{profile.name}: {doing}{last}; pin the versions you want, allow the kernel package it "
+        "needs with --allow-replace, or give it more time with --resolve-timeout SECONDS"
+    )
 
 
 def _unpatchable_message(stderr: str) -> str:
@@ -427,7 +473,7 @@ def _resolution_error(
         )
     if any("DO NOT MATCH THE HASHES" in line for line in lines):
         return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
-    build_failure = _build_failure(lines)
+    build_failure = _build_failure(output)
     if build_failure:
         return MetadataBuildError(f"{build_failure} (while pip read its metadata for {target})")
     errors = [line for line in lines if line.startswith("ERROR:")]
@@ -523,29 +569,54 @@ def _hash_mismatch(lines: Sequence[str]) -> str:
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:")
+_BLOCK_START = re.compile(r"╰─> \[\d+ lines? of output\]|^\s*\[\d+ lines? of output\]")
+_BLOCK_END = "[end of output]"
+_TOP_FETCH = re.compile(r"^ {0,2}(?:Collecting|Processing|Downloading|Obtaining) (\S+)")
 
 
-def _build_failure(lines: Sequence[str]) -> str:
-    """``ko-badmeta 1.0: building its metadata failed (RuntimeError: ...)`` from pip's output."""
+def _build_failure(output: str) -> str:
+    """``ko-badmeta 1.0: building its metadata failed (RuntimeError: ...)`` from pip's output.
+
+    The package is the last one pip's *own* lines fetched: the output of the subprocesses it
+    ran (a build backend, the pip that installs build requirements) comes in a ``[N lines of
+    output]`` block and names other packages (``Processing .../mpmath-1.3.0-...whl``). The
+    reason is the block's last exception or ``ERROR:`` line.
+    """
+    raw = output.splitlines()
     if not any("metadata-generation-failed" in line or "subprocess-exited-with-error" in line
-               or "Failed to build" in line for line in lines):  # fmt: skip
+               or "Failed to build" in line for line in raw):  # fmt: skip
         return ""
     package = "a package"
-    reason = ""
-    for line in lines:
-        match = re.match(r"^(?:Collecting|Processing|Downloading) (\S+)", line)
+    reasons: list[str] = []
+    in_block = False
+    for line in raw:
+        if in_block:
+            text = line.strip().lstrip("│ ").strip()
+            if text == _BLOCK_END:
+                in_block = False
+            elif _EXCEPTION_LINE.match(text) or text.startswith("ERROR: "):
+                reasons.append(text.removeprefix("ERROR: "))
+            continue
+        if _BLOCK_START.search(line):
+            in_block = True
+            continue
+        match = _TOP_FETCH.match(line)
         if match:
             package = _package_of(match.group(1).rsplit("/", 1)[-1])
-        elif _EXCEPTION_LINE.match(line.lstrip("│ ").strip()):
-            reason = line.lstrip("│ ").strip()
-        if "error" in line.lower() and package != "a package" and reason:
-            break
-    step = (
-        "building its metadata failed"
-        if any("metadata" in line for line in lines)
-        else "its build failed"
-    )
-    return f"{package}: {step}" + (f" ({reason[:200]})" if reason else "")
+    # pip's last ERROR line of a failed requirement install is "No matching distribution...";
+    # a backend's traceback ends with the exception itself.
+    reason = reasons[-1] if reasons else ""
+    if "build dependencies did not run successfully" in output or (
+        "Installing build dependencies: finished with status 'error'" in output
+    ):
+        step = "installing its build requirements failed"
+    elif "metadata-generation-failed" in output or "metadata" in output:
+        step = "building its metadata failed"
+    else:
+        step = "its build failed"
+    if not reason:
+        reason = "pip printed no reason; run pip with -v on it to see the backend's output"
+    return f"{package}: {step} ({reason[:200]})"
 
 
 def _describe_rejected(name: str, rejected: list[dict[str, str]]) -> str:

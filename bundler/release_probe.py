@@ -1,0 +1,229 @@
+"""Releases and their metadata through pip's own finder and session (``SPEC["mode"] == "probe"``).
+
+Runs in the shim's subprocess, with the target's markers, tags and Python patched in, so the
+finder lists exactly the files the target accepts. Metadata comes from a release's PEP 658
+``.metadata`` file where the index serves one, else from the wheel's ``METADATA`` read through
+HTTP range requests by pip's ``lazy_wheel`` (a few hundred kB of a 400 MB vLLM wheel), else from
+a local wheel file; an sdist is never built. Sizes come from the index's ``Content-Length`` (or
+the local file). The search itself is :func:`bundler.kernel_fit.check_requests`.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from bundler.kernel_fit import FitLimits, Release, Request, canonical, check_requests
+from bundler.pip_shim import _require
+
+# A wheel whose metadata cannot be read by range requests is downloaded whole only up to this.
+_WHOLE_DOWNLOAD_LIMIT = 64 * 1024 * 1024
+
+
+class PipReleaseSource:
+    """:class:`bundler.kernel_fit.ReleaseSource` on pip's PackageFinder and PipSession."""
+
+    def __init__(self, pip_args: list[str]) -> None:
+        from pip._internal.cli.req_command import SessionCommandMixin
+        from pip._internal.commands import create_command
+
+        command = create_command("install")
+        options, _ = command.parse_args([*pip_args, "--no-cache-dir"])
+        self.session = _require(SessionCommandMixin, "_build_session")(command, options)
+        self.finder = _require(command, "_build_package_finder")(options, self.session)
+        self._releases: dict[str, list[Release]] = {}
+        self._requires: dict[str, list[str] | None] = {}
+        self._sizes: dict[str, int | None] = {}
+        self.metadata_reads = 0
+
+    def releases(self, name: str) -> list[Release]:
+        if name not in self._releases:
+            found = []
+            for candidate in self.finder.find_all_candidates(name):
+                link = candidate.link
+                if getattr(link, "is_yanked", False):
+                    continue
+                found.append(
+                    Release(
+                        name=canonical(str(candidate.name)),
+                        version=str(candidate.version),
+                        filename=link.filename,
+                        url=link.url_without_fragment,
+                        is_wheel=link.is_wheel,
+                        pure=link.is_wheel and _is_pure(link.filename),
+                    )
+                )
+            found.sort(key=lambda r: _sort_key(r.version), reverse=True)
+            self._releases[name] = found
+        return self._releases[name]
+
+    def requires(self, release: Release) -> list[str] | None:
+        if release.url not in self._requires:
+            self.metadata_reads += 1
+            self._requires[release.url] = self._read_requires(release)
+        return self._requires[release.url]
+
+    def _read_requires(self, release: Release) -> list[str] | None:
+        if not release.is_wheel:
+            return None  # reading an sdist's metadata means building it: never here
+        link = self._link_of(release)
+        metadata_link = link.metadata_link() if link is not None else None
+        if metadata_link is not None:
+            try:
+                response = self.session.get(metadata_link.url_without_fragment)
+                response.raise_for_status()
+                return _requires_of(response.content)
+            except Exception:
+                pass
+        if urlsplit(release.url).scheme == "file":
+            return _wheel_requires(Path(url2pathname(urlsplit(release.url).path)))
+        try:
+            from pip._internal.network.lazy_wheel import dist_from_wheel_url
+
+            dist = dist_from_wheel_url(release.name, release.url, self.session)  # type: ignore[arg-type]
+            return [str(line) for line in dist.metadata.get_all("Requires-Dist") or []]
+        except Exception:
+            return self._whole_wheel_requires(release)
+
+    def _whole_wheel_requires(self, release: Release) -> list[str] | None:
+        size = self.size(release)
+        if size is None or size > _WHOLE_DOWNLOAD_LIMIT:
+            return None
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".whl") as handle:
+            try:
+                response = self.session.get(release.url, stream=True)
+                response.raise_for_status()
+                for chunk in response.raw.stream(1 << 16, decode_content=False):
+                    handle.write(chunk)
+                handle.flush()
+            except Exception:
+                return None
+            return _wheel_requires(Path(handle.name))
+
+    def _link_of(self, release: Release) -> Any:
+        for candidate in self.finder.find_all_candidates(release.name):
+            if candidate.link.url_without_fragment == release.url:
+                return candidate.link
+        return None
+
+    def size(self, release: Release) -> int | None:
+        if release.url not in self._sizes:
+            self._sizes[release.url] = file_size(self.session, release.url)
+        return self._sizes[release.url]
+
+
+def file_size(session: Any, url: str) -> int | None:
+    """Bytes of the file at ``url``: a local file's size, else the server's Content-Length."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        try:
+            return Path(url2pathname(parts.path)).stat().st_size
+        except OSError:
+            return None
+    for method in ("head", "get"):
+        try:
+            response = getattr(session, method)(
+                url, allow_redirects=True, stream=True, headers={"Accept-Encoding": "identity"}
+            )
+            response.close()
+        except Exception:
+            continue
+        length = response.headers.get("Content-Length", "")
+        if response.status_code < 400 and length.isdigit():
+            return int(length)
+    return None
+
+
+def _is_pure(filename: str) -> bool:
+    from pip._vendor.packaging.utils import parse_wheel_filename
+
+    try:
+        tags = parse_wheel_filename(filename)[3]
+    except ValueError:
+        return False
+    return all(tag.abi == "none" and tag.platform == "any" for tag in tags)
+
+
+def _sort_key(version: str) -> Any:
+    from pip._vendor.packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return Version("0")
+
+
+def _requires_of(metadata: bytes) -> list[str]:
+    message = email.parser.BytesParser().parsebytes(metadata, headersonly=True)
+    return [str(line) for line in message.get_all("Requires-Dist") or []]
+
+
+def _wheel_requires(path: Path) -> list[str] | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next(
+                (n for n in archive.namelist() if n.count("/") == 1 and n.endswith(
+                    ".dist-info/METADATA")),
+                None,
+            )  # fmt: skip
+            return None if member is None else _requires_of(archive.read(member))
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def probe_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
+    """Check ``spec["requests"]`` against ``spec["pins"]``; the result goes to ``spec["result"]``."""
+    started = time.monotonic()
+    source = PipReleaseSource(pip_args)
+    limits = FitLimits(**spec["limits"])
+    fits = check_requests(
+        [Request.parse(text) for text in spec["requests"]],
+        spec["pins"],
+        spec["markers"],
+        source,
+        kernel=spec["kernel"],
+        pinned_by_kernel=spec.get("pinned_by_kernel", {}),
+        limits=limits,
+    )
+    result = {
+        "fits": [fit.to_dict() for fit in fits],
+        "metadata_reads": source.metadata_reads,
+        "seconds": time.monotonic() - started,
+    }
+    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+def sizes_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
+    """Sizes of ``spec["urls"]`` (None where unknown), in parallel, to ``spec["result"]``."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pip._internal.cli.req_command import SessionCommandMixin
+    from pip._internal.commands import create_command
+
+    command = create_command("download")
+    options, _ = command.parse_args([*pip_args, "--no-cache-dir"])
+    build = _require(SessionCommandMixin, "_build_session")
+    local = threading.local()
+
+    def one(url: str) -> int | None:
+        if not hasattr(local, "session"):
+            local.session = build(command, options)
+        return file_size(local.session, url)
+
+    urls = list(spec["urls"])
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(urls)))) as pool:
+        sizes = list(pool.map(one, urls))
+    Path(spec["result"]).write_text(
+        json.dumps(dict(zip(urls, sizes, strict=True))), encoding="utf-8"
+    )
+    return 0
