@@ -16,7 +16,7 @@ wheel's METADATA through HTTP range requests), builds nothing, and answers in se
 - a project that ships compiled wheels never has an sdist built: the resolver gets
   ``--only-binary`` for it.
 
-The search runs where pip's finder is (``bundler.release_probe``, in the shim's subprocess), on
+The search runs where pip's finder is (``bundler.resolution.release_probe``, in the shim's subprocess), on
 the :class:`ReleaseSource` it provides; everything here is pip-free, for the bundler and the
 shim alike.
 """

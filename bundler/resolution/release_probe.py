@@ -1,4 +1,4 @@
-"""Releases and their metadata through pip's own finder and session (``SPEC["mode"] == "probe"``).
+"""Releases and their metadata through pip's own finder and session (``SPEC["mode"]`` ``probe`` or ``sizes``).
 
 Runs in the shim's subprocess, with the target's markers, tags and Python patched in, so the
 finder lists exactly the files the target accepts. Metadata comes from a release's PEP 658
@@ -19,8 +19,16 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from bundler.kernel_fit import FitLimits, Release, Request, canonical, check_requests
-from bundler.pip_shim import _require
+from bundler.resolution.kernel_fit import (
+    FitLimits,
+    Release,
+    Request,
+    canonical,
+    check_requests,
+)
+from bundler.resolution.pip_protocol import main
+from bundler.resolution.pip_protocol import require as _require
+from bundler.resolution.pip_shim import target_patches
 
 # A wheel whose metadata cannot be read by range requests is downloaded whole only up to this.
 _WHOLE_DOWNLOAD_LIMIT = 64 * 1024 * 1024
@@ -182,6 +190,7 @@ def _wheel_requires(path: Path) -> list[str] | None:
 def probe_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
     """Check ``spec["requests"]`` against ``spec["pins"]``; the result goes to ``spec["result"]``."""
     started = time.monotonic()
+    target_patches(spec)
     source = PipReleaseSource(pip_args)
     limits = FitLimits(**spec["limits"])
     fits = check_requests(
@@ -227,3 +236,10 @@ def sizes_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
         json.dumps(dict(zip(urls, sizes, strict=True))), encoding="utf-8"
     )
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    mode = sys.argv[1:2] and json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))["mode"]
+    sys.exit(main(sys.argv[1:], mode, probe_with_pip if mode == "probe" else sizes_with_pip))

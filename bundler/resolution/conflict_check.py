@@ -1,6 +1,6 @@
 """Say the kernel conflict fast, and the choices, before pip's resolver starts to backtrack.
 
-Runs :mod:`bundler.release_probe` in the shim (pip's finder, the target's tags and markers) on the
+Runs :mod:`bundler.resolution.release_probe` in the shim (pip's finder, the target's tags and markers) on the
 top-level requests, then either lets the build go on (no conflict; or ``--keep-kernel``, which
 pins the newest release that keeps the kernel) or raises :class:`KernelConflictError` naming the
 conflict and both ways out with their sizes. Projects that ship compiled wheels get
@@ -18,10 +18,10 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from bundler.errors import KernelConflictError, PipVersionError, ResolutionError
-from bundler.kernel_fit import FitLimits, ProjectFit
-from bundler.preinstalled import pinned_by_kernel
-from bundler.resolve import IndexSettings, ResolverOptions, run_shim
-from bundler.wheels import python_full_version
+from bundler.resolution.kernel_fit import FitLimits, ProjectFit
+from bundler.resolution.preinstalled import pinned_by_kernel
+from bundler.resolution.resolve import IndexSettings, ResolverOptions, run_shim
+from bundler.resolution.wheels import python_full_version
 from runtime.contract.profile import TargetProfile, canonical_name
 
 
