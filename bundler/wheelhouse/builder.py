@@ -31,8 +31,8 @@ from bundler.errors import (
     WheelhouseSizeError,
 )
 from bundler.kaggle import dataset
-from bundler.resolution import resolve
 from bundler.kaggle.size_limits import SizeLimits, check_sizes
+from bundler.resolution import resolve
 from bundler.resolution.bundle_plan import (
     BundledWheel,
     BundlePlan,
