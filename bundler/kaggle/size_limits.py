@@ -24,7 +24,9 @@ class SizeLimits:
 
 
 def _gb(count: int) -> str:
-    return f"{count / 1e9:.2f} GB" if count >= 10**8 else f"{count / 1e6:.1f} MB"
+    if count >= 10**8:
+        return f"{count / 1e9:.2f} GB"
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
 
 
 def check_sizes(sizes: Mapping[str, int | None], limits: SizeLimits, where: str) -> None:

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 
 from bundler.errors import KernelConflictError, PipVersionError, ResolutionError
 from bundler.resolution.kernel_fit import FitLimits, ProjectFit
-from bundler.resolution.preinstalled import companions, pinned_by_kernel
+from bundler.resolution.preinstalled import pinned_by_kernel
 from bundler.resolution.resolve import IndexSettings, ResolverOptions, run_shim
 from bundler.resolution.wheels import python_full_version
 from runtime.contract.profile import TargetProfile, canonical_name
@@ -89,9 +89,10 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
     else:
         choices.append(f"no older release keeps the kernel ({fit.stopped})")
     names = sorted({conflict.name for conflict in fit.conflicts})
-    # torchvision moves with torch: --allow-replace torch is the whole choice.
-    moved_along = {other for name in names for other in _moves_with(profile, name)}
-    names = [name for name in names if name not in moved_along] or names
+    # torchvision, which pins torch in the kernel, moves with torch: --allow-replace torch is
+    # the whole choice.
+    pinning = pinned_by_kernel(profile)
+    names = [n for n in names if not any(n in pinning.get(m, ()) for m in names if m != n)]
     flags = " ".join(f"--allow-replace {name}" for name in names)
     if fit.replace is not None and fit.replace.wheels:
         moved = ", ".join(f"{n} {k} -> {v}" for n, k, v, _ in fit.replace.wheels)
@@ -111,11 +112,6 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
     return f"{first.describe()}{more} ({chain}) on {profile.name}; choices: " + "; or ".join(
         choices
     )
-
-
-def _moves_with(profile: TargetProfile, name: str) -> list[str]:
-    pinned, pinning = companions(profile, name)
-    return [*pinned, *pinning]
 
 
 def probe(

@@ -232,12 +232,13 @@ def _check_one(
 ) -> ProjectFit:
     fit = ProjectFit(request.name)
     wanted = SpecifierSet(request.specifier)
+    every = source.releases(request.name)
+    # Any compiled wheel, of any release, says the project ships compiled code: its sdists
+    # (including those of releases the request allows) need a compiler, never a resolver.
+    fit.compiled = any(r.is_wheel and not r.pure for r in every)
     releases = [
-        r
-        for r in source.releases(request.name)
-        if wanted.contains(r.version, prereleases=True if limits.pre else None)
+        r for r in every if wanted.contains(r.version, prereleases=True if limits.pre else None)
     ]
-    fit.compiled = any(r.is_wheel and not r.pure for r in releases)
     wheels = _one_per_version([r for r in releases if r.is_wheel])
     if not wheels:
         return fit  # only sdists fit: pip decides, and builds only pure-Python ones

@@ -129,25 +129,20 @@ class PipReleaseSource:
 
 
 def file_size(session: Any, url: str) -> int | None:
-    """Bytes of the file at ``url``: a local file's size, else the server's Content-Length."""
+    """Bytes of the file at ``url``: a local file's size, else the Content-Length of a HEAD."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         try:
             return Path(url2pathname(parts.path)).stat().st_size
         except OSError:
             return None
-    for method in ("head", "get"):
-        try:
-            response = getattr(session, method)(
-                url, allow_redirects=True, stream=True, headers={"Accept-Encoding": "identity"}
-            )
-            response.close()
-        except Exception:
-            continue
-        length = response.headers.get("Content-Length", "")
-        if response.status_code < 400 and length.isdigit():
-            return int(length)
-    return None
+    # HEAD only: a GET would start the very download a dry run promises not to make.
+    try:
+        response = session.head(url, allow_redirects=True, headers={"Accept-Encoding": "identity"})
+    except Exception:  # unreachable: the size stays unknown
+        return None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if response.status_code < 400 and length.isdigit() else None
 
 
 def _is_pure(filename: str) -> bool:

@@ -438,6 +438,10 @@ def _short_reason(entry: Mapping[str, str]) -> str:
 def _resolution_error(
     output: str, record: Mapping[str, Any], profile: TargetProfile
 ) -> ResolutionError:
+    full = output
+    # What pip's subprocesses printed (a build backend, the pip installing build requirements)
+    # is about their own work: "No matching distribution" there is a build's failure.
+    output = _without_nested_output(output)
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     target = f"{profile.name} (Python {profile.python_version})"
     missing = _NO_MATCH.search(output)
@@ -477,7 +481,7 @@ def _resolution_error(
         )
     if any("DO NOT MATCH THE HASHES" in line for line in lines):
         return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
-    build_failure = _build_failure(output)
+    build_failure = _build_failure(full)
     if build_failure:
         return MetadataBuildError(f"{build_failure} (while pip read its metadata for {target})")
     errors = [line for line in lines if line.startswith("ERROR:")]
@@ -576,6 +580,20 @@ _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:")
 _BLOCK_START = re.compile(r"╰─> \[\d+ lines? of output\]|^\s*\[\d+ lines? of output\]")
 _BLOCK_END = "[end of output]"
 _TOP_FETCH = re.compile(r"^ {0,2}(?:Collecting|Processing|Downloading|Obtaining) (\S+)")
+
+
+def _without_nested_output(output: str) -> str:
+    """pip's output without the ``[N lines of output]`` blocks of the subprocesses it ran."""
+    kept = []
+    in_block = False
+    for line in output.splitlines():
+        if in_block:
+            in_block = line.strip().lstrip("│ ").strip() != _BLOCK_END
+        elif _BLOCK_START.search(line):
+            in_block = True
+        else:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _build_failure(output: str) -> str:

@@ -273,7 +273,8 @@ def _dry_run_result(
     plan, items, sizes = session.dry_plan(lines)
     plan = _pin_replacements(plan)
     try:
-        check_sizes(sizes, session.size_limits, session.where)
+        by_file = {item.filename: sizes.get(item.name) for item in items}
+        check_sizes(by_file, session.size_limits, session.where)
     except WheelhouseSizeError as error:
         warnings.append(f"a real build would stop here: {error}")
     in_store = {item.name for item in items if item.sha256 and session.store.has(item.sha256)}
@@ -570,7 +571,9 @@ class _Session:
             result, newly_missing, active = self._resolve_tolerating_optionals(active)
             missing += newly_missing
             replacements = self._replacements(result.items, active)
-            check_sizes(self.sizes(result.items), self.size_limits, self.where)
+            sizes = self.sizes(result.items)
+            by_file = {item.filename: sizes.get(item.name) for item in result.items}
+            check_sizes(by_file, self.size_limits, self.where)
             hashes = self._fetch([_fetch_of(item) for item in result.items])
             # An index may give no hash; the file's own hash names it in the store then.
             items = [replace(item, sha256=hashes[item.filename]) for item in result.items]
