@@ -53,9 +53,13 @@ def check_fit(
     limits: FitLimits,
     keep_kernel: bool,
     log: Callable[[str], None] = lambda line: None,
+    verbose: bool = False,
 ) -> FitDecision:
     """Check the newest release of each requirement against ``pins``; raise or decide."""
-    fits = probe(requirements, profile, pins, index=index, options=options, limits=limits)
+    fits = probe(
+        requirements, profile, pins, index=index, options=options, limits=limits,
+        progress="lines" if verbose else "none",
+    )  # fmt: skip
     constraints: list[str] = []
     notes: list[str] = []
     only_binary = tuple(sorted(fit.name for fit in fits if fit.compiled))
@@ -74,11 +78,19 @@ def check_fit(
     return FitDecision(tuple(fits), tuple(constraints), only_binary, tuple(notes))
 
 
+_SHOWN = 4  # conflicts, flags and replaced packages named in full before "and N more"
+
+
+def _some(items: Sequence[str]) -> str:
+    more = len(items) - _SHOWN
+    return ", ".join(items[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
 def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
     """One line: the conflict with its chain, then the choices and what each costs."""
     first = fit.conflicts[0]
     others = [f"{c.name}{c.specifier}" for c in fit.conflicts[1:]]
-    more = f" (and {', '.join(others)})" if others else ""
+    more = f" (and {_some(others)})" if others else ""
     chain = f"<user> -> {fit.name} {fit.newest} -> {first.name}"
     choices = []
     if fit.keeps is not None:
@@ -88,14 +100,17 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
         )
     else:
         choices.append(f"no older release keeps the kernel ({fit.stopped})")
-    names = sorted({conflict.name for conflict in fit.conflicts})
+    names = list(dict.fromkeys(conflict.name for conflict in fit.conflicts))
     # torchvision, which pins torch in the kernel, moves with torch: --allow-replace torch is
     # the whole choice.
     pinning = pinned_by_kernel(profile)
     names = [n for n in names if not any(n in pinning.get(m, ()) for m in names if m != n)]
-    flags = " ".join(f"--allow-replace {name}" for name in names)
+    if len(names) <= _SHOWN:
+        flags = " ".join(f"--allow-replace {name}" for name in names)
+    else:
+        flags = f"--allow-replace for each of {len(names)} kernel packages ({_some(names)})"
     if fit.replace is not None and fit.replace.wheels:
-        moved = ", ".join(f"{n} {k} -> {v}" for n, k, v, _ in fit.replace.wheels)
+        moved = _some([f"{n} {k} -> {v}" for n, k, v, _ in fit.replace.wheels])
         unknown = (
             f", and {', '.join(fit.replace.unknown)} (no matching release found)"
             if fit.replace.unknown
@@ -122,8 +137,10 @@ def probe(
     index: IndexSettings,
     options: ResolverOptions,
     limits: FitLimits,
+    progress: str = "none",
 ) -> list[ProjectFit]:
-    """The probe's answer for each requirement (run in the shim's subprocess)."""
+    """The probe's answer for each requirement (run in the shim's subprocess); with ``progress``
+    other than "none", the probe's progress lines go to this process's stderr."""
     requests = [text for text in requirements if _is_named(text, profile)]
     if not requests:
         return []
@@ -146,11 +163,13 @@ def probe(
             },
             "result": str(result_path),
         }
-        completed = run_shim(spec, scratch_dir, [*index.pip_args(), *options.pip_args()], index)
+        completed = run_shim(
+            spec, scratch_dir, [*index.pip_args(), *options.pip_args()], index, progress=progress
+        )
         try:
             data = json.loads(result_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            lines = (completed.stderr or "").strip().splitlines()
+            lines = (completed.stderr or "").strip().splitlines() or ["(see above)"]
             detail = lines[-1] if lines else f"exit status {completed.returncode}"
             if "cannot patch pip" in detail:
                 raise PipVersionError(detail) from None

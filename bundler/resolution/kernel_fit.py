@@ -24,7 +24,7 @@ shim alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ DEFAULT_MAX_RELEASES = 60
 DEFAULT_PROBE_SECONDS = 120.0
 # A kernel package pinned by a replacement's metadata is looked for among this many releases.
 _COMPANION_TRIES = 6
+# Older releases are read this many at a time (in parallel where the source can).
+_BATCH = 8
 
 
 def canonical(name: str) -> str:
@@ -76,6 +78,18 @@ class ReleaseSource(Protocol):
 
     def size(self, release: Release) -> int | None:
         """Its size in bytes, or None when the index does not say."""
+
+    def prefetch(self, releases: Sequence[Release]) -> None:
+        """Read these releases' metadata ahead (in parallel), for the ``requires`` calls to come."""
+
+    def prefetch_releases(self, names: Sequence[str]) -> None:
+        """List these projects' releases ahead (in parallel)."""
+
+    def prefetch_sizes(self, releases: Sequence[Release]) -> None:
+        """Ask these releases' sizes ahead (in parallel)."""
+
+    def say(self, line: str) -> None:
+        """Progress for the user (the search can take a while)."""
 
 
 @dataclass(frozen=True)
@@ -213,8 +227,9 @@ def check_requests(
     for request in requests:
         if request.name in kernel and request.name in pins:
             continue  # the kernel's own version is what this request gets
-        fit = _check_one(request, pins, markers, source, limits, deadline)
+        fit = _check_one(request, pins, markers, source, limits, deadline, set(pinned_by_kernel))
         if fit.conflicts and fit.newest is not None:
+            source.say(f"{fit.stopped or 'search done'}; reading what --allow-replace would bring")
             fit.replace = _estimate_replacement(
                 fit, request, markers, source, kernel, pinned_by_kernel
             )
@@ -229,6 +244,7 @@ def _check_one(
     source: ReleaseSource,
     limits: FitLimits,
     deadline: float,
+    hubs: Collection[str] = (),
 ) -> ProjectFit:
     fit = ProjectFit(request.name)
     wanted = SpecifierSet(request.specifier)
@@ -250,10 +266,18 @@ def _check_one(
     if lines is None:
         fit.unreadable = f"the metadata of {newest.filename} could not be read"
         return fit
-    fit.conflicts = _conflicts(request, newest.version, lines, pins, markers)
+    fit.conflicts = sort_conflicts(_conflicts(request, newest.version, lines, pins, markers), hubs)
     if not fit.conflicts:
         return fit
-    for release in older:
+    source.say(
+        f"{fit.conflicts[0].describe()}"
+        + (f" (and {len(fit.conflicts) - 1} more)" if len(fit.conflicts) > 1 else "")
+        + f"; looking for an older release that keeps the kernel (at most {limits.max_releases}"
+        f" releases, {limits.seconds:.0f} s)"
+    )
+    for index, release in enumerate(older):
+        if index % _BATCH == 0:
+            source.prefetch(older[index : index + _BATCH])
         if fit.searched >= limits.max_releases:
             fit.stopped = f"searched {fit.searched} releases (--max-releases {limits.max_releases})"
             return fit
@@ -268,6 +292,7 @@ def _check_one(
         if lines is not None and not _conflicts(request, release.version, lines, pins, markers):
             fit.keeps = release.version
             fit.keeps_size = source.size(release)
+            source.say(f"{request.name} {release.version} keeps the kernel")
             return fit
     fit.stopped = f"no release with a wheel for the target keeps it ({fit.searched} read)"
     return fit
@@ -309,6 +334,18 @@ def applicable(
     return found
 
 
+def sort_conflicts(conflicts: Sequence[Conflict], hubs: Collection[str] = ()) -> list[Conflict]:
+    """The ``hubs`` first (torch: kernel packages pin it, so it moves a family), then exact pins
+    (``lark==1.2.2``), then the rest, each group in the release's own order."""
+
+    def rank(conflict: Conflict) -> int:
+        if conflict.name in hubs:
+            return 0
+        return 1 if conflict.specifier.startswith(("==", "===")) else 2
+
+    return sorted(conflicts, key=rank)
+
+
 def _conflicts(
     request: Request,
     version: str,
@@ -338,8 +375,17 @@ def _estimate_replacement(
     kernel: Mapping[str, str],
     pinned_by_kernel: Mapping[str, Sequence[str]],
 ) -> ReplacementEstimate:
-    """The kernel packages that ``--allow-replace`` of the conflicting names would move."""
-    newest = next(r for r in _one_per_version(source.releases(request.name)) if r.is_wheel)
+    """The kernel packages that ``--allow-replace`` of the conflicting names would move.
+
+    In waves: the conflicting packages, then what their new versions pin among the kernel's
+    (triton, ``nvidia-*``) and the kernel packages that pin them (torchvision, torchaudio);
+    each wave's index pages, metadata and sizes are read in parallel.
+    """
+    newest = next(
+        r
+        for r in _one_per_version(source.releases(request.name))
+        if r.is_wheel and r.version == fit.newest
+    )
     needs = {
         canonical(r.name): r.specifier
         for r in applicable(source.requires(newest) or [], markers, request.extras)
@@ -347,42 +393,57 @@ def _estimate_replacement(
     wheels: list[tuple[str, str, str, int | None]] = []
     unknown: list[str] = []
     done: set[str] = set()
-    queue = [(conflict.name, SpecifierSet(conflict.specifier)) for conflict in fit.conflicts]
-    while queue:
-        name, specifier = queue.pop(0)
-        if name in done:
-            continue
-        done.add(name)
-        release = _newest_wheel(source, name, specifier)
-        if release is None:
-            unknown.append(name)
-            continue
-        wheels.append((name, kernel[name], release.version, source.size(release)))
-        # What the new version pins among the kernel's packages (triton, nvidia-*) moves too.
-        for requirement in applicable(source.requires(release) or [], markers):
-            other = canonical(requirement.name)
-            if other in kernel and not requirement.specifier.contains(
-                kernel[other], prereleases=True
-            ):
-                queue.append((other, requirement.specifier))
-        # So do the kernel's packages that pin it (torchvision, torchaudio for torch).
-        for companion in pinned_by_kernel.get(name, ()):
-            if companion in needs:
-                queue.append((companion, needs[companion]))
+    wave = [(conflict.name, SpecifierSet(conflict.specifier)) for conflict in fit.conflicts]
+    while wave:
+        current = {}
+        for name, specifier in wave:
+            if name not in done and name not in current:
+                current[name] = specifier
+        done.update(current)
+        source.prefetch_releases(list(current))
+        picked = []
+        for name, specifier in current.items():
+            release = _newest_wheel(source, name, specifier)
+            if release is None:
+                unknown.append(name)
             else:
+                picked.append((name, release))
+        source.prefetch([release for _, release in picked])
+        source.prefetch_sizes([release for _, release in picked])
+        wave = []
+        for name, release in picked:
+            wheels.append((name, kernel[name], release.version, source.size(release)))
+            # What the new version pins among the kernel's packages (triton, nvidia-*) moves.
+            for requirement in applicable(source.requires(release) or [], markers):
+                other = canonical(requirement.name)
+                if other in kernel and not requirement.specifier.contains(
+                    kernel[other], prereleases=True
+                ):
+                    wave.append((other, requirement.specifier))
+            # So do the kernel's packages that pin it (torchvision, torchaudio for torch).
+            for companion in pinned_by_kernel.get(name, ()):
+                if companion in done:
+                    continue
+                if companion in needs:
+                    wave.append((companion, needs[companion]))
+                    continue
                 pinned = _pinning_release(source, companion, name, release.version, markers)
                 if pinned is None:
                     unknown.append(companion)
                     done.add(companion)
                 else:
-                    queue.append((companion, SpecifierSet(f"=={pinned}")))
+                    wave.append((companion, SpecifierSet(f"=={pinned}")))
     return ReplacementEstimate(tuple(wheels), tuple(unknown))
 
 
 def _newest_wheel(source: ReleaseSource, name: str, specifier: SpecifierSet) -> Release | None:
-    for release in _one_per_version(r for r in source.releases(name) if r.is_wheel):
-        if specifier.contains(release.version, prereleases=True):
-            return release
+    """The newest final release in ``specifier`` with a wheel, else the newest pre-release (as
+    pip chooses without --pre)."""
+    wheels = _one_per_version(r for r in source.releases(name) if r.is_wheel)
+    for prereleases in (False, True):
+        for release in wheels:
+            if specifier.contains(release.version, prereleases=prereleases):
+                return release
     return None
 
 

@@ -493,6 +493,7 @@ class _Session:
                 ),
                 keep_kernel=self.fit.keep_kernel,
                 log=self.log,
+                verbose=self.progress != "none",
             )
             self.notes += self.decision.notes
             self.log(
