@@ -307,7 +307,9 @@ def sizes_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    mode = sys.argv[1:2] and json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))["mode"]
-    sys.exit(main(sys.argv[1:], mode, probe_with_pip if mode == "probe" else sizes_with_pip))
+    # One entry module for two modes: the spec says which (pip_protocol.main checks it again).
+    spec_mode = "probe"
+    if len(sys.argv) > 1 and Path(sys.argv[1]).is_file():
+        spec_mode = str(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")).get("mode"))
+    run = probe_with_pip if spec_mode == "probe" else sizes_with_pip
+    sys.exit(main(sys.argv[1:], spec_mode, run))
