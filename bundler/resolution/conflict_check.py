@@ -100,11 +100,17 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
         )
     else:
         choices.append(f"no older release keeps the kernel ({fit.stopped})")
-    names = list(dict.fromkeys(conflict.name for conflict in fit.conflicts))
+    names = list(dict.fromkeys(c.name for c in fit.conflicts if not c.unavailable))
     # torchvision, which pins torch in the kernel, moves with torch: --allow-replace torch is
     # the whole choice.
     pinning = pinned_by_kernel(profile)
     names = [n for n in names if not any(n in pinning.get(m, ()) for m in names if m != n)]
+    if not names:
+        blocked = _some([f"{c.name}{c.specifier}" for c in fit.conflicts])
+        return (
+            f"{first.describe()} ({chain}) on {profile.name}, so no --allow-replace can bundle "
+            f"{fit.name} {fit.newest} ({blocked} lack a wheel); choices: " + choices[0]
+        )
     if len(names) <= _SHOWN:
         flags = " ".join(f"--allow-replace {name}" for name in names)
     else:
@@ -124,6 +130,9 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
         )
     else:
         choices.append(f"{flags} to bundle {fit.name} {fit.newest}")
+    missing = [f"{c.name}{c.specifier}" for c in fit.conflicts if c.unavailable]
+    if missing:
+        choices[-1] += f" (but it also needs {_some(missing)}, which no wheel for the target has)"
     return f"{first.describe()}{more} ({chain}) on {profile.name}; choices: " + "; or ".join(
         choices
     )

@@ -120,7 +120,17 @@ class Conflict:
     specifier: str
     kernel_version: str
 
+    @property
+    def unavailable(self) -> bool:
+        """Not the kernel's doing: an exact pin that no wheel for the target satisfies."""
+        return self.kernel_version == ""
+
     def describe(self) -> str:
+        if self.unavailable:
+            return (
+                f"{self.project} {self.version} requires {self.name}{self.specifier}, which has "
+                "no wheel for the target"
+            )
         return (
             f"{self.project} {self.version} requires {self.name}{self.specifier} but the kernel "
             f"has {self.name} {self.kernel_version}"
@@ -227,8 +237,10 @@ def check_requests(
     for request in requests:
         if request.name in kernel and request.name in pins:
             continue  # the kernel's own version is what this request gets
-        fit = _check_one(request, pins, markers, source, limits, deadline, set(pinned_by_kernel))
-        if fit.conflicts and fit.newest is not None:
+        fit = _check_one(
+            request, pins, markers, source, limits, deadline, set(pinned_by_kernel), kernel
+        )
+        if any(not c.unavailable for c in fit.conflicts) and fit.newest is not None:
             source.say(f"{fit.stopped or 'search done'}; reading what --allow-replace would bring")
             fit.replace = _estimate_replacement(
                 fit, request, markers, source, kernel, pinned_by_kernel
@@ -245,7 +257,9 @@ def _check_one(
     limits: FitLimits,
     deadline: float,
     hubs: Collection[str] = (),
+    kernel: Mapping[str, str] | None = None,
 ) -> ProjectFit:
+    kernel = kernel or {}
     fit = ProjectFit(request.name)
     wanted = SpecifierSet(request.specifier)
     every = source.releases(request.name)
@@ -266,7 +280,13 @@ def _check_one(
     if lines is None:
         fit.unreadable = f"the metadata of {newest.filename} could not be read"
         return fit
-    fit.conflicts = sort_conflicts(_conflicts(request, newest.version, lines, pins, markers), hubs)
+    fit.conflicts = sort_conflicts(
+        [
+            *_conflicts(request, newest.version, lines, pins, markers),
+            *_unavailable(request, newest.version, lines, markers, source, kernel),
+        ],
+        hubs,
+    )
     if not fit.conflicts:
         return fit
     source.say(
@@ -289,7 +309,11 @@ def _check_one(
             return fit
         fit.searched += 1
         lines = source.requires(release)
-        if lines is not None and not _conflicts(request, release.version, lines, pins, markers):
+        if (
+            lines is not None
+            and not _conflicts(request, release.version, lines, pins, markers)
+            and not _unavailable(request, release.version, lines, markers, source, kernel)
+        ):
             fit.keeps = release.version
             fit.keeps_size = source.size(release)
             source.say(f"{request.name} {release.version} keeps the kernel")
@@ -339,11 +363,45 @@ def sort_conflicts(conflicts: Sequence[Conflict], hubs: Collection[str] = ()) ->
     (``lark==1.2.2``), then the rest, each group in the release's own order."""
 
     def rank(conflict: Conflict) -> int:
+        if conflict.unavailable:
+            return 3  # nothing --allow-replace can change: after the kernel's conflicts
         if conflict.name in hubs:
             return 0
         return 1 if conflict.specifier.startswith(("==", "===")) else 2
 
     return sorted(conflicts, key=rank)
+
+
+def _unavailable(
+    request: Request,
+    version: str,
+    lines: Sequence[str],
+    markers: Mapping[str, str],
+    source: ReleaseSource,
+    kernel: Mapping[str, str],
+) -> list[Conflict]:
+    """Exact pins outside the kernel that no wheel for the target satisfies (vllm 0.34.0 pins
+    flashinfer-python==0.7.3): pip would backtrack through every release before saying so."""
+    pinned = [
+        requirement
+        for requirement in applicable(lines, markers, request.extras)
+        if canonical(requirement.name) not in kernel
+        and any(spec.operator in ("==", "===") for spec in requirement.specifier)
+    ]
+    source.prefetch_releases([canonical(requirement.name) for requirement in pinned])
+    return [
+        Conflict(request.name, version, canonical(r.name), str(r.specifier), "")
+        for r in pinned
+        if _newest_wheel(source, canonical(r.name), r.specifier) is None
+        and not _only_sdists(source, canonical(r.name), r.specifier)
+    ]
+
+
+def _only_sdists(source: ReleaseSource, name: str, specifier: SpecifierSet) -> bool:
+    """A pure-Python project released as sdists only: pip builds those, so they count."""
+    releases = [r for r in source.releases(name) if specifier.contains(r.version, prereleases=True)]
+    every = source.releases(name)
+    return bool(releases) and not any(r.is_wheel and not r.pure for r in every)
 
 
 def _conflicts(
@@ -393,7 +451,11 @@ def _estimate_replacement(
     wheels: list[tuple[str, str, str, int | None]] = []
     unknown: list[str] = []
     done: set[str] = set()
-    wave = [(conflict.name, SpecifierSet(conflict.specifier)) for conflict in fit.conflicts]
+    wave = [
+        (conflict.name, SpecifierSet(conflict.specifier))
+        for conflict in fit.conflicts
+        if not conflict.unavailable
+    ]
     while wave:
         current = {}
         for name, specifier in wave:

@@ -519,6 +519,8 @@ def _kernel_conflict(causes: Sequence[str], lines: Sequence[str], profile: Targe
             continue
         parent, version, name, specifier = match.groups()
         name = canonical_name(name)
+        if _accepts(specifier, pinned[name]):
+            continue  # pip lists every requirement on the name; this one the kernel satisfies
         chain = " -> ".join([*_pip_chain(parent, lines), f"{parent} {version}", name])
         found.append(
             f"{parent} {version} requires {name}{specifier.strip()} but the kernel has {name} "
@@ -526,6 +528,17 @@ def _kernel_conflict(causes: Sequence[str], lines: Sequence[str], profile: Targe
             f"or ask for another version of {chain.split(' -> ')[1].split(' ')[0]}"
         )
     return "; ".join(found[:2])
+
+
+def _accepts(specifier: str, version: str) -> bool:
+    """Whether pip's printed specifier (``<2.25.0 and >=1.99.1``) accepts ``version``."""
+    from packaging.specifiers import InvalidSpecifier
+
+    text = specifier.strip().replace(" and ", ",")
+    try:
+        return SpecifierSet(text).contains(version, prereleases=True)
+    except InvalidSpecifier:
+        return False
 
 
 def _pip_chain(name: str, lines: Sequence[str]) -> list[str]:
