@@ -81,9 +81,9 @@ def check_fit(
 _SHOWN = 4  # conflicts, flags and replaced packages named in full before "and N more"
 
 
-def _some(items: Sequence[str]) -> str:
-    more = len(items) - _SHOWN
-    return ", ".join(items[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+def _some(items: Sequence[str], shown: int = _SHOWN) -> str:
+    more = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
@@ -116,7 +116,8 @@ def conflict_message(fit: ProjectFit, profile: TargetProfile) -> str:
     else:
         flags = f"--allow-replace for each of {len(names)} kernel packages ({_some(names)})"
     if fit.replace is not None and fit.replace.wheels:
-        moved = _some([f"{n} {k} -> {v}" for n, k, v, _ in fit.replace.wheels])
+        # torch's family is five or six packages: name them all.
+        moved = _some([f"{n} {k} -> {v}" for n, k, v, _ in fit.replace.wheels], shown=6)
         unknown = (
             f", and {', '.join(fit.replace.unknown)} (no matching release found)"
             if fit.replace.unknown
