@@ -280,19 +280,20 @@ def _check_one(
     if lines is None:
         fit.unreadable = f"the metadata of {newest.filename} could not be read"
         return fit
-    fit.conflicts = sort_conflicts(
-        [
-            *_conflicts(request, newest.version, lines, pins, markers),
-            *_unavailable(request, newest.version, lines, markers, source, kernel),
-        ],
-        hubs,
+    kernel_conflicts = sort_conflicts(
+        _conflicts(request, newest.version, lines, pins, markers), hubs
     )
+    if kernel_conflicts:  # said at once: the rest of the check takes longer
+        more = len(kernel_conflicts) - 1
+        source.say(kernel_conflicts[0].describe() + (f" (and {more} more)" if more else ""))
+    unavailable = _unavailable(request, newest.version, lines, markers, source, kernel)
+    fit.conflicts = [*kernel_conflicts, *unavailable]
     if not fit.conflicts:
         return fit
+    if unavailable:
+        source.say(unavailable[0].describe())
     source.say(
-        f"{fit.conflicts[0].describe()}"
-        + (f" (and {len(fit.conflicts) - 1} more)" if len(fit.conflicts) > 1 else "")
-        + f"; looking for an older release that keeps the kernel (at most {limits.max_releases}"
+        f"looking for an older release that keeps the kernel (at most {limits.max_releases}"
         f" releases, {limits.seconds:.0f} s)"
     )
     for index, release in enumerate(older):
