@@ -63,7 +63,10 @@ from bundler.wheelhouse import updates
 from bundler.wheelhouse.downloads import Fetch, fetch_all, file_sizes, progress_mode
 from bundler.wheelhouse.output import (
     OWN_ENTRIES,
+    check_not_foreign,
     check_output_dir,
+    foreign_entries,
+    shown_names,
     sync_wheels,
     write_wheelhouse_files,
 )
@@ -109,6 +112,9 @@ class BuildResult:
     unknown_sizes: tuple[str, ...] = ()  # files whose size the index did not say
     notes: tuple[str, ...] = ()  # decisions taken on the way (--keep-kernel's release)
     sdists: tuple[str, ...] = ()  # in a dry run: sdists a real build would turn into wheels
+    # The same wheels (byte for byte), title and licence as the previous build for this id:
+    # there is nothing to upload.
+    unchanged: bool = False
 
 
 def default_cache_dir() -> Path:
@@ -134,6 +140,7 @@ def build(
     pre: bool = False,
     dataset_id: str | None = None,
     title: str | None = None,
+    licence: str | None = None,
     include_self: bool | Path = True,
     cache_dir: Path | None = None,
     refresh: bool = False,
@@ -179,12 +186,16 @@ def build(
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
     # A rebuild into the same folder goes to the same dataset unless told otherwise.
     previous = updates.previous_build(output_dir)
+    if previous is None:
+        check_not_foreign(output_dir)  # everything in -o is uploaded: never a folder of others'
     if previous is not None and dataset_id in (None, previous.dataset_id):
         dataset_id = previous.dataset_id
         title = title or previous.title
+        licence = licence or previous.licence
+    licence = licence or dataset.DEFAULT_LICENCE
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
-    dataset.check_id_and_title(profile.name, dataset_id, title)
+    dataset.check_id_and_title(profile.name, dataset_id, title, licence)
     if not dry_run:
         dataset.check_top_level_count(output_dir, OWN_ENTRIES)
     allowed = sorted({canonical_name(name) for name in allow_replace})
@@ -192,6 +203,10 @@ def build(
     # A dry run adds kaggle-offline's own wheel to nothing: building it is not a dry run's job.
     self_entry = None if dry_run else _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
+    if previous is not None and (foreign := foreign_entries(output_dir)):
+        warnings.append(
+            f"{output_dir} also holds {shown_names(foreign)}, which the upload would carry too"
+        )
 
     constraints = [line.text for line in files.constraints]
     fit = _FitSettings(keep_kernel, max_releases, resolve_timeout)
@@ -230,7 +245,9 @@ def build(
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
         extra=_replacement_extra(plan.replacements, {e.name: e.size for e in entries}),
     )
-    metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
+    metadata = dataset.dataset_metadata(
+        profile.name, dataset_id, title, _summary_line(manifest), licence
+    )
     write_wheelhouse_files(output_dir, manifest, metadata)
     from bundler.wheelhouse.verification import verify
 
@@ -258,6 +275,11 @@ def build(
         dataset_id=str(metadata["id"]),
         planned_bytes=sum(entry.size for entry in entries),
         notes=tuple(session.notes),
+        unchanged=previous is not None
+        and previous.dataset_id == metadata["id"]
+        and updates.unchanged_since(
+            previous, {e.name: e.sha256 for e in entries}, str(metadata["title"]), licence
+        ),
     )
 
 

@@ -328,7 +328,15 @@ def run(args: argparse.Namespace) -> int:
         probability_encoding=args.probability_encoding,
     )
     _choose_mask_settings(args, options)
+    from runtime.commands import log_to_stderr
+    from runtime.samples.demo import demo_warning
+
+    warning = demo_warning(args.models or [], args.input)  # said before the run and after it
+    if warning:
+        log_to_stderr(warning)
     predict(args.input, args.output, options)
+    if warning:
+        log_to_stderr(warning)
     return 0
 
 
