@@ -46,7 +46,9 @@ from typing import TYPE_CHECKING, Any
 from runtime.contract.errors import (
     InputError,
     KaggleOfflineError,
+    OutputError,
     SubmissionError,
+    Terminated,
     VolumeError,
     first_line,
 )
@@ -138,6 +140,8 @@ def predict(
     """
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
+    from runtime.volumes.space import predict_estimates
+    from runtime.volumes.stale import invalidate, remove_abandoned_workdirs
     from runtime.volumes.submission import id_problem
 
     options = options or PredictOptions()
@@ -150,7 +154,13 @@ def predict(
     budget_start = time.monotonic()  # --time-budget counts from here: loading included
 
     inputs = find_volumes(input_path)
-    check_outputs(_outputs(output, metrics_path, options, inputs), _read_files(inputs, options))
+    places = predict_estimates(
+        _outputs(output, metrics_path, options, inputs),
+        inputs,
+        own_workdir=options.workdir is None,
+        encoding=options.probability_encoding,
+    )
+    check_outputs(places, _read_files(inputs, options))
     for note in inputs.notes:
         log(note)
     records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
@@ -169,6 +179,8 @@ def predict(
         "outcome": "failed",
     }
     previous = _set_aside_earlier_submission(output, log)
+    invalidate([metrics_path], log)  # a kill -9 must not leave the last run's "ok" beside no zip
+    remove_abandoned_workdirs(output.parent, output.stem, log)
     if previous is not None:
         run["previous_submission"] = str(previous)
     workdir, own_workdir = _workdir(options.workdir, output)
@@ -192,6 +204,8 @@ def predict(
             return report
         except BaseException as error:
             run["error"] = str(error) if isinstance(error, KaggleOfflineError) else repr(error)
+            if isinstance(error, Terminated):  # no time left to keep masks for a look
+                run["outcome"] = "terminated"
             raise
         finally:
             decisions = getattr(segmenter, "decisions", None) or []
@@ -201,9 +215,8 @@ def predict(
                 _write_probability_manifest(options, records, run, log)
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
-                _clean_workdir(
-                    workdir, zipped="submission_sha256" in run or "partial_zip" in run, log=log
-                )
+                done = "submission_sha256" in run or "partial_zip" in run
+                _clean_workdir(workdir, zipped=done or run["outcome"] == "terminated", log=log)
 
 
 # --- the three stages ----------------------------------------------------------------------------
@@ -414,6 +427,8 @@ def _write_all(
         record: VolumeRecord = item.record
         try:
             _write_one(item, options, workdir, warn_once, log)
+        except OutputError:  # no space left, or an output that cannot be written: the run's
+            raise
         except Exception as error:  # memory included: this volume's failure, not the run's
             item.mask = None
             _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
@@ -442,6 +457,10 @@ def _write_one(
                 mask = _from_probability(item, mask, options, warn)
             else:
                 mask = postprocess(mask, options.postprocess, warn=warn)
+        except (
+            OutputError
+        ):  # a failed --save-probabilities or a full disk: the run's, not one volume's
+            raise
         except Exception as error:  # keep the raw mask rather than lose the volume
             _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
         record.postprocess_seconds = time.perf_counter() - started
@@ -501,7 +520,7 @@ def _write_probability_manifest(
             {"input": run.get("input"), "models": [str(m) for m in options.models]},
         )
         run["probabilities_manifest"] = str(path)
-    except OSError as error:
+    except (OSError, OutputError) as error:
         log(f"warning: probability manifest not written: {error}")
 
 
@@ -697,7 +716,7 @@ def _write_run_metrics(
     }
     try:
         write_metrics(path, {"run": run, "volumes": [r.to_dict() for r in records]})
-    except OSError as error:  # never let metrics mask the real outcome
+    except (OSError, OutputError) as error:  # never let metrics mask the real outcome
         log(f"warning: metrics not written to {path}: {error}")
 
 
@@ -805,7 +824,9 @@ def _workdir(requested: Path | None, output: Path) -> tuple[Path, bool]:
         requested.mkdir(parents=True, exist_ok=True)
         return requested, False
     output.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output.stem}-masks-", dir=output.parent)), True
+    from runtime.volumes.stale import workdir_prefix
+
+    return Path(tempfile.mkdtemp(prefix=workdir_prefix(output.stem), dir=output.parent)), True
 
 
 def _clean_workdir(workdir: Path, *, zipped: bool, log: Log) -> None:

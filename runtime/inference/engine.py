@@ -38,6 +38,7 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
+from runtime.inference.cost import check_batch, check_overlap
 from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
     AMP_CHOICES,
@@ -192,7 +193,7 @@ class Segmenter:
         self._cpu_lock = threading.Lock()
         self._check_options()
         ensemble = model if isinstance(model, Ensemble) else None
-        models = ensemble.members if ensemble else [model]
+        models = list(model.members) if isinstance(model, Ensemble) else [model]
         weights = list(ensemble.weights or []) if ensemble else [1.0]
         self.ensemble_mode = ensemble.mode if ensemble else None
         devices, device_decision = probe_devices(self.options.device, self._platform)
@@ -205,6 +206,7 @@ class Segmenter:
             patch = self._choose_patch(member)
             batch = self._choose_batch(member)
             self._check_patch_fits(member, patch, devices)
+            check_batch(batch, patch, member.window_channels, self._platform.host_free_memory())
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
@@ -387,12 +389,16 @@ class Segmenter:
         if volume.dtype.kind != "f":
             return volume, 0
         bad = ~np.isfinite(volume)
+        kind = "NaN or inf"
+        if beyond_float32(volume):  # a float64 1e300 is inf once the model reads float32
+            bad |= np.abs(volume) > np.finfo(np.float32).max
+            kind = "NaN, inf or beyond float32's range"
         count = int(np.count_nonzero(bad))
         if not count:
             return volume, 0
         fill = model.normalization[0]
         note = (
-            f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
+            f"{count} non-finite voxel(s) ({kind}) replaced by {fill:g}, the model's "
             "normalization mean"
         )
         if len(self._members) > 1:
@@ -723,6 +729,7 @@ class Segmenter:
             problems.append(f"time budget must be positive seconds, got {o.time_budget}")
         if problems:
             raise InferenceError("invalid inference options: " + "; ".join(problems))
+        check_overlap(o.overlap)
 
     def _decide(self, decision: Decision) -> None:
         member = self._member
@@ -730,6 +737,18 @@ class Segmenter:
             decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
+
+
+def beyond_float32(volume: np.ndarray) -> bool:
+    """Whether a wider-than-float32 volume holds finite values that float32 cannot hold."""
+    if volume.dtype.kind != "f" or volume.dtype.itemsize <= 4 or volume.size == 0:
+        return False
+    import warnings
+
+    top = np.finfo(np.float32).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN volume has no extremes
+        return bool(np.nanmax(volume) > top or np.nanmin(volume) < -top)
 
 
 def _check_volume(volume: np.ndarray) -> None:
@@ -826,7 +845,7 @@ class _Fusion:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if self.mode == "logits":
             mask = self.total > logit_threshold(threshold)
-            probability = None
+            probability: np.ndarray | None = None
             if keep_probability:
                 with np.errstate(over="ignore"):
                     probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))

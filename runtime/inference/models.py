@@ -22,7 +22,6 @@ preprocessing) and the engine fuses their per-volume probabilities or logits.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import pickle
 import re
@@ -381,8 +380,15 @@ def _load_config(path: Path, foreground_class: int | None, *, name: str) -> Segm
         raise ModelError(f"{path}: in_channels is {config.in_channels}; volumes have 1 channel")
     _check_foreground_class(fg, config.out_channels, path)
     weights_path = _relative_file(path, data.get("weights"), "weights")
-    network = UNet3D(config)
-    _load_state_dict(network, _read_state_dict(weights_path), weights_path)
+    from runtime.inference.checked_build import build_matching
+
+    # Widths from JSON: compared with the checkpoint on the meta device before any allocation.
+    network = build_matching(
+        lambda: UNet3D(config),
+        _read_state_dict(weights_path),
+        weights_path,
+        described_by="the architecture in config.json",
+    )
     network.eval()
     return SegmentationModel(
         network,
@@ -395,12 +401,10 @@ def _load_config(path: Path, foreground_class: int | None, *, name: str) -> Segm
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: not valid JSON ({error})") from None
+    from runtime.contract.files import load_json
+
+    # The project's one reader: a BOM, deep nesting, NaN and Infinity handled as everywhere.
+    data = load_json(path, kind="model file", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{path}: must hold a JSON object, got {type(data).__name__}")
     return data
@@ -506,23 +510,9 @@ def _load_state_dict(
     hint: str = "",
 ) -> None:
     """Load strictly; a mismatch names the first missing, unexpected and mis-shaped tensors."""
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-        for key in set(state) & set(expected)
-        if state[key].shape != expected[key].shape
-    )
-    problems = [
-        f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-        if items
-    ]
-    if problems:
-        raise ModelError(
-            f"{path}: weights do not match {described_by} ({'; '.join(problems)}){hint}"
-        )
+    from runtime.inference.checked_build import check_weights_match
+
+    check_weights_match(network.state_dict(), state, path, described_by=described_by, hint=hint)
     network.load_state_dict(state, strict=True)
 
 
