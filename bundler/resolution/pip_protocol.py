@@ -22,7 +22,7 @@ ENTRY_MODULES = {
     "resolve": "bundler.resolution.pip_shim",
     "fetch": "bundler.wheelhouse.transport",
     "probe": "bundler.resolution.release_probe",
-    "sizes": "bundler.resolution.release_probe",
+    "sizes": "bundler.resolution.release_sizes",
 }
 # Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
 EXIT_UNPATCHABLE = 86

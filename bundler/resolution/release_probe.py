@@ -5,7 +5,7 @@ finder lists exactly the files the target accepts. Metadata comes from a release
 ``.metadata`` file where the index serves one, else from the wheel's ``METADATA`` read through
 HTTP range requests by pip's ``lazy_wheel`` (a few hundred kB of a 400 MB vLLM wheel), else from
 a local wheel file; an sdist is never built. Sizes come from the index's ``Content-Length`` (or
-the local file). The search itself is :func:`bundler.kernel_fit.check_requests`.
+the local file), see :mod:`bundler.resolution.release_sizes`. The search itself is :func:`bundler.kernel_fit.check_requests`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bundler.resolution.kernel_fit import (
 )
 from bundler.resolution.pip_protocol import main, require
 from bundler.resolution.pip_shim import target_patches
+from bundler.resolution.release_sizes import file_size
 
 # A wheel whose metadata cannot be read by range requests is downloaded whole only up to this.
 _WHOLE_DOWNLOAD_LIMIT = 64 * 1024 * 1024
@@ -186,23 +187,6 @@ class PipReleaseSource:
         return self._sizes[release.url]
 
 
-def file_size(session: Any, url: str) -> int | None:
-    """Bytes of the file at ``url``: a local file's size, else the Content-Length of a HEAD."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        try:
-            return Path(url2pathname(parts.path)).stat().st_size
-        except OSError:
-            return None
-    # HEAD only: a GET would start the very download a dry run promises not to make.
-    try:
-        response = session.head(url, allow_redirects=True, headers={"Accept-Encoding": "identity"})
-    except Exception:  # unreachable: the size stays unknown
-        return None
-    length = response.headers.get("Content-Length", "")
-    return int(length) if response.status_code < 400 and length.isdigit() else None
-
-
 def _lazy_requires(release: Release, session: Any) -> list[str]:
     """The wheel's Requires-Dist through pip's LazyZipOverHTTP, in 1 MB ranges: its default 10 kB
     steps cost a hundred requests for the central directory of a vLLM wheel."""
@@ -279,37 +263,5 @@ def probe_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
     return 0
 
 
-def sizes_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
-    """Sizes of ``spec["urls"]`` (None where unknown), in parallel, to ``spec["result"]``."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pip._internal.cli.req_command import SessionCommandMixin
-    from pip._internal.commands import create_command
-
-    command = create_command("download")
-    options, _ = command.parse_args([*pip_args, "--no-cache-dir"])
-    build = require(SessionCommandMixin, "_build_session")
-    local = threading.local()
-
-    def one(url: str) -> int | None:
-        if not hasattr(local, "session"):
-            local.session = build(command, options)
-        return file_size(local.session, url)
-
-    urls = list(spec["urls"])
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(urls)))) as pool:
-        sizes = list(pool.map(one, urls))
-    Path(spec["result"]).write_text(
-        json.dumps(dict(zip(urls, sizes, strict=True))), encoding="utf-8"
-    )
-    return 0
-
-
 if __name__ == "__main__":
-    # One entry module for two modes: the spec says which (pip_protocol.main checks it again).
-    spec_mode = "probe"
-    if len(sys.argv) > 1 and Path(sys.argv[1]).is_file():
-        spec_mode = str(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")).get("mode"))
-    run = probe_with_pip if spec_mode == "probe" else sizes_with_pip
-    sys.exit(main(sys.argv[1:], spec_mode, run))
+    sys.exit(main(sys.argv[1:], "probe", probe_with_pip))
