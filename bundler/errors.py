@@ -25,6 +25,19 @@ class PreinstalledConflictError(ResolutionError):
     """A transitive requirement would replace a distribution that the kernel image ships."""
 
 
+class KernelConflictError(ResolutionError):
+    """The newest release of a request needs another version of a kernel package (the choices
+    are in the message: an older release that keeps the kernel, or --allow-replace)."""
+
+
+class ResolverTimeoutError(ResolutionError):
+    """pip's resolver ran past --resolve-timeout (the message says what it was trying)."""
+
+
+class WheelhouseSizeError(BundlerError):
+    """The wheelhouse, or one of its wheels, would exceed a Kaggle dataset size limit."""
+
+
 class SdistBuildError(BundlerError):
     """An sdist could not be built into a wheel that the target can install."""
 

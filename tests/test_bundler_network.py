@@ -67,3 +67,31 @@ def test_nnunetv2_keeps_every_kernel_package(
     skipped = {entry.name: entry.installed_version for entry in manifest.skipped}
     assert skipped["timm"] == "1.0.26" and skipped["torch"] == "2.10.0+cu128"
     assert not any(e.name.startswith(("nvidia-", "triton", "torch")) for e in manifest.wheels)
+
+
+def test_vllm_dry_run_names_the_kernel_conflict_and_the_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # vLLM's newest release pins a torch the kernel lacks: the bundler says so, with the choices
+    # and their sizes, instead of backtracking for twenty minutes into 2024 sdists.
+    import time
+
+    from bundler.__main__ import main
+
+    started = time.perf_counter()
+    status = main(["build", "vllm", "--target", "kaggle-py312", "--dry-run", "--no-self",
+                   "-o", str(tmp_path / "house"), "--cache-dir", str(tmp_path / "cache"),
+                   "--dataset-id", "tester/vllm-wheels"])  # fmt: skip
+    seconds = time.perf_counter() - started
+    captured = capsys.readouterr()
+    with capsys.disabled():
+        print(f"\n{captured.err}{captured.out}took {seconds:.1f} s")
+    error = captured.err.strip().splitlines()[-1]
+    if status == 0:  # a vLLM release that keeps the kernel's torch is the newest: nothing to say
+        assert "dry run for kaggle-py312" in captured.out
+        return
+    assert status == 2 and error.startswith("error: vllm ")
+    assert "but the kernel has" in error and "choices: " in error
+    assert "--allow-replace" in error and " to download with them)" in error
+    assert not (tmp_path / "house").exists()
+    assert seconds < 600

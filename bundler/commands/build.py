@@ -93,6 +93,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="default $KAGGLE_OFFLINE_CACHE or ~/.cache/kaggle-offline",
     )
     parser.add_argument("--refresh", action="store_true", help="ignore the cached resolution")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve fully and print what would be vendored, skipped and replaced with the "
+        "download size; download and write nothing",
+    )
+    parser.add_argument(
+        "--keep-kernel",
+        action="store_true",
+        help="when a request's newest release needs another version of a kernel package, "
+        "bundle its newest release that keeps the kernel",
+    )
+    parser.add_argument(
+        "--resolve-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop pip's resolver after this long and say what it was doing (default 600)",
+    )
+    parser.add_argument(
+        "--max-releases",
+        type=int,
+        default=None,
+        metavar="N",
+        help="releases the search for one that keeps the kernel reads at most (default 60)",
+    )
+    parser.add_argument(
+        "--max-dataset-size",
+        type=float,
+        default=200.0,
+        metavar="GB",
+        help="refuse a wheelhouse larger than this before downloading (default 200, Kaggle's)",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="refuse a wheel, or a wheels/ archive, larger than this (default: no limit)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
 
 
@@ -101,8 +141,21 @@ def _size(count: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bundler.kaggle.size_limits import SizeLimits
     from bundler.wheelhouse.builder import build
 
+    tuning = {
+        name: value
+        for name, value in (
+            ("resolve_timeout", args.resolve_timeout),
+            ("max_releases", args.max_releases),
+        )
+        if value is not None
+    }
+    limits = SizeLimits(
+        dataset_bytes=int(args.max_dataset_size * 1e9),
+        file_bytes=None if args.max_file_size is None else int(args.max_file_size * 1e9),
+    )
     include_self: bool | Path = False if args.no_self else (args.self_wheel or True)
     log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
     result = build(
@@ -124,9 +177,17 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         refresh=args.refresh,
         log=log,
+        dry_run=args.dry_run,
+        keep_kernel=args.keep_kernel,
+        size_limits=limits,
+        **tuning,
     )
+    if result.dry_run:
+        return _print_dry_run(result)
     manifest = result.manifest
     print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
+    for note in result.notes:
+        print(f"  decided   {note}")
     print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
         f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
     for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
@@ -178,6 +239,41 @@ def run(args: argparse.Namespace) -> int:
     owner = dataset_id.partition("/")[0]
     print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
           "--framework pyTorch --variation default")  # fmt: skip
+    return 0
+
+
+def _print_dry_run(result: object) -> int:
+    """What a build would do: the sets and their sizes (``pip install --dry-run``'s role)."""
+    from bundler.resolution.conflict_check import size_text
+    from bundler.wheelhouse.builder import BuildResult
+
+    assert isinstance(result, BuildResult)
+    manifest = result.manifest
+    sizes = {entry.name: entry.size for entry in manifest.wheels}
+    print(f"dry run for {manifest.target.name} (nothing downloaded or written):")
+    for note in result.notes:
+        print(f"  decided   {note}")
+    print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
+        f"{e.name}=={e.version} ({size_text(e.size)})" for e in manifest.wheels))  # fmt: skip
+    if result.sdists:
+        print(f"  sdists    {len(result.sdists)} to build into wheels: {', '.join(result.sdists)}")
+    if result.replacements:
+        replaced = sum(sizes.get(r.name) or 0 for r in result.replacements)
+        print(f"  replaced  {len(result.replacements)} kernel packages ({size_text(replaced)}): "
+              + ", ".join(f"{r.describe()} ({r.reason}"
+                          + (f" of {r.companion_of}" if r.companion_of else "") + ")"
+                          for r in result.replacements))  # fmt: skip
+    if manifest.skipped:
+        print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
+            f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
+    for missing in manifest.missing_optional:
+        print(f"  missing optional {missing.name}: {missing.reason}")
+    unknown = f", {len(result.unknown_sizes)} of unknown size" if result.unknown_sizes else ""
+    print(f"  bytes     {size_text(result.planned_bytes)} in the wheelhouse, "
+          f"{size_text(result.to_download_bytes)} to download{unknown}")  # fmt: skip
+    print(f"  took      {result.seconds:.2f} s")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -21,6 +21,8 @@ from typing import Any
 ENTRY_MODULES = {
     "resolve": "bundler.resolution.pip_shim",
     "fetch": "bundler.wheelhouse.transport",
+    "probe": "bundler.resolution.release_probe",
+    "sizes": "bundler.resolution.release_sizes",
 }
 # Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
 EXIT_UNPATCHABLE = 86

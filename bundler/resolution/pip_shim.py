@@ -55,17 +55,29 @@ REQUIRED_CALLS = {
 }
 
 
-def _write_fake_installed(folder: Path, preinstalled: dict[str, str]) -> None:
-    """One ``name-version.dist-info/METADATA`` per preinstalled distribution: all pip reads."""
+def _write_fake_installed(
+    folder: Path, preinstalled: dict[str, str], requires: dict[str, list[str]]
+) -> None:
+    """One ``name-version.dist-info/METADATA`` per preinstalled distribution: all pip reads.
+
+    ``requires`` gives some of them their Requires-Dist: the kernel's torchvision says it needs
+    the kernel's torch, so pip moves it too when it may replace torch and must.
+    """
     for name, version in preinstalled.items():
         dist_info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
         dist_info.mkdir(parents=True, exist_ok=True)
+        lines = "".join(f"Requires-Dist: {line}\n" for line in requires.get(name, ()))
         (dist_info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{lines}", encoding="utf-8"
         )
 
 
-def fake_installed(cache: Path, scratch: Path, preinstalled: dict[str, str]) -> Path:
+def fake_installed(
+    cache: Path,
+    scratch: Path,
+    preinstalled: dict[str, str],
+    requires: dict[str, list[str]] | None = None,
+) -> Path:
     """The fake installed set for ``preinstalled``, made once and kept under ``cache``.
 
     A thousand folders cost seconds on a busy disk; the set is keyed by its own content and
@@ -73,13 +85,15 @@ def fake_installed(cache: Path, scratch: Path, preinstalled: dict[str, str]) -> 
     """
     import hashlib
 
-    key = hashlib.sha256(json.dumps(sorted(preinstalled.items())).encode()).hexdigest()[:24]
+    requires = requires or {}
+    content = json.dumps([sorted(preinstalled.items()), sorted(requires.items())])
+    key = hashlib.sha256(content.encode()).hexdigest()[:24]
     folder = cache / key
     if (folder / ".complete").is_file():
         return folder
     staging = scratch / "preinstalled"
     staging.mkdir(parents=True, exist_ok=True)  # an empty kernel is an empty folder
-    _write_fake_installed(staging, preinstalled)
+    _write_fake_installed(staging, preinstalled, requires)
     (staging / ".complete").write_text("", encoding="utf-8")
     cache.mkdir(parents=True, exist_ok=True)
     try:
@@ -113,6 +127,7 @@ class _Record:
         self.captured: list[str] = []
         self.served: list[str] = []
         self.unfetched: list[dict[str, str]] = []
+        self.lazy_failures: list[dict[str, str]] = []  # range-request metadata that fell back
         self.calls: dict[str, int] = {}
 
     def count(self, name: str) -> None:
@@ -126,6 +141,7 @@ class _Record:
             "captured": self.captured,
             "served": self.served,
             "unfetched": self.unfetched,
+            "lazy_failures": self.lazy_failures,
             "calls": self.calls,
         }
         Path(path).write_text(json.dumps(data), encoding="utf-8")
@@ -327,6 +343,37 @@ def _patch_index_failures(record: _Record) -> None:
     collector._handle_get_simple_fail = handle_get_simple_fail
 
 
+def _patch_lazy_wheel(record: _Record) -> bool:
+    """pip's range-request metadata, falling back to its normal download on any failure.
+
+    pip itself falls back only when a server says it has no range support; a server that
+    refuses HEAD (pip's first request) would fail the resolution instead.
+    """
+    from pip._internal.operations.prepare import RequirementPreparer
+
+    original = getattr(RequirementPreparer, "_fetch_metadata_using_lazy_wheel", None)
+    if original is None:
+        return False
+
+    def guarded(self: Any, link: Any) -> Any:
+        try:
+            return original(self, link)
+        except Exception as error:
+            record.lazy_failures.append({"url": str(link), "reason": str(error)[:200]})
+            return None
+
+    RequirementPreparer._fetch_metadata_using_lazy_wheel = guarded  # type: ignore[method-assign]
+    return True
+
+
+def target_patches(spec: dict[str, Any]) -> None:
+    """The target's markers, wheel tags and Python, for a mode that only lists releases."""
+    record = _Record()
+    _patch_markers(spec["markers"], record)
+    _patch_tags(spec["tags"], record)
+    _patch_python_version(_python_version_info(spec["python_full_version"]), record)
+
+
 def _assert_in_effect(spec: dict[str, Any]) -> None:
     """Each patch changes what pip's own objects say, checked through them before pip runs."""
     from pip._internal.metadata import get_default_environment
@@ -356,7 +403,12 @@ def _assert_in_effect(spec: dict[str, Any]) -> None:
 def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     record = _Record()
     scratch = Path(spec["scratch"])
-    installed = fake_installed(Path(spec["preinstalled_cache"]), scratch, spec["preinstalled"])
+    installed = fake_installed(
+        Path(spec["preinstalled_cache"]),
+        scratch,
+        spec["preinstalled"],
+        spec.get("preinstalled_requires"),
+    )
     try:
         # Order matters: names patched before pip's command modules import them need no sweep.
         _patch_markers(spec["markers"], record)
@@ -367,6 +419,10 @@ def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
         _patch_fetching(Path(spec["blob_dir"]), scratch / "serve", record)
         _patch_link_evaluation(record)
         _patch_index_failures(record)
+        if _patch_lazy_wheel(record):
+            # Metadata by HTTP range requests where no PEP 658 file is served: resolving vLLM
+            # reads a few hundred kB of each 400 MB wheel instead of downloading it whole.
+            pip_args = [*pip_args, "--use-feature", "fast-deps"]
         from pip._internal.cli.main import main as pip_main
 
         _assert_in_effect(spec)

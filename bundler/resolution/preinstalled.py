@@ -17,7 +17,7 @@ that would break one is refused unless ``--allow-replace`` covers it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -27,13 +27,61 @@ from runtime.contract.profile import TargetProfile, canonical_name
 
 REQUESTED = "requested"
 ALLOWED = "allowed"
+COMPANION = "companion"  # moves with an allowed replacement: torchvision, triton for torch
 _SHOWN_BREAKS = 4
 
 
 @dataclass(frozen=True)
 class KernelPins:
     pins: Mapping[str, str]  # name -> version: a constraint of the resolver each
-    released: Mapping[str, str]  # name -> REQUESTED or ALLOWED: may be replaced
+    released: Mapping[str, str]  # name -> REQUESTED, ALLOWED or COMPANION: may be replaced
+    # Kernel packages that pin an allowed replacement exactly (torchvision, torchaudio for
+    # torch): requested beside it, with their kernel requirement on it in the fake installed
+    # set, so pip moves them to the versions that match the new one.
+    companion_requests: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    companion_of: Mapping[str, str] = field(default_factory=dict)  # companion -> allowed name
+
+
+def _exact_pins(lines: Iterable[str], environment: Mapping[str, str]) -> dict[str, str]:
+    """name -> the line, for each requirement among ``lines`` pinned with ``==`` on the target."""
+    pinned = {}
+    for line in lines:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate(environment):
+            continue
+        if any(spec.operator in ("==", "===") for spec in requirement.specifier):
+            pinned[canonical_name(requirement.name)] = line
+    return pinned
+
+
+def pinned_by_kernel(profile: TargetProfile) -> dict[str, list[str]]:
+    """name -> the kernel packages that pin it exactly (torch -> torchaudio, torchvision)."""
+    environment = {**profile.markers, "extra": ""}
+    pinning: dict[str, list[str]] = {}
+    for dependent, lines in sorted(profile.preinstalled_requires.items()):
+        for name in _exact_pins(lines, environment):
+            if name in profile.preinstalled and dependent != name:
+                pinning.setdefault(name, []).append(dependent)
+    return pinning
+
+
+def companions(profile: TargetProfile, name: str) -> tuple[list[str], dict[str, str]]:
+    """What moves with a replacement of ``name``: the kernel packages it pins exactly (triton,
+    the ``nvidia-*`` libraries of a torch build), and those pinning it (dependent -> the line)."""
+    environment = {**profile.markers, "extra": ""}
+    pinned = [
+        other
+        for other in _exact_pins(profile.preinstalled_requires.get(name, ()), environment)
+        if other in profile.preinstalled and other != name
+    ]
+    pinning = {}
+    for dependent in pinned_by_kernel(profile).get(name, []):
+        lines = _exact_pins(profile.preinstalled_requires.get(dependent, ()), environment)
+        pinning[dependent] = lines[name]
+    return sorted(pinned), pinning
 
 
 def kernel_pins(
@@ -46,6 +94,16 @@ def kernel_pins(
             f"--allow-replace {unknown[0]}: {profile.name} has no {unknown[0]} preinstalled; "
             "name a package of the kernel (python -m bundler profiles lists the targets)"
         )
+    companion_of: dict[str, str] = {}
+    companion_requests: dict[str, tuple[str, ...]] = {}
+    for name in sorted(allowed):
+        pinned, pinning = companions(profile, name)
+        for other in [*pinned, *pinning]:
+            if other not in allowed:
+                companion_of.setdefault(other, name)
+        for dependent, line in pinning.items():
+            if dependent not in allowed:
+                companion_requests[dependent] = (*companion_requests.get(dependent, ()), line)
     environment = {**profile.markers, "extra": ""}
     wanted: dict[str, list[Requirement]] = {}
     for requirement in requested:
@@ -56,11 +114,13 @@ def kernel_pins(
     for name, version in sorted(profile.preinstalled.items()):
         if name in allowed:
             released[name] = ALLOWED
+        elif name in companion_of:
+            released[name] = COMPANION
         elif any(not r.specifier.contains(version, prereleases=True) for r in wanted.get(name, [])):
             released[name] = REQUESTED
         else:
             pins[name] = version
-    return KernelPins(pins, released)
+    return KernelPins(pins, released, companion_requests, companion_of)
 
 
 @dataclass(frozen=True)
@@ -73,6 +133,8 @@ class Replacement:
     reason: str  # REQUESTED or ALLOWED
     breaks: tuple[str, ...] = ()  # "opencv-python 4.13.0.92 requires numpy>=2"
     unchecked: int = 0  # kernel packages whose requirements the profile does not know
+    size: int | None = None  # bytes of the replacing wheel, once known
+    companion_of: str = ""  # the allowed replacement this one moves with
 
     def describe(self) -> str:
         return f"{self.name} {self.kernel_version} -> {self.version}"
@@ -85,6 +147,8 @@ class Replacement:
             "reason": self.reason,
             "breaks": list(self.breaks),
             "unchecked": self.unchecked,
+            "size": self.size,
+            "companion_of": self.companion_of,
         }
 
     @classmethod
@@ -96,6 +160,8 @@ class Replacement:
             reason=str(data["reason"]),
             breaks=tuple(str(item) for item in data.get("breaks", ())),
             unchecked=int(data.get("unchecked", 0)),
+            size=None if data.get("size") is None else int(data["size"]),
+            companion_of=str(data.get("companion_of", "")),
         )
 
 
@@ -105,6 +171,7 @@ def check_replacements(
     released: Mapping[str, str],
     requested_text: Mapping[str, str],
     chains: Mapping[str, str],
+    companion_of: Mapping[str, str] | None = None,
 ) -> list[Replacement]:
     """The replacements among ``chosen`` (name -> version pip chose), each checked.
 
@@ -131,7 +198,10 @@ def check_replacements(
                 f"--allow-replace {name} or report this as a bug"
             )
         breaks = _broken_dependents(name, installed, version, profile, set(chosen))
-        replacement = Replacement(name, installed, version, reason, tuple(breaks), unchecked)
+        replacement = Replacement(
+            name, installed, version, reason, tuple(breaks), unchecked,
+            companion_of=(companion_of or {}).get(name, ""),
+        )  # fmt: skip
         if breaks and reason == REQUESTED:
             raise PreinstalledConflictError(
                 f"{requested_text.get(name, name)} would replace the kernel's {name} {installed} "

@@ -27,6 +27,7 @@ from bundler.errors import (
     NoWheelForTargetError,
     PipVersionError,
     ResolutionError,
+    ResolverTimeoutError,
 )
 from bundler.resolution import pip_protocol
 from bundler.resolution.requirement_files import RequirementLine
@@ -139,11 +140,13 @@ def run_shim(
     index: IndexSettings,
     *,
     progress: str = "none",
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m MODULE SPEC -- PIP_ARGS`` with the index's environment (MODULE: the mode's,
     :data:`~bundler.resolution.pip_protocol.ENTRY_MODULES`).
 
     A download shows its progress on this process's stderr; everything else is captured.
+    ``timeout`` (seconds) kills the subprocess and raises ``subprocess.TimeoutExpired``.
     """
     spec_path = scratch / "spec.json"
     full = {**spec, "scratch": str(scratch), "isolate_sources": index.isolated}
@@ -157,6 +160,7 @@ def run_shim(
         text=True,
         env=index.environment(os.environ),
         check=False,
+        timeout=timeout,
     )
 
 
@@ -234,12 +238,17 @@ def resolve(
     kernel_pins: Mapping[str, str] | None = None,
     options: ResolverOptions | None = None,
     log: Callable[[str], None] = lambda line: None,
+    preinstalled_requires: Mapping[str, Sequence[str]] | None = None,
+    timeout: float | None = None,
 ) -> Resolution:
     """pip's resolution of ``requirements`` for ``profile`` (raises ResolutionError).
 
     ``constraints`` are requirement lines for pip's ``-c``; ``kernel_pins`` (name -> version,
     default: every preinstalled version) are constraints too, and keep the resolver to solutions
-    that leave the kernel's packages as they are.
+    that leave the kernel's packages as they are. ``preinstalled_requires`` gives kernel
+    packages the requirements pip must see (a companion's pin on a replaced package).
+    ``timeout`` bounds pip's run: past it the resolver is stopped and ResolverTimeoutError says
+    what it was doing.
     """
     check_pip_version()
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-resolve-") as scratch:
@@ -258,6 +267,9 @@ def resolve(
             "preinstalled": dict(profile.preinstalled),
             "preinstalled_cache": str(blob_dir.parent / "preinstalled"),
             "kernel_pins": dict(profile.preinstalled if kernel_pins is None else kernel_pins),
+            "preinstalled_requires": {
+                name: list(lines) for name, lines in (preinstalled_requires or {}).items()
+            },
             "blob_dir": str(blob_dir),
             "record": str(scratch_dir / "record.json"),
         }
@@ -280,7 +292,10 @@ def resolve(
             str(constraints_path),
         ]
         log(f"resolving {len(requirements)} requirement(s) for {profile.name} with pip")
-        completed = run_shim(spec, scratch_dir, pip_args, index)
+        try:
+            completed = run_shim(spec, scratch_dir, pip_args, index, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            raise _timeout_error(expired, requirements, profile) from None
         record = _read_record(scratch_dir / "record.json")
         if completed.returncode == pip_protocol.EXIT_UNPATCHABLE:
             raise PipVersionError(_unpatchable_message(completed.stderr))
@@ -291,6 +306,37 @@ def resolve(
     _check_environment(report, profile)
     items = [_item_from_report(entry) for entry in report.get("install", [])]
     return Resolution(items=items, captured=set(record["captured"]), served=set(record["served"]))
+
+
+_LOOKING_AT = re.compile(r"pip is looking at multiple versions of (\S+) to determine")
+
+
+def _timeout_error(
+    expired: subprocess.TimeoutExpired,
+    requirements: Sequence[RequirementLine],
+    profile: TargetProfile,
+) -> ResolverTimeoutError:
+    """``pip's resolver stopped after 300 s (--resolve-timeout): it was backtracking ...``."""
+    output = expired.stdout or ""
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    output = _own_names(output, requirements)
+    backtracking = _LOOKING_AT.findall(output)
+    collected = [
+        _package_of(match.group(1).rsplit("/", 1)[-1])
+        for match in re.finditer(r"^(?:Collecting|Downloading|Processing) (\S+)", output, re.M)
+    ]
+    doing = (
+        f"it was backtracking through the versions of {', '.join(dict.fromkeys(backtracking))}"
+        if backtracking
+        else "it had not finished"
+    )
+    last = f"; last file read: {collected[-1]}" if collected else ""
+    return ResolverTimeoutError(
+        f"pip's resolver stopped after {expired.timeout:.0f} s (--resolve-timeout) for "
+        f"{profile.name}: {doing}{last}; pin the versions you want, allow the kernel package it "
+        "needs with --allow-replace, or give it more time with --resolve-timeout SECONDS"
+    )
 
 
 def _unpatchable_message(stderr: str) -> str:
@@ -392,6 +438,10 @@ def _short_reason(entry: Mapping[str, str]) -> str:
 def _resolution_error(
     output: str, record: Mapping[str, Any], profile: TargetProfile
 ) -> ResolutionError:
+    full = output
+    # What pip's subprocesses printed (a build backend, the pip installing build requirements)
+    # is about their own work: "No matching distribution" there is a build's failure.
+    output = _without_nested_output(output)
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     target = f"{profile.name} (Python {profile.python_version})"
     missing = _NO_MATCH.search(output)
@@ -431,7 +481,7 @@ def _resolution_error(
         )
     if any("DO NOT MATCH THE HASHES" in line for line in lines):
         return ResolutionError(f"{_hash_mismatch(lines)}; update the lock file, or check the index")
-    build_failure = _build_failure(lines)
+    build_failure = _build_failure(full)
     if build_failure:
         return MetadataBuildError(f"{build_failure} (while pip read its metadata for {target})")
     errors = [line for line in lines if line.startswith("ERROR:")]
@@ -469,6 +519,8 @@ def _kernel_conflict(causes: Sequence[str], lines: Sequence[str], profile: Targe
             continue
         parent, version, name, specifier = match.groups()
         name = canonical_name(name)
+        if _accepts(specifier, pinned[name]):
+            continue  # pip lists every requirement on the name; this one the kernel satisfies
         chain = " -> ".join([*_pip_chain(parent, lines), f"{parent} {version}", name])
         found.append(
             f"{parent} {version} requires {name}{specifier.strip()} but the kernel has {name} "
@@ -476,6 +528,17 @@ def _kernel_conflict(causes: Sequence[str], lines: Sequence[str], profile: Targe
             f"or ask for another version of {chain.split(' -> ')[1].split(' ')[0]}"
         )
     return "; ".join(found[:2])
+
+
+def _accepts(specifier: str, version: str) -> bool:
+    """Whether pip's printed specifier (``<2.25.0 and >=1.99.1``) accepts ``version``."""
+    from packaging.specifiers import InvalidSpecifier
+
+    text = specifier.strip().replace(" and ", ",")
+    try:
+        return SpecifierSet(text).contains(version, prereleases=True)
+    except InvalidSpecifier:
+        return False
 
 
 def _pip_chain(name: str, lines: Sequence[str]) -> list[str]:
@@ -527,29 +590,68 @@ def _hash_mismatch(lines: Sequence[str]) -> str:
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\b.*:")
+_BLOCK_START = re.compile(r"╰─> \[\d+ lines? of output\]|^\s*\[\d+ lines? of output\]")
+_BLOCK_END = "[end of output]"
+_TOP_FETCH = re.compile(r"^ {0,2}(?:Collecting|Processing|Downloading|Obtaining) (\S+)")
 
 
-def _build_failure(lines: Sequence[str]) -> str:
-    """``ko-badmeta 1.0: building its metadata failed (RuntimeError: ...)`` from pip's output."""
+def _without_nested_output(output: str) -> str:
+    """pip's output without the ``[N lines of output]`` blocks of the subprocesses it ran."""
+    kept = []
+    in_block = False
+    for line in output.splitlines():
+        if in_block:
+            in_block = line.strip().lstrip("│ ").strip() != _BLOCK_END
+        elif _BLOCK_START.search(line):
+            in_block = True
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _build_failure(output: str) -> str:
+    """``ko-badmeta 1.0: building its metadata failed (RuntimeError: ...)`` from pip's output.
+
+    The package is the last one pip's *own* lines fetched: the output of the subprocesses it
+    ran (a build backend, the pip that installs build requirements) comes in a ``[N lines of
+    output]`` block and names other packages (``Processing .../mpmath-1.3.0-...whl``). The
+    reason is the block's last exception or ``ERROR:`` line.
+    """
+    raw = output.splitlines()
     if not any("metadata-generation-failed" in line or "subprocess-exited-with-error" in line
-               or "Failed to build" in line for line in lines):  # fmt: skip
+               or "Failed to build" in line for line in raw):  # fmt: skip
         return ""
     package = "a package"
-    reason = ""
-    for line in lines:
-        match = re.match(r"^(?:Collecting|Processing|Downloading) (\S+)", line)
+    reasons: list[str] = []
+    in_block = False
+    for line in raw:
+        if in_block:
+            text = line.strip().lstrip("│ ").strip()
+            if text == _BLOCK_END:
+                in_block = False
+            elif _EXCEPTION_LINE.match(text) or text.startswith("ERROR: "):
+                reasons.append(text.removeprefix("ERROR: "))
+            continue
+        if _BLOCK_START.search(line):
+            in_block = True
+            continue
+        match = _TOP_FETCH.match(line)
         if match:
             package = _package_of(match.group(1).rsplit("/", 1)[-1])
-        elif _EXCEPTION_LINE.match(line.lstrip("│ ").strip()):
-            reason = line.lstrip("│ ").strip()
-        if "error" in line.lower() and package != "a package" and reason:
-            break
-    step = (
-        "building its metadata failed"
-        if any("metadata" in line for line in lines)
-        else "its build failed"
-    )
-    return f"{package}: {step}" + (f" ({reason[:200]})" if reason else "")
+    # pip's last ERROR line of a failed requirement install is "No matching distribution...";
+    # a backend's traceback ends with the exception itself.
+    reason = reasons[-1] if reasons else ""
+    if "build dependencies did not run successfully" in output or (
+        "Installing build dependencies: finished with status 'error'" in output
+    ):
+        step = "installing its build requirements failed"
+    elif "metadata-generation-failed" in output or "metadata" in output:
+        step = "building its metadata failed"
+    else:
+        step = "its build failed"
+    if not reason:
+        reason = "pip printed no reason; run pip with -v on it to see the backend's output"
+    return f"{package}: {step} ({reason[:200]})"
 
 
 def _describe_rejected(name: str, rejected: list[dict[str, str]]) -> str:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +25,14 @@ from typing import Any, ParamSpec
 from packaging.requirements import Requirement
 
 from bundler.blobs import BlobStore
-from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
+from bundler.errors import (
+    BundlerError,
+    NoWheelForTargetError,
+    ResolutionError,
+    WheelhouseSizeError,
+)
 from bundler.kaggle import dataset
+from bundler.kaggle.size_limits import SizeLimits, check_sizes
 from bundler.resolution import resolve
 from bundler.resolution.bundle_plan import (
     BundledWheel,
@@ -35,6 +41,12 @@ from bundler.resolution.bundle_plan import (
     make_bundle_plan,
     parse_requirements,
     with_built_wheel,
+)
+from bundler.resolution.conflict_check import FitDecision, check_fit
+from bundler.resolution.kernel_fit import (
+    DEFAULT_MAX_RELEASES,
+    DEFAULT_PROBE_SECONDS,
+    FitLimits,
 )
 from bundler.resolution.preinstalled import Replacement, check_replacements, kernel_pins, listed
 from bundler.resolution.profiles import get_profile, unconfirmed_reason
@@ -49,7 +61,7 @@ from bundler.resolution.wheels import (
     wheel_tags,
 )
 from bundler.wheelhouse import updates
-from bundler.wheelhouse.downloads import Fetch, fetch_all, progress_mode
+from bundler.wheelhouse.downloads import Fetch, fetch_all, file_sizes, progress_mode
 from bundler.wheelhouse.output import (
     OWN_ENTRIES,
     check_not_foreign,
@@ -68,6 +80,15 @@ from runtime.contract.manifest import Manifest, MissingOptional, WheelEntry
 from runtime.contract.profile import TargetProfile, canonical_name
 
 _PLAN_FORMAT = 2
+# pip's resolver gets this long (seconds) before it is stopped and says what it was doing.
+DEFAULT_RESOLVE_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class _FitSettings:
+    keep_kernel: bool = False
+    max_releases: int = DEFAULT_MAX_RELEASES
+    resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,12 @@ class BuildResult:
     problems: tuple[str, ...] = ()  # what verify() found in the finished folder
     previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
     dataset_id: str = ""  # the id written to dataset-metadata.json
+    dry_run: bool = False  # nothing was downloaded or written; sizes are the index's
+    planned_bytes: int = 0  # bytes of every wheel of the wheelhouse (what a dry run would fetch)
+    to_download_bytes: int = 0  # of those, the bytes not already in the cache
+    unknown_sizes: tuple[str, ...] = ()  # files whose size the index did not say
+    notes: tuple[str, ...] = ()  # decisions taken on the way (--keep-kernel's release)
+    sdists: tuple[str, ...] = ()  # in a dry run: sdists a real build would turn into wheels
     # The same wheels (byte for byte), title and licence as the previous build for this id:
     # there is nothing to upload.
     unchanged: bool = False
@@ -137,13 +164,27 @@ def build(
     cache_dir: Path | None = None,
     refresh: bool = False,
     log: Callable[[str], None] | None = None,
+    dry_run: bool = False,
+    keep_kernel: bool = False,
+    resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT,
+    max_releases: int = DEFAULT_MAX_RELEASES,
+    size_limits: SizeLimits | None = None,
 ) -> BuildResult:
-    """Resolve ``requirements`` for ``target`` and write a wheelhouse to ``output_dir``."""
+    """Resolve ``requirements`` for ``target`` and write a wheelhouse to ``output_dir``.
+
+    ``dry_run`` resolves fully and reports what would be vendored, skipped and replaced, with
+    the sizes the index gives, and downloads and writes nothing (as ``pip install --dry-run
+    --report``). ``keep_kernel`` bundles, for a request whose newest release needs another
+    version of a kernel package, the newest release that keeps the kernel (looked for among
+    ``max_releases`` releases with a wheel for the target). ``resolve_timeout`` bounds pip's
+    resolver (seconds). ``size_limits`` are checked on the resolved sizes before downloading.
+    """
     started = time.perf_counter()
     say = log or (lambda line: None)
     profile = target if isinstance(target, TargetProfile) else get_profile(target)
     output_dir = Path(output_dir)
-    check_output_dir(output_dir)
+    if not dry_run:
+        check_output_dir(output_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     check_place(cache_root, "--cache-dir (or KAGGLE_OFFLINE_CACHE)")
     store = BlobStore(cache_root / "blobs")
@@ -175,10 +216,12 @@ def build(
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
     dataset.check_id_and_title(profile.name, dataset_id, title, licence)
-    dataset.check_top_level_count(output_dir, OWN_ENTRIES)
+    if not dry_run:
+        dataset.check_top_level_count(output_dir, OWN_ENTRIES)
     allowed = sorted({canonical_name(name) for name in allow_replace})
     kernel_pins(profile, [], allowed)  # an --allow-replace naming no kernel package
-    self_entry = _own_entry(include_self, cache_root, store, profile, say)
+    # A dry run adds kaggle-offline's own wheel to nothing: building it is not a dry run's job.
+    self_entry = None if dry_run else _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
     if previous is not None and (foreign := foreign_entries(output_dir)):
         warnings.append(
@@ -186,12 +229,16 @@ def build(
         )
 
     constraints = [line.text for line in files.constraints]
-    key = _resolution_key(lines, optional_names, profile, index, constraints, allowed, options)
+    fit = _FitSettings(keep_kernel, max_releases, resolve_timeout)
+    key = _resolution_key(lines, optional_names, profile, index, constraints, allowed, options, fit)
     session = _Session(
         profile, index, store, cache_root, optional_names, say,
         constraints=constraints, allow_replace=allowed, options=options,
-        progress=progress_mode(log),
+        progress=progress_mode(log), fit=fit, size_limits=size_limits or SizeLimits(),
+        where=f"{output_dir} ({profile.name})",
     )  # fmt: skip
+    if dry_run:
+        return _dry_run_result(session, lines, output_dir, warnings, previous, started)
     plan = _stored_plan(session, lines, cache_root / "plans" / f"{key}.json", refresh=refresh)
     _check_plan_fits(plan, profile)
     for replacement in plan.replacements:
@@ -216,9 +263,7 @@ def build(
         self_wheel=self_filename,
         tool_version=__version__,
         created=datetime.now(UTC).replace(microsecond=0).isoformat(),
-        extra={"replacements": [r.to_dict() for r in plan.replacements]}
-        if plan.replacements
-        else {},
+        extra=_replacement_extra(plan.replacements, {e.name: e.size for e in entries}),
     )
     metadata = dataset.dataset_metadata(
         profile.name, dataset_id, title, _summary_line(manifest), licence
@@ -248,12 +293,112 @@ def build(
         problems=tuple(problems),
         previous=previous,
         dataset_id=str(metadata["id"]),
+        planned_bytes=sum(entry.size for entry in entries),
+        notes=tuple(session.notes),
         unchanged=previous is not None
         and previous.dataset_id == metadata["id"]
         and updates.unchanged_since(
             previous, {e.name: e.sha256 for e in entries}, str(metadata["title"]), licence
         ),
     )
+
+
+def _dry_run_result(
+    session: _Session,
+    lines: Sequence[RequirementLine],
+    output_dir: Path,
+    warnings: list[str],
+    previous: updates.PreviousBuild | None,
+    started: float,
+) -> BuildResult:
+    """What a build would vendor, skip and replace, with sizes: nothing fetched or written."""
+    plan, items, sizes = session.dry_plan(lines)
+    plan = _pin_replacements(plan)
+    try:
+        by_file = {item.filename: sizes.get(item.name) for item in items}
+        check_sizes(by_file, session.size_limits, session.where)
+    except WheelhouseSizeError as error:
+        warnings.append(f"a real build would stop here: {error}")
+    in_store = {item.name for item in items if item.sha256 and session.store.has(item.sha256)}
+    wheels = [wheel for wheel in plan.wheels if wheel.filename.endswith(".whl")]
+    entries = tuple(
+        WheelEntry(
+            name=wheel.name,
+            version=wheel.version,
+            filename=wheel.filename,
+            sha256=wheel.sha256 or "",
+            size=sizes.get(wheel.name) or 0,
+            requested=wheel.requested,
+            optional=wheel.optional,
+            specifier=wheel.specifier,
+            upgrade_of=wheel.upgrade_of,
+            requires_python=wheel.requires_python,
+            requires_dist=wheel.requires_dist,
+            tags=wheel_tags(wheel.filename),
+        )
+        for wheel in wheels
+    )
+    manifest = Manifest(
+        target=session.profile,
+        requested=tuple(line.text for line in lines),
+        wheels=entries,
+        skipped=tuple(plan.skipped),
+        missing_optional=tuple(plan.missing_optional),
+        optional=tuple(sorted(session.optional_names)),
+        self_wheel=None,
+        tool_version=__version__,
+        created=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        extra=_replacement_extra(plan.replacements, sizes),
+    )
+    known = {name: size for name, size in sizes.items() if size is not None}
+    return BuildResult(
+        manifest=manifest,
+        output_dir=output_dir,
+        downloaded=(),
+        reused=tuple(item.filename for item in items if item.name in in_store),
+        removed=(),
+        seconds=time.perf_counter() - started,
+        resolved=True,
+        warnings=tuple(warnings),
+        replacements=tuple(plan.replacements),
+        previous=previous,
+        dry_run=True,
+        planned_bytes=sum(known.values()),
+        to_download_bytes=sum(size for name, size in known.items() if name not in in_store),
+        unknown_sizes=tuple(
+            sorted(item.filename for item in items if sizes.get(item.name) is None)
+        ),
+        notes=tuple(session.notes),
+        sdists=tuple(
+            wheel.filename for wheel in plan.wheels if not wheel.filename.endswith(".whl")
+        ),
+    )
+
+
+def _pin_replacements(plan: BundlePlan) -> BundlePlan:
+    """A wheel that replaces a kernel package says exactly which version it must be: the
+    installer replaces a kernel version only where it does not satisfy the specifier (a
+    companion such as torchaudio is requested bare, which the kernel's own would satisfy)."""
+    wheels = [
+        replace(wheel, specifier=f"=={wheel.version}")
+        if wheel.upgrade_of is not None and not wheel.specifier
+        else wheel
+        for wheel in plan.wheels
+    ]
+    return replace(plan, wheels=wheels)
+
+
+def _replacement_extra(
+    replacements: Sequence[Replacement], sizes: Mapping[str, int | None]
+) -> dict[str, Any]:
+    """The manifest's record of the kernel packages replaced, each with its wheel's size."""
+    if not replacements:
+        return {}
+    sized = [replace(r, size=sizes.get(r.name, r.size)) for r in replacements]
+    return {
+        "replacements": [r.to_dict() for r in sized],
+        "replacement_bytes": sum(r.size or 0 for r in sized),
+    }
 
 
 def _requested_lines(
@@ -279,8 +424,10 @@ def _resolution_key(
     constraints: Sequence[str],
     allow_replace: Sequence[str],
     options: ResolverOptions,
+    fit: _FitSettings,
 ) -> str:
     inputs = {
+        "keep_kernel": [fit.keep_kernel, fit.max_releases] if fit.keep_kernel else False,
         "plan_format": _PLAN_FORMAT,
         "tool": __version__,
         "pip": resolve.check_pip_version(),
@@ -340,7 +487,15 @@ class _Session:
         allow_replace: Sequence[str] = (),
         options: ResolverOptions | None = None,
         progress: str = "none",
+        fit: _FitSettings | None = None,
+        size_limits: SizeLimits | None = None,
+        where: str = "the wheelhouse",
     ) -> None:
+        self.fit = fit or _FitSettings()
+        self.size_limits = size_limits or SizeLimits()
+        self.where = where
+        self.decision: FitDecision | None = None
+        self.notes: list[str] = []
         self.profile = profile
         self.index = index
         self.store = store
@@ -362,20 +517,60 @@ class _Session:
         requested = parse_requirements(line.text for line in lines)
         return kernel_pins(self.profile, requested, self.allow_replace)
 
+    def _check_fit(self, lines: Sequence[RequirementLine]) -> FitDecision:
+        """Once per build, before pip: the newest releases against the kernel (see
+        :mod:`bundler.resolution.conflict_check`); raises KernelConflictError with the choices."""
+        if self.decision is None:
+            started = time.perf_counter()
+            self.decision = check_fit(
+                [line.text for line in lines],
+                self.profile,
+                self._pins(lines).pins,
+                index=self.index,
+                options=self.options,
+                limits=FitLimits(
+                    max_releases=self.fit.max_releases,
+                    seconds=min(self.fit.resolve_timeout, DEFAULT_PROBE_SECONDS),
+                    pre=self.options.pre,
+                ),
+                keep_kernel=self.fit.keep_kernel,
+                log=self.log,
+                verbose=self.progress != "none",
+            )
+            self.notes += self.decision.notes
+            self.log(
+                f"checked the newest release of {len(self.decision.fits)} requirement(s) against "
+                f"the kernel in {time.perf_counter() - started:.1f} s"
+            )
+        return self.decision
+
     def _resolve(self, lines: Sequence[RequirementLine]) -> Resolution:
         if not lines:
             return Resolution(items=[])
+        decision = self._check_fit(lines)
         self.resolutions += 1
         pins = self._pins(lines)
+        named = {canonical_name(Requirement(line.text).name) for line in lines}
+        companions = [
+            RequirementLine(name, origin="--allow-replace")
+            for name in sorted(pins.companion_requests)
+            if name not in named
+        ]
+        options = replace(
+            self.options,
+            only_binary=tuple(dict.fromkeys([*self.options.only_binary, *decision.only_binary])),
+        )
         result = resolve.resolve(
-            lines,
+            [*lines, *companions],
             self.profile,
             index=self.index,
             blob_dir=self.store.root,
-            constraints=self.constraints,
+            constraints=[*self.constraints, *decision.constraints],
             kernel_pins=pins.pins,
-            options=self.options,
+            options=options,
             log=self.log,
+            preinstalled_requires=pins.companion_requests,
+            timeout=self.fit.resolve_timeout,
         )
         self.downloaded_hashes |= result.captured
         for item in result.items:
@@ -419,6 +614,9 @@ class _Session:
             result, newly_missing, active = self._resolve_tolerating_optionals(active)
             missing += newly_missing
             replacements = self._replacements(result.items, active)
+            sizes = self.sizes(result.items)
+            by_file = {item.filename: sizes.get(item.name) for item in result.items}
+            check_sizes(by_file, self.size_limits, self.where)
             hashes = self._fetch([_fetch_of(item) for item in result.items])
             # An index may give no hash; the file's own hash names it in the store then.
             items = [replace(item, sha256=hashes[item.filename]) for item in result.items]
@@ -439,12 +637,45 @@ class _Session:
                     if canonical_name(Requirement(line.text).name) != dropped.name
                 ]
                 continue
-            return BundlePlan(
-                wheels=wheels,
-                skipped=plan.skipped,
-                missing_optional=missing,
-                replacements=replacements,
+            return _pin_replacements(
+                BundlePlan(
+                    wheels=wheels,
+                    skipped=plan.skipped,
+                    missing_optional=missing,
+                    replacements=replacements,
+                )
             )
+
+    def dry_plan(
+        self, lines: Sequence[RequirementLine]
+    ) -> tuple[BundlePlan, list[ResolvedItem], dict[str, int | None]]:
+        """The full resolution, as a plan, with every file's size: nothing is downloaded."""
+        result, missing, active = self._resolve_tolerating_optionals(list(lines))
+        replacements = self._replacements(result.items, active)
+        sizes = self.sizes(result.items)
+        plan = make_bundle_plan(
+            result.items,
+            parse_requirements(line.text for line in active),
+            self.optional_names,
+            self.profile,
+            missing,
+        )
+        plan.replacements = [replace(r, size=sizes.get(r.name)) for r in replacements]
+        return plan, list(result.items), sizes
+
+    def sizes(self, items: Sequence[ResolvedItem]) -> dict[str, int | None]:
+        """name -> bytes of each item's file: the store's copy, else the index's answer."""
+        sizes: dict[str, int | None] = {}
+        remote = []
+        for item in items:
+            if item.sha256 and self.store.has(item.sha256):
+                sizes[item.name] = self.store.path(item.sha256).stat().st_size
+            else:
+                remote.append(item)
+        found = file_sizes([item.url for item in remote], self.index) if remote else {}
+        for item in remote:
+            sizes[item.name] = found.get(item.url)
+        return sizes
 
     def _replacements(
         self, items: Sequence[ResolvedItem], lines: Sequence[RequirementLine]
@@ -458,8 +689,9 @@ class _Session:
         for line in lines:
             texts.setdefault(canonical_name(Requirement(line.text).name), line.text)
         return check_replacements(
-            chosen, self.profile, pins.released, texts, chains_to(replaced, items)
-        )
+            chosen, self.profile, pins.released, texts, chains_to(replaced, items),
+            companion_of=pins.companion_of,
+        )  # fmt: skip
 
     # --- fetching and building ---------------------------------------------------------------
     def _fetch(self, fetches: Sequence[Fetch]) -> dict[str, str]:

@@ -119,3 +119,28 @@ def _fetch_remote(
                 f"downloading {len(items)} file(s) through pip failed"
                 f" ({tail[-1] if tail else f'exit status {completed.returncode}'})"
             ) from None
+
+
+def file_sizes(urls: Sequence[str], index: IndexSettings) -> dict[str, int | None]:
+    """url -> bytes, without downloading: a local file's size, else the index's Content-Length
+    (asked through pip's session in the shim, as a download would be); None where unknown."""
+    sizes: dict[str, int | None] = {}
+    remote = []
+    for url in urls:
+        if urlsplit(url).scheme == "file":
+            path = Path(urllib.request.url2pathname(urlsplit(url).path))
+            sizes[url] = path.stat().st_size if path.is_file() else None
+        else:
+            remote.append(url)
+    if not remote:
+        return sizes
+    with tempfile.TemporaryDirectory(prefix="kaggle-offline-sizes-") as scratch:
+        result_path = Path(scratch) / "sizes.json"
+        spec = {"mode": "sizes", "urls": remote, "result": str(result_path)}
+        run_shim(spec, Path(scratch), index.pip_args(), index)
+        try:
+            found = json.loads(result_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = {}
+    sizes.update({url: found.get(url) for url in remote})
+    return sizes

@@ -43,6 +43,7 @@ from pathlib import Path
 from runtime.contract.errors import InstallError, WheelhouseError
 from runtime.installer import journal
 from runtime.installer.discovery import Wheelhouse, find_wheelhouses, open_wheelhouse
+from runtime.installer.imported import refuse_if_imported
 from runtime.installer.interpreter import Interpreter, installed_versions
 from runtime.installer.lock import DEFAULT_TIMEOUT, install_lock, lock_path
 from runtime.installer.pip_step import pip_command, remove_pip_debris, run_pip
@@ -97,6 +98,11 @@ def install(
     interpreter, unfinished = _finished_only(interpreter or Interpreter.current(), pending)
     plan = make_plan(found, interpreter, allow_unverified=allow_unverified)
     timings["plan"] = time.perf_counter() - mark
+    replaced = _replaced(plan)
+    if dry_run:
+        warnings += _imported_warnings(replaced)
+    else:
+        refuse_if_imported(replaced)  # before the lock and pip: torch imported is a restart
     say(f"plan: {len(plan.install)} to install, {len(plan.skipped)} satisfied or skipped")
 
     installed: tuple[PlannedWheel, ...] = plan.install if dry_run else ()
@@ -137,6 +143,24 @@ def install(
         pip_ran=pip_ran,
         timings=timings,
     )
+
+
+def _replaced(plan: InstallPlan) -> dict[str, tuple[str, str]]:
+    """name -> (installed, new) for the kernel's packages the plan replaces (ours excepted: the
+    installer that runs is kaggle-offline, and it upgrades itself by design)."""
+    return {
+        w.name: (w.replaces, w.version)
+        for w in plan.install
+        if w.replaces is not None and w.name != "kaggle-offline"
+    }
+
+
+def _imported_warnings(replaced: dict[str, tuple[str, str]]) -> list[str]:
+    try:
+        refuse_if_imported(replaced)
+    except InstallError as error:
+        return [f"a real install would stop: {error}"]
+    return []
 
 
 def _gather(

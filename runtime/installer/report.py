@@ -36,12 +36,14 @@ class InstallReport:
             what = "nothing to install"
         houses = len(self.wheelhouses)
         replaced = [wheel for wheel in self.installed if wheel.replaces]
+        replaced_bytes = sum(wheel.size or 0 for wheel in replaced)
         parts = [
             f"kaggle-offline: {what}",
             *(
                 [
                     "replacing "
                     + ", ".join(f"{w.name} {w.replaces} -> {w.version}" for w in replaced)
+                    + f" ({len(replaced)} wheels, {_size(replaced_bytes)})"
                 ]  # fmt: skip
                 if replaced
                 else []
@@ -107,3 +109,10 @@ class InstallReport:
             "warnings": list(self.warnings),
             "timings": dict(self.timings),
         }
+
+
+def _size(count: int | None) -> str:
+    count = count or 0
+    if count >= 10**9:
+        return f"{count / 1e9:.2f} GB"
+    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"

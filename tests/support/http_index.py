@@ -6,6 +6,8 @@ without downloading wheels. ``cut_after[filename] = n`` makes the next response 
 after ``n`` bytes (a dropped connection) while promising the full length. A Range that starts at
 or beyond the end gets 416 with ``Content-Range: bytes */LENGTH`` (RFC 9110 15.5.17).
 ``credentials=("user", "secret")`` makes every request without that Basic authorization a 401.
+HEAD requests (sizes before downloading, pip's range-request metadata) are kept in ``heads``, apart
+from ``requests``, and answered with the length only with ``answer_head=True`` (else 501).
 
 ``serve_proxy()`` is a forward HTTP proxy on 127.0.0.1 that records every URL it relays, to
 prove that a client really went through it.
@@ -36,6 +38,8 @@ class IndexServer:
     cut_after: dict[str, int] = field(default_factory=dict)
     credentials: tuple[str, str] | None = None
     refused: int = 0  # requests answered 401 for want of the credentials
+    heads: list[str] = field(default_factory=list)  # paths asked with HEAD (sizes, lazy wheels)
+    answer_head: bool = False  # off: HEAD gets 501, as from a minimal server
 
     def count(self, filename: str) -> int:
         return sum(1 for path, _ in self.requests if path.endswith("/" + filename))
@@ -67,6 +71,24 @@ def _handler(server_state: IndexServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:  # keep test output clean
             pass
+
+        def do_HEAD(self) -> None:
+            # As PyPI answers: the length and range support, no body (no credentials case).
+            path_only = self.path.split("?", 1)[0]
+            server_state.heads.append(path_only)
+            if not server_state.answer_head:
+                self.send_error(501)
+                return
+            path = server_state.root / path_only.lstrip("/")
+            if path.is_dir():
+                path = path / "index.html"
+            if server_state.credentials is not None or not path.is_file():
+                self.send_error(404 if server_state.credentials is None else 401)
+                return
+            self.send_response(200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(path.stat().st_size))
+            self.end_headers()
 
         def do_GET(self) -> None:
             range_header = self.headers.get("Range")
@@ -140,9 +162,9 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 @contextmanager
-def serve_index(root: Path) -> Iterator[IndexServer]:
+def serve_index(root: Path, *, answer_head: bool = False) -> Iterator[IndexServer]:
     """Serve ``root`` (which holds ``simple/``) on a free port of 127.0.0.1 until the block ends."""
-    state = IndexServer(root=root)
+    state = IndexServer(root=root, answer_head=answer_head)
     with _serving(_handler(state)) as base:
         state.url = f"{base}/simple"
         yield state
