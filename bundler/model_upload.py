@@ -1,6 +1,6 @@
 """``prepare_model()``: a model checked on the CPU, then a folder for a Kaggle model or dataset upload.
 
-The model is loaded with :func:`runtime.inference.models.load_model`, the loader ``--model``
+The model is loaded with :func:`runtime.pipeline.models.load_model`, the loader ``--model``
 uses in the kernel (every format it accepts, with no special case here), and one window of the
 shape the engine will use is segmented on the CPU through the engine itself. Only then is the
 folder written, so a model that cannot load or run is refused before anything is uploaded.
@@ -93,7 +93,7 @@ def check_model(
         import numpy as np
 
         from runtime.inference.engine import InferenceOptions, Segmenter
-        from runtime.inference.models import load_model
+        from runtime.pipeline.models import load_model
     except ImportError as error:
         raise BundlerError(
             f"checking a model needs torch and numpy here ({error}); install them, e.g. "
