@@ -13,11 +13,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bundler import notebook_inputs
+from bundler.commands.kernel import predict_tokens
 from bundler.errors import BundlerError
-from bundler.kernel import KernelRequest, metadata_problems, write_kernel
-from bundler.kernel_command import predict_tokens
-from bundler.notebook import INPUT_ROOT_VARIABLE, WORKING_DIR_VARIABLE
+from bundler.kaggle import notebook_inputs
+from bundler.kaggle.kernel import KernelRequest, metadata_problems, write_kernel
+from bundler.kaggle.notebook import INPUT_ROOT_VARIABLE, WORKING_DIR_VARIABLE
 from tests.support.netns import offline, require_netns
 from tests.support.notebooks import code_cells
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
