@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -377,11 +377,11 @@ def _check_patch(request: RunRequest, models: Sequence[ModelFacts]) -> None:
 def _mask_rule(
     request: RunRequest, models: Sequence[ModelFacts] | None
 ) -> tuple[MaskRule, tuple[str, ...]]:
-    cleanup = {
-        "min_component_voxels": request.min_component_voxels,
-        "closing_radius": request.closing_radius,
-        "fill_holes": request.fill_holes,
-    }
+    cleanup = MaskRule(
+        min_component_voxels=request.min_component_voxels,
+        closing_radius=request.closing_radius,
+        fill_holes=request.fill_holes,
+    )
     if request.postprocess_file is not None:
         given = [
             option
@@ -409,16 +409,16 @@ def _mask_rule(
         if request.hysteresis is not None and request.foreground_fraction is not None:
             raise OptionError("--hysteresis does not combine with --foreground-fraction")
         low, high = request.hysteresis or (0.5, None)
-        rule = MaskRule(
+        rule = replace(
+            cleanup,
             threshold=low,
             threshold_source="asked",
             hysteresis_high=high,
             foreground_fraction=request.foreground_fraction,
-            **cleanup,  # type: ignore[arg-type]
         )
         return rule, ()
     threshold, source, notes = _threshold(request, models)
-    return MaskRule(threshold=threshold, threshold_source=source, **cleanup), notes  # type: ignore[arg-type]
+    return replace(cleanup, threshold=threshold, threshold_source=source), notes
 
 
 def _threshold(
@@ -500,14 +500,15 @@ def _check_values(request: RunRequest) -> None:
         problems.append(f"--patch-size must be 3 positive integers, got {request.patch_size}")
     if request.time_budget is not None and not request.time_budget > 0:
         problems.append(f"--time-budget must be positive seconds, got {request.time_budget}")
-    for option, value, choices in (
+    choices: tuple[tuple[str, StrEnum | None, type[StrEnum]], ...] = (
         ("--amp", request.amp, Amp),
         ("--checkpoint", request.checkpoint, Checkpoint),
         ("--ensemble-mode", request.ensemble_mode, EnsembleMode),
         ("--probability-encoding", request.probability_encoding, ProbabilityEncoding),
-    ):
-        if value is not None and value not in tuple(choices):
-            problems.append(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    )
+    for option, chosen, allowed in choices:
+        if chosen is not None and chosen not in tuple(allowed):
+            problems.append(f"{option} must be one of {', '.join(allowed)}, got {chosen!r}")
     if request.spacing is not None and not (
         len(request.spacing) == 3 and all(0 < v < math.inf for v in request.spacing)
     ):

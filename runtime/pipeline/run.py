@@ -1,9 +1,10 @@
 """Volumes in, validated submission.zip out: the pipeline behind ``python -m runtime predict``.
 
-Three stages run at once so the accelerator never waits for disk: a reader thread decodes the
-next volume, the engine segments the current one, and a writer thread post-processes and writes
-the previous mask. Queues between them hold at most ``prefetch`` volumes, so host memory stays
-bounded however many volumes there are.
+Three stages run at once so the accelerator never waits for disk (the threads and bounded queues
+are :mod:`runtime.pipeline.stages`): a reader decodes the next volume, the engine segments the
+current one, and a writer exports the previous one (:mod:`runtime.volumes.export`). The run's
+settings are resolved by :func:`runtime.contract.settings.resolve`; this module is the run and its
+failure policy.
 
 Before any work, every output is checked against the inputs and each other, and an earlier
 submission.zip is moved to ``<name>.previous.zip``, so that a failed or killed run never leaves it
@@ -33,13 +34,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import queue
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,10 +178,7 @@ def predict(
                 )
 
 
-# --- the three stages ----------------------------------------------------------------------------
-_DONE = object()  # end of a queue
-
-
+# --- the three stages (threads: runtime.pipeline.stages) --------------------------------------
 @dataclasses.dataclass
 class _Item:
     """A volume travelling from the reader to the writer."""
@@ -201,86 +198,72 @@ def _run_pipeline(
     export: Export,
     log: Log,
 ) -> None:
+    from runtime.pipeline.stages import run_stages
+
     readable = [record for record in records if record.status != "no-mask"]
-    stop = threading.Event()
-    read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
-    write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
     progress = _Progress(len(records), progress_bar, log)
     log = progress.log
     for record in records:
         if record.status == "no-mask":
             progress.done(record)
+    keep_slice = export.preview_dir is not None
+    warned: set[str] = set()
 
-    reader = threading.Thread(
-        target=_guarded(_read_all, stop),
-        args=(readable, read_queue, stop, export.preview_dir is not None),
-        name="predict-reader",
-        daemon=True,
-    )
-    writer = threading.Thread(
-        target=_guarded(_write_all, stop),
-        args=(write_queue, stop, export, progress, log),
-        name="predict-writer",
-        daemon=True,
-    )
-    reader.start()
-    writer.start()
-    in_flight: dict[str, _Item] = {}
-    feed = _EngineFeed(read_queue, write_queue, in_flight, stop, log)
+    def warn_once(message: str) -> None:
+        if message not in warned:
+            warned.add(message)
+            log(f"warning: {message}")
+
     try:
-        outcomes = segmenter.segment_many(
-            feed, total=len(readable), after_seconds=lambda: _zip_seconds(records)
+        run_stages(
+            readable,
+            read=lambda record: _read_one(record, keep_slice),
+            ready=lambda item: _engine_input(item, log),
+            engine=lambda feed: segmenter.segment_many(
+                feed, total=len(readable), after_seconds=lambda: _zip_seconds(records)
+            ),
+            take=lambda item, outcome: _take_result(item, outcome, log),
+            write=lambda item: _write_one(item, export, progress, warn_once, log),
+            prefetch=prefetch,
         )
-        for volume_id, outcome in outcomes:
-            item = in_flight.pop(volume_id)
-            _take_result(item, outcome, log)
-            if stop.is_set() or not _put(write_queue, item, stop):
-                break  # the reader or writer died; its error is raised below
-    except BaseException:
-        stop.set()
-        raise
     finally:
-        _put(write_queue, _DONE, stop, force=True)
-        writer.join()
-        stop.set()  # releases a reader still blocked on a full queue after an engine failure
-        reader.join()
         progress.close()
-    if getattr(writer, "error", None) is not None:
-        raise writer.error  # type: ignore[attr-defined]
-    if getattr(reader, "error", None) is not None:
-        raise reader.error  # type: ignore[attr-defined]
 
 
-def _read_all(
-    records: list[VolumeRecord], out: queue.Queue[Any], stop: threading.Event, keep_slice: bool
-) -> None:
-    """Reader thread: decode each volume in order; a bad one travels on with its error."""
+def _read_one(record: VolumeRecord, keep_slice: bool) -> _Item:
+    """Reader thread: decode one volume; a bad one travels on with its error."""
     from runtime.volumes.tiff import read_volume_header, read_volume_with_header
 
-    for record in records:
-        if stop.is_set():
-            return
-        item = _Item(record)
-        started = time.perf_counter()
-        header = None
-        try:
-            header, item.volume = read_volume_with_header(Path(record.path or ""), name=record.path)
-            if keep_slice:
-                item.preview_slice = item.volume[item.volume.shape[0] // 2].copy()
-        except Exception as error:  # one volume's failure, whatever its kind, is that volume's
-            item.volume = item.preview_slice = None
-            record.errors.append(_read_error(record, error))
-            with contextlib.suppress(Exception):
-                # A header that parses (and is plausible) still gives the shape for a stand-in.
-                header = read_volume_header(Path(record.path or ""), name=record.path)
-        record.read_seconds = time.perf_counter() - started
-        if header is not None:
-            record.shape = list(header.shape)
-            record.dtype, record.compression = header.dtype, header.compression
-            record.decoder = header.decoder
-        if not _put(out, item, stop):
-            return
-    _put(out, _DONE, stop, force=True)
+    item = _Item(record)
+    started = time.perf_counter()
+    header = None
+    try:
+        header, item.volume = read_volume_with_header(Path(record.path or ""), name=record.path)
+        if keep_slice:
+            item.preview_slice = item.volume[item.volume.shape[0] // 2].copy()
+    except Exception as error:  # one volume's failure, whatever its kind, is that volume's
+        item.volume = item.preview_slice = None
+        record.errors.append(_read_error(record, error))
+        with contextlib.suppress(Exception):
+            # A header that parses (and is plausible) still gives the shape for a stand-in.
+            header = read_volume_header(Path(record.path or ""), name=record.path)
+    record.read_seconds = time.perf_counter() - started
+    if header is not None:
+        record.shape = list(header.shape)
+        record.dtype, record.compression = header.dtype, header.compression
+        record.decoder = header.decoder
+    return item
+
+
+def _engine_input(item: _Item, log: Log) -> tuple[str, np.ndarray] | None:
+    """A readable volume for the engine (which then holds its only reference); one that failed
+    to read bypasses the engine, its errors said now."""
+    if item.volume is None:
+        for error in item.record.errors:
+            log(f"error: {error}")
+        return None
+    volume, item.volume = item.volume, None
+    return item.record.id, volume
 
 
 def _read_error(record: VolumeRecord, error: Exception) -> str:
@@ -294,47 +277,6 @@ def _problem(error: Exception) -> str:
     if isinstance(error, MemoryError):
         return "out of host memory"
     return f"{type(error).__name__}: {first_line(error)}"
-
-
-class _EngineFeed:
-    """The iterable handed to ``segment_many``: readable volumes only, in input order.
-
-    Volumes that failed to read bypass the engine and go straight to the writer. A lock makes
-    it safe for an engine that pulls from several threads.
-    """
-
-    def __init__(
-        self,
-        source: queue.Queue[Any],
-        bypass: queue.Queue[Any],
-        in_flight: dict[str, _Item],
-        stop: threading.Event,
-        log: Log,
-    ) -> None:
-        self._source, self._bypass, self._in_flight = source, bypass, in_flight
-        self._stop, self._log = stop, log
-        self._lock = threading.Lock()
-        self._finished = False
-
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        return self
-
-    def __next__(self) -> tuple[str, np.ndarray]:
-        with self._lock:
-            while not self._finished:
-                item = _get(self._source, self._stop)
-                if item is _DONE or item is None:
-                    self._finished = True
-                    break
-                if item.volume is None:
-                    for error in item.record.errors:
-                        self._log(f"error: {error}")
-                    _put(self._bypass, item, self._stop)
-                    continue
-                volume, item.volume = item.volume, None  # the engine holds the only reference
-                self._in_flight[item.record.id] = item
-                return item.record.id, volume
-            raise StopIteration
 
 
 def _take_result(item: _Item, outcome: Any, log: Log) -> None:
@@ -364,38 +306,22 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
     item.probability = getattr(outcome, "probability", None)
 
 
-def _write_all(
-    source: queue.Queue[Any],
-    stop: threading.Event,
-    export: Export,
-    progress: _Progress,
-    log: Log,
-) -> None:
-    """Writer thread: each volume's outputs (see :mod:`runtime.volumes.export`), then progress."""
+def _write_one(item: _Item, export: Export, progress: _Progress, warn: Log, log: Log) -> None:
+    """Writer thread: the volume's outputs (see :mod:`runtime.volumes.export`), then progress;
+    whatever fails here, memory included, is this volume's failure, not the run's."""
     from runtime.volumes.export import export_volume
 
-    warned: set[str] = set()
-
-    def warn_once(message: str) -> None:
-        if message not in warned:
-            warned.add(message)
-            log(f"warning: {message}")
-
-    while True:
-        item = _get(source, stop, wait_for_done=True)
-        if item is _DONE or item is None:
-            return
-        record: VolumeRecord = item.record
-        try:
-            probability, item.probability = item.probability, None
-            export_volume(
-                record, item.mask, probability, item.preview_slice, export, warn=warn_once, log=log
-            )
-        except Exception as error:  # memory included: this volume's failure, not the run's
-            item.mask = None
-            _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
-            record.status = "no-mask"
-        progress.done(record)
+    record = item.record
+    try:
+        probability, item.probability = item.probability, None
+        export_volume(
+            record, item.mask, probability, item.preview_slice, export, warn=warn, log=log
+        )
+    except Exception as error:
+        item.mask = None
+        _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
+        record.status = "no-mask"
+    progress.done(record)
 
 
 def _write_probability_manifest(
@@ -778,45 +704,6 @@ def _missing_message(missing: list[str], csv_path: Path | None) -> str:
 def _ids(records: list[VolumeRecord]) -> str:
     ids = [r.id for r in records]
     return ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-
-
-def _put(
-    target: queue.Queue[Any], item: Any, stop: threading.Event, *, force: bool = False
-) -> bool:
-    """Put without blocking forever: give up once ``stop`` is set (unless ``force``)."""
-    while True:
-        try:
-            target.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            if stop.is_set() and not force:
-                return False
-            if stop.is_set() and force:
-                with contextlib.suppress(queue.Empty):  # after a stop, nobody needs what is queued
-                    target.get_nowait()
-
-
-def _get(source: queue.Queue[Any], stop: threading.Event, *, wait_for_done: bool = False) -> Any:
-    """Get, returning None once ``stop`` is set, unless waiting for the end marker."""
-    while True:
-        try:
-            return source.get(timeout=0.1)
-        except queue.Empty:
-            if stop.is_set() and not wait_for_done:
-                return None
-
-
-def _guarded(function: Callable[..., None], stop: threading.Event) -> Callable[..., None]:
-    """Run a stage, keeping an unexpected exception on the thread for the main thread to raise."""
-
-    def run(*args: Any) -> None:
-        try:
-            function(*args)
-        except BaseException as error:
-            threading.current_thread().error = error  # type: ignore[attr-defined]
-            stop.set()
-
-    return run
 
 
 def _print_line(message: str) -> None:
