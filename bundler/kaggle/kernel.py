@@ -4,7 +4,8 @@
 defaults what is left out in ways a code-competition submission cannot afford
 (``enable_internet`` defaults to *true* in ``kernels_push``). Everything is checked before
 anything is written: the references as the CLI checks them (:mod:`bundler.kaggle.refs`), the
-predict options by predict's own argument definitions, the finished metadata by
+predict options by predict's own argument definitions and settings resolution, the finished
+metadata by
 :func:`metadata_problems` (the CLI's rules and ours) and the notebook by nbformat's schema.
 """
 

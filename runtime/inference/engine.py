@@ -210,9 +210,12 @@ class Segmenter:
         self.decisions: list[Decision] = []
         self._member: str | None = None  # the ensemble member whose decisions are being made
         self._cpu_lock = threading.Lock()
-        ensemble = model if isinstance(model, Ensemble) else None
-        models = list(ensemble.members) if ensemble else [model]
-        weights = list(ensemble.weights) if ensemble else [1.0]
+        ensemble: Ensemble | None = None
+        models: list[SegmentationModel] = []
+        if isinstance(model, Ensemble):
+            ensemble, models, weights = model, list(model.members), list(model.weights)
+        else:
+            models, weights = [model], [1.0]
         self.ensemble_mode = ensemble.mode if ensemble else None
         overlaps = self.options.overlap
         if not isinstance(overlaps, tuple):

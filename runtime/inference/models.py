@@ -65,7 +65,8 @@ def load_model(
     (for nnU-Net: a label value of dataset.json). ``folds`` (``0``, ``1``, ..., ``"all"`` for
     fold_all; None: every numbered fold with the checkpoint), ``checkpoint`` (``"final"`` or
     ``"best"``) and ``spacing`` (of the input volumes, Z, Y, X; None: 1, 1, 1) concern nnU-Net
-    folders only. Raises ModelError naming the file and what is wrong.
+    folders only (:func:`runtime.contract.settings.resolve` refuses them for any other model,
+    once it knows what each one is). Raises ModelError naming the file and what is wrong.
     """
     path = Path(spec)
     if path.is_dir():

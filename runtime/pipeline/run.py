@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +170,9 @@ def predict(
             run["decisions"] = [_plain(decision) for decision in decisions]
             run["seconds"] = round(time.perf_counter() - started, 3)
             if settings.save_probabilities is not None:
-                _write_probability_manifest(settings, records, run, log)
+                _write_probability_manifest(
+                    settings.save_probabilities, settings, records, run, log
+                )
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
                 _clean_workdir(
@@ -325,14 +327,16 @@ def _write_one(item: _Item, export: Export, progress: _Progress, warn: Log, log:
 
 
 def _write_probability_manifest(
-    settings: RunSettings, records: list[VolumeRecord], run: dict[str, Any], log: Log
+    folder: Path, settings: RunSettings, records: list[VolumeRecord], run: dict[str, Any], log: Log
 ) -> None:
     from runtime.volumes.probability import write_manifest
 
-    saved = {r.id: r.shape for r in records if r.probability_file and r.shape and not r.errors}
+    saved: dict[str, Sequence[int]] = {
+        r.id: r.shape for r in records if r.probability_file and r.shape and not r.errors
+    }
     try:
         path = write_manifest(
-            settings.save_probabilities,
+            folder,
             str(settings.probability_encoding),
             saved,
             {"input": run.get("input"), "models": [choice.spec for choice in settings.models]},

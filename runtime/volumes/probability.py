@@ -12,7 +12,7 @@ an earlier run (or a volume that failed this time) are never taken for this run'
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +119,7 @@ def load_probability(path: Path | str, *, mmap: bool = True) -> np.ndarray:
 
 
 def write_manifest(
-    folder: Path | str, encoding: str, volumes: dict[str, Sequence[int]], source: dict[str, Any]
+    folder: Path | str, encoding: str, volumes: Mapping[str, Sequence[int]], source: dict[str, Any]
 ) -> Path:
     from runtime.contract.files import write_json_atomically
 
