@@ -238,7 +238,7 @@ def test_nnunet_options_for_another_model_are_refused_in_one_line(
     assert status == 2 and not out.exists()
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line == (
-        f"error: {option[0]} concern nnU-Net trained-model folders only, and "
+        f"error: {option[0]} concerns nnU-Net trained-model folders only, and "
         f"{tiny_model.name} is not one"
     )
 

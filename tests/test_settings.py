@@ -41,7 +41,7 @@ def test_nnunet_options_are_refused_for_models_that_are_not_nnunet_folders(
     flag = "--" + option
     for facts in (UNET, PROGRAM):
         text = _refused(request, [facts])
-        assert text.startswith(f"{flag} concern nnU-Net trained-model folders only")
+        assert text.startswith(f"{flag} concerns nnU-Net trained-model folders only")
         assert f"{facts.name} is not one" in text
     settings = resolve(request, [NNUNET])
     assert getattr(settings.nnunet, option) == value

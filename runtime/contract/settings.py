@@ -355,8 +355,9 @@ def _nnunet(request: RunRequest, models: Sequence[ModelFacts] | None) -> NnunetS
     if given and models is not None:
         others = [m.name for m in models if m.format != ModelFormat.NNUNET]
         if len(others) == len(models):
+            verb = "concern" if len(given) > 1 else "concerns"
             raise OptionError(
-                f"{', '.join(given)} concern nnU-Net trained-model folders only, and "
+                f"{', '.join(given)} {verb} nnU-Net trained-model folders only, and "
                 f"{_names(others)} {'is' if len(others) == 1 else 'are'} not one"
             )
     checkpoint = Checkpoint(request.checkpoint or Checkpoint.FINAL)
