@@ -114,6 +114,17 @@ def test_segment_equals_the_reference_with_tta_and_a_threshold() -> None:
     assert "decision: patch_size = 12x16x14 (asked, rounded up to multiples of 2)" in log
 
 
+def test_benches_reach_the_probed_forward_through_a_public_method() -> None:
+    model = unet_model()
+    segmenter = Segmenter(model, small_options())
+    probed = segmenter.probed_forward()
+    assert probed.device == torch.device("cpu") and probed.batch_size == segmenter.batch_size
+    assert probed.batch_seconds > 0 and probed.forward.precision == "fp32"
+    batch = torch.randn(probed.batch_size, 1, *segmenter.patch_size)
+    with torch.inference_mode():
+        torch.testing.assert_close(probed.forward(batch), model.foreground_logits(batch))
+
+
 def test_patch_size_comes_from_the_model_or_a_default() -> None:
     model = unet_model()
     model.recommended = {"patch_size": [8, 8, 8]}
