@@ -1,8 +1,8 @@
 """Volumes in, validated submission.zip out: ``python -m runtime predict`` (see :mod:`.run`).
 
 ``run`` is the run and its failure policy; ``stages`` the thread plumbing of its three stages
-(reader, engine, writer); ``models`` loads the run's models (``demo`` too) and tells the settings
-what they are.
+(reader, engine, writer); ``models`` loads the run's models (``demo`` too), tells the settings
+what they are and sets up the engine (``set_up_engine``, for any runner of a ``RunRequest``).
 
 May import: the standard library, :mod:`runtime.contract`, :mod:`runtime.volumes`,
 :mod:`runtime.inference` and :mod:`runtime.samples` (the demo model), never

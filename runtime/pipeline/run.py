@@ -104,7 +104,7 @@ def predict(
     in every case that got past the checks of the inputs and outputs.
     """
     # torch first: without it the run stops before anything is read, moved or written
-    from runtime.inference.engine import Segmenter  # noqa: F401
+    from runtime.pipeline.models import set_up_engine
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
     from runtime.volumes.submission import id_problem
@@ -156,7 +156,12 @@ def predict(
         try:
             if inputs.missing and settings.strict:  # the run would fail: fail before the work
                 raise InputError(_missing_message(inputs.missing, inputs.csv_path))
-            settings, segmenter = _set_up(request, settings, segmenter, log, budget_start)
+            settings, segmenter = set_up_engine(
+                request, log, segmenter=segmenter, budget_start=budget_start
+            )
+            _, decided, encoding = masks
+            if decided is not None:
+                log(f"masks: {decided.describe()} (on {encoding} probabilities)")
             run["options"] = _options_summary(settings, masks)
             _run_pipeline(records, segmenter, settings.prefetch, settings.progress_bar, export, log)
             report = _assemble(records, output, metrics_path, settings, workdir, log, run)
@@ -467,50 +472,6 @@ def _zip_seconds(records: list[VolumeRecord]) -> float:
         return 0.0
     masks = sum(record.status != "no-mask" for record in records)
     return _ZIP_SECONDS_PER_VOXEL * sum(sizes) / len(sizes) * masks
-
-
-def _set_up(
-    request: RunRequest,
-    settings: RunSettings,
-    segmenter: Segmenter | None,
-    log: Log,
-    budget_start: float,
-) -> tuple[RunSettings, Segmenter]:
-    """Load the models (unless an engine is given), resolve the settings again with what they
-    are and recommend, and set up the engine; every choice is logged."""
-    from runtime.inference.engine import InferenceOptions, Segmenter
-    from runtime.pipeline.models import load_run_models, model_facts
-
-    model = segmenter.model if segmenter is not None else load_run_models(settings)
-    settings = resolve(request, model_facts(model))
-    log(f"model: {model.name}")
-    for member in getattr(model, "members", [model]):
-        summary = getattr(member, "summary", None)
-        if summary:  # what an nnU-Net folder was read as: trainer, folds, foreground, mirroring
-            log(f"model {member.name}: {summary}")
-    for note in settings.notes:
-        log(note)
-    rule = settings.mask
-    _, decided, encoding = _masks(settings)
-    if decided is not None:
-        log(f"masks: {decided.describe()} (on {encoding} probabilities)")
-    if segmenter is not None:
-        return settings, segmenter
-    overlaps = tuple(choice.overlap for choice in settings.models)
-    options = InferenceOptions(
-        patch_size=settings.patch_size,
-        overlap=overlaps if len(overlaps) > 1 else overlaps[0],
-        batch_size=settings.batch_size,
-        threshold=rule.threshold,
-        tta_axes=settings.tta_axes,
-        device=settings.device,
-        amp=settings.amp,
-        compile=settings.compile,
-        time_budget=settings.time_budget,
-        time_budget_start=budget_start,
-        keep_probability=settings.keeps_probability,
-    )
-    return settings, Segmenter(model, options, log=log)
 
 
 Masks = tuple[PostprocessOptions, "MaskSettings | None", str]
