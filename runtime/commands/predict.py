@@ -310,13 +310,16 @@ def request_from_args(args: argparse.Namespace, *, models: list[str] | None = No
 
 def run(args: argparse.Namespace) -> int:
     from runtime.commands import log_to_stderr
+    from runtime.contract.settings import resolve
     from runtime.pipeline import predict
     from runtime.samples.demo import demo_warning
 
+    request = request_from_args(args)
+    resolve(request)  # options that do not apply or conflict are refused before any warning
     warning = demo_warning(args.models or [], args.input)  # said before the run and after it
     if warning:
         log_to_stderr(warning)
-    predict(args.input, args.output, request_from_args(args))
+    predict(args.input, args.output, request)
     if warning:
         log_to_stderr(warning)
     return 0
