@@ -4,7 +4,7 @@
     python -m nox -s kaggle_no_imagecodecs   # the same without imagecodecs: LZW read through Pillow
     python -m nox -s kaggle_old_layout       # /kaggle/input/<slug>/ mounts and a flat wheelhouse
     python -m nox -s tests                   # the test suite (what .ci/run calls)
-    python -m nox -s lint                    # ruff
+    python -m nox -s lint                    # ruff and mypy
 
 The "kernel" is a fresh virtual environment that sees only a simulated Kaggle image (torch, numpy,
 scipy, Pillow, tifffile, ...: built once under .nox/_kaggle-image and reused by every session, so
@@ -39,6 +39,7 @@ KAGGLE_IMAGE_PACKAGES = ("numpy", "scipy", "Pillow", "tifffile", "psutil", "tqdm
 TORCH_REQUIREMENT = "torch==2.13.0"
 DYNAMIC_NETWORK_ARCHITECTURES = "dynamic-network-architectures>=0.4.4,<0.5"  # nnunetv2 2.8's range
 TORCH_INDEX_VARIABLE = "KAGGLE_OFFLINE_TORCH_INDEX_URL"
+MYPY = "mypy==2.4.1"
 COMPETITION = "vesuvius-challenge-surface-detection"
 DATASET_OWNER, DATASET_SLUG = "kaggle-offline-demo", "kaggle-offline-wheels"
 MODEL_SLUG, MODEL_VARIATION = "demo-unet", "default"
@@ -53,10 +54,15 @@ _PIP_LEAKS = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CON
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
+    """ruff (lint and formatting), then mypy (what it checks: [tool.mypy] in pyproject.toml)."""
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # mypy checks against the real libraries: torch, numpy and scipy from the simulated image (as
+    # `tests` does), the extras for the rest. Pinned: a new release may find new errors.
+    _attach_kaggle_image(session, Path(session.virtualenv.location))
+    session.install("-e", ".[bundler,predict]", MYPY)
+    session.run("mypy")
 
 
 @nox.session

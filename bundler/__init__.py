@@ -8,7 +8,8 @@ checks a model and writes its upload folder; ``write_kernel()`` writes the noteb
 so that pip's subprocesses (``bundler.resolution.pip_shim``, ``bundler.wheelhouse.transport``)
 start fast.
 
-Rooms, each importing only the ones before it (tests/test_layers.py checks it):
+Rooms: errors, blobs <- resolution, kaggle <- wheelhouse <- commands; each imports only the rooms
+it points at (tests/test_layers.py checks every import):
 
 - ``bundler.errors``, ``bundler.blobs``: the bundler's errors and its sha256-keyed file store;
 - ``bundler.resolution``: profiles, requirement files, pip's resolver run for the target;
@@ -18,9 +19,11 @@ Rooms, each importing only the ones before it (tests/test_layers.py checks it):
 
 May import: the standard library, pip (in its subprocesses), ``packaging``, ``build`` and
 :mod:`runtime.contract` (the manifest and profile it writes), plus ``runtime.commands.predict``
-(predict's option definitions, argparse only) in ``bundler.kaggle.kernel``; never the kernel's
-layers below it, except ``runtime.inference`` inside ``bundler.kaggle.model_upload``'s functions:
-the model check runs the kernel's own loader and engine (torch).
+(predict's option definitions, argparse only) in ``bundler.kaggle.kernel`` and the commands, and
+``runtime.commands.parsing`` (the parser both CLIs share) in ``__main__`` and the commands; never
+the kernel's layers below it, except ``runtime.inference`` inside
+``bundler.kaggle.model_upload``'s functions: the model check runs the kernel's own loader and
+engine (torch).
 """
 
 from __future__ import annotations

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from runtime import __version__
 from runtime.commands import COMMANDS
 from runtime.commands.parsing import HelpfulParser
-from runtime.contract.errors import KaggleOfflineError
+from runtime.commands.termination import EXIT_TERMINATED, terminate_as_error
+from runtime.contract.errors import KaggleOfflineError, Terminated
 
 
 def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
@@ -29,12 +31,26 @@ def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    as_process = argv is None  # `python -m runtime` or the kaggle-runtime script
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = next((arg for arg in argv if arg in COMMANDS), None)
     args = _build_parser(chosen).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command].module)
     try:
-        return int(module.run(args) or 0)
+        with terminate_as_error():
+            return int(module.run(args) or 0)
+    except Terminated as error:
+        print(
+            f"error: {error}; what the run records was written and its temporaries removed",
+            file=sys.stderr,
+            flush=True,
+        )
+        if as_process:
+            # An engine thread still inside a torch op would abort the interpreter's shutdown
+            # ("terminate called without an active exception"): the run is unwound, so leave.
+            sys.stdout.flush()
+            os._exit(EXIT_TERMINATED)
+        return EXIT_TERMINATED
     except KaggleOfflineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

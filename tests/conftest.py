@@ -1,8 +1,10 @@
-"""Session-wide fixtures: the project's own wheel, built once from the working tree."""
+"""Session-wide fixtures (the project's own wheel, built once from the working tree) and the
+opt-in markers."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,19 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _SOURCES = ("pyproject.toml", "README.md", "bundler", "runtime")
+# Run only when -m names them (the real registry, a CUDA device). Deselected here rather than by
+# an -m in addopts, which a user's own -m (say -m "not slow") would replace and so let them in.
+OPT_IN_MARKERS = ("network", "gpu")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    named = set(re.findall(r"[A-Za-z_]\w*", config.getoption("markexpr") or ""))
+    left_out = [marker for marker in OPT_IN_MARKERS if marker not in named]
+    deselected = [i for i in items if any(i.get_closest_marker(m) for m in left_out)]
+    dropped = set(deselected)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [i for i in items if i not in dropped]
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,10 @@ from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, session_template
 from tests.support.wheelhouses import bundle, kernel_profile, session_index
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+]  # slow: every test installs wheels with real pip in a fresh venv
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

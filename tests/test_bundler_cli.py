@@ -89,6 +89,7 @@ def test_profiles_command_lists_the_builtins() -> None:
     assert names == [profile.name for profile in builtin_profiles()]
 
 
+@pytest.mark.slow
 def test_build_then_verify_then_tamper(tmp_path: Path, project_wheel: Path) -> None:
     index = make_fixture_index(tmp_path)
     house = tmp_path / "house"
@@ -131,6 +132,7 @@ def test_build_then_verify_then_tamper(tmp_path: Path, project_wheel: Path) -> N
         ("[]", "must be a JSON object"),
     ],
 )
+@pytest.mark.slow
 def test_crafted_dataset_metadata_is_one_verify_line_and_a_fresh_build(
     tmp_path: Path, project_wheel: Path, text: str, expected: str
 ) -> None:
@@ -173,6 +175,7 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
     assert "manifest not found" in completed.stdout
 
 
+@pytest.mark.slow
 def test_requirement_files_are_read_with_comments_continuations_and_nesting(tmp_path: Path) -> None:
     index = make_fixture_index(tmp_path)
     (tmp_path / "base.txt").write_text("ko-lib>=1  # the library\n")
@@ -189,6 +192,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_a_lock_file_with_hashes_an_index_find_links_and_constraints(tmp_path: Path) -> None:
     index = make_fixture_index(tmp_path)
     lib = _sha256(tmp_path / "index" / "simple" / "ko-lib" / "ko_lib-2.0-py3-none-any.whl")
@@ -218,6 +222,7 @@ def test_a_lock_file_with_hashes_an_index_find_links_and_constraints(tmp_path: P
     assert message.startswith("ko-lib==2.0: the file's sha256 ") and "1111" in message
 
 
+@pytest.mark.slow
 def test_pre_releases_only_with_pre(tmp_path: Path) -> None:
     local = tmp_path / "local"
     make_wheel(local, "ko-beta", "2.0b1")
@@ -252,6 +257,7 @@ def test_requirement_file_lines_the_bundler_cannot_honour(
     assert str(caught.value).startswith(f"{tmp_path / 'bad.txt'}:2: ")
 
 
+@pytest.mark.slow
 def test_options_and_requirements_may_be_intermixed(tmp_path: Path) -> None:
     index = make_fixture_index(tmp_path)
     house = tmp_path / "house"
@@ -288,6 +294,7 @@ def test_build_refuses_a_folder_that_would_exceed_fifty_top_level_files(tmp_path
                       include_self=False, dataset_id="tester/ko-wheels")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_build_prints_every_problem_verify_finds_and_exits_non_zero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,6 +312,7 @@ def test_build_prints_every_problem_verify_finds_and_exits_non_zero(
     assert "next: kaggle datasets create" not in completed.stdout
 
 
+@pytest.mark.slow
 def test_a_resolution_leaves_no_temporary_folders(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,8 @@ from bundler.wheelhouse.transport import Progress
 from tests.support.http_index import add_core_metadata, serve_index, serve_proxy
 from tests.support.packages import make_index, make_wheel
 
+pytestmark = pytest.mark.slow  # every test downloads through pip's session in a subprocess
+
 BIG = "ko_big-1.0-py3-none-any.whl"
 SMALL = "ko_small-1.0-py3-none-any.whl"
 

@@ -20,6 +20,8 @@ from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index
 from tests.support.packages import make_wheel
 
+pytestmark = pytest.mark.slow  # every test builds wheelhouses through pip's resolver
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> dict[str, Path | str]:

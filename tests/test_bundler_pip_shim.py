@@ -7,6 +7,9 @@ Each test plays a future pip by changing, before the shim runs, how this pip com
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,8 +17,11 @@ import pytest
 
 import bundler
 from bundler.errors import PipVersionError
+from bundler.resolution.pip_protocol import ENTRY_MODULES
 from bundler.resolution.pip_shim import REQUIRED_CALLS, bypassed_patches
 from tests.support.packages import make_index, make_wheel
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _TAGS_ELSEWHERE = """
     # A pip that computes the supported tags without compatibility_tags.get_supported().
@@ -69,10 +75,12 @@ def _build(index: str, root: Path) -> bundler.BuildResult:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_every_required_patch_is_called_in_a_real_resolution(index: str, tmp_path: Path) -> None:
     assert _build(index, tmp_path).manifest.wheel("ko-lib") is not None  # the control
 
 
+@pytest.mark.slow
 def test_a_patch_without_effect_is_an_error_before_pip_runs(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,6 +94,7 @@ def test_a_patch_without_effect_is_an_error_before_pip_runs(
     assert not (tmp_path / "house" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_a_patch_that_pip_no_longer_calls_is_an_error(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +104,7 @@ def test_a_patch_that_pip_no_longer_calls_is_an_error(
     assert "pip never called the patched installed" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_report_for_another_environment_is_an_error(
     index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,3 +124,26 @@ def test_bypassed_patches_names_each_missing_call() -> None:
         "installed@pip._internal.resolution.resolvelib.factory"
     )
     assert bypassed_patches({**calls, "requires-python": 0}) == ["installed", "requires-python"]
+
+
+@pytest.mark.parametrize("mode", sorted(ENTRY_MODULES))
+def test_each_pip_subprocess_refuses_a_spec_of_the_other_mode_in_one_line(
+    tmp_path: Path, mode: str
+) -> None:
+    """The resolver shim and the downloader share one entry point (pip_protocol.main): each reads
+    only its own kind of SPEC and says which file it was given."""
+    other = next(m for m in ENTRY_MODULES if m != mode)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"mode": other}), encoding="utf-8")
+    completed = subprocess.run(
+        [sys.executable, "-m", ENTRY_MODULES[mode], str(spec), "--"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [f"{spec} is a {other!r} spec, not {mode!r}"]
+    usage = subprocess.run(
+        [sys.executable, "-m", ENTRY_MODULES[mode]], capture_output=True, text=True, cwd=ROOT,
+        check=False,
+    )  # fmt: skip
+    assert usage.returncode == 2
+    assert usage.stderr.strip() == f"usage: python -m {ENTRY_MODULES[mode]} SPEC.json -- PIP-ARGS"

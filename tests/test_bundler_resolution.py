@@ -27,6 +27,8 @@ from runtime.contract.manifest import Manifest
 from runtime.contract.profile import TargetProfile
 from tests.support.bundler_fixtures import CP311_ABI3, CP312_ONLY, make_fixture_index
 
+pytestmark = pytest.mark.slow  # every test builds wheelhouses through pip's resolver
+
 PROFILES = ("kaggle-py312", "kaggle-py311")
 REQUESTED = ["ko-app", "ko-codecs", "tifffile>=2026.11", "scipy"]
 

@@ -11,6 +11,8 @@ from bundler.errors import SdistBuildError
 from tests.support.packages import make_index, make_wheel
 from tests.support.sdists import make_sdist
 
+pytestmark = pytest.mark.slow  # every test builds sdists into wheels with pip
+
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> str:

@@ -104,6 +104,7 @@ def installed_bundler(tmp_path: Path, project_wheel: Path) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_an_installed_bundler_rebuilds_its_own_wheel(
     tmp_path: Path, installed_bundler: Path, project_wheel: Path
 ) -> None:
@@ -161,6 +162,7 @@ def test_an_installed_bundler_rebuilds_its_own_wheel(
     assert (elsewhere / "house2" / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
 
 
+@pytest.mark.slow
 def test_an_edited_installation_is_refused_before_resolving(
     tmp_path: Path, installed_bundler: Path
 ) -> None:

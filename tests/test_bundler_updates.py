@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bundler.wheelhouse.updates import PreviousBuild, previous_build, upload_command, wheel_changes
 from tests.support.bundler_fixtures import make_fixture_index
 
@@ -32,6 +34,7 @@ def _next(completed: subprocess.CompletedProcess[str]) -> str:
     return line.removeprefix("next: ")
 
 
+@pytest.mark.slow
 def test_a_second_build_for_the_same_id_prints_version_with_what_changed(tmp_path: Path) -> None:
     index = make_fixture_index(tmp_path)
     house = tmp_path / "house"
@@ -106,6 +109,7 @@ def _refused(tmp_path: Path, index: str, out: Path, *args: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_build_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     """Everything in -o is uploaded: a model upload, notes or a .gitkeep must not ride along."""
     index = make_fixture_index(tmp_path)

@@ -49,6 +49,7 @@ def test_weights_are_small_and_load_without_unpickling() -> None:
     model.load_state_dict(state, strict=True)  # every tensor present, none left over
 
 
+@pytest.mark.slow
 def test_demo_segments_fresh_volumes_through_the_engine() -> None:
     from runtime.inference.engine import InferenceOptions, Segmenter
     from runtime.pipeline.models import load_model
@@ -83,6 +84,7 @@ def test_importing_the_demo_package_stays_cheap() -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_training_script_writes_a_loadable_model(tmp_path: Path) -> None:
     # A two-step run: the recipe is exercised end to end (data, loss, save), not its quality.
     out = tmp_path / "model"

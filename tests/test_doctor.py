@@ -134,6 +134,7 @@ def test_several_wheelhouses_are_shown_as_groups(input_root: Path) -> None:
     assert text.splitlines()[-1].startswith("verdict     ") and "problem(s) found" in text
 
 
+@pytest.mark.slow
 def test_doctor_checks_what_predict_needs_and_exits_by_its_findings(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -202,6 +203,7 @@ def _doctor_json(venv: Venv, input_root: Path, path: str) -> dict[str, object]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_doctor_cli_without_torch_asks_nvidia_smi(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, input_root: Path
 ) -> None:

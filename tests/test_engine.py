@@ -135,6 +135,7 @@ def test_patch_size_comes_from_the_model_or_a_default() -> None:
     assert "default" in next(d for d in segmenter.decisions if d.name == "patch_size").reason
 
 
+@pytest.mark.slow
 def test_an_exported_program_fixes_the_window_shape(tmp_path) -> None:
     module = torch.nn.Conv3d(1, 1, 3, padding=1).eval()
     program = torch.export.export(module, (torch.zeros(3, 1, 8, 8, 8),))

@@ -13,7 +13,14 @@ from runtime.contract.settings import EnsembleMode, resolve_ensemble
 from runtime.fusion import LOGIT_CLIP, Fusion, sigmoid
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.segmentation_model import Ensemble, SegmentationModel
-from runtime.volumes.probability import decode, fuse, load_probability, save_probability
+from runtime.volumes.probability import (
+    decode,
+    encode,
+    fuse,
+    load_probability,
+    save_probability,
+    write_manifest,
+)
 
 
 def _confident(name: str, scale: float, shift: float) -> SegmentationModel:
@@ -40,17 +47,26 @@ def test_the_engines_ensemble_equals_fuse_of_its_members_saved_probabilities(
     image = np.random.default_rng(3).integers(0, 256, (10, 12, 9)).astype(np.uint8)
     members = (_confident("a", 40.0, -20.0), _confident("b", -30.0, 12.0))
     fusion = resolve_ensemble(2, [3.0, 1.0], mode)
+    singles = [_probability(member, image) for member in members]
     folders = []
     for member in members:
         folder = tmp_path / member.name
         folder.mkdir()
-        save_probability(folder / "v.npy", _probability(member, image))  # float32, exact
+        # float16, as predict --save-probabilities --probability-encoding float16 saves them
+        save_probability(folder / "v.npy", encode(_probability(member, image), "float16"))
+        write_manifest(folder, "float16", {"v": image.shape}, {})
         folders.append(folder)
     fused = fuse(folders, tmp_path / "fused", fusion, encoding="float16")
     saved = decode(load_probability(fused.files["v"]))
 
     engine = _probability(Ensemble(members, fusion), image)
-    np.testing.assert_allclose(engine, saved, atol=1e-3)  # float16 steps near 1: 4.9e-4
+    # the very maths of fuse, on the members' float32 probabilities
+    exact = Fusion(fusion.mode, image.shape)
+    for weight, single in zip(fusion.weights, singles, strict=True):
+        exact.add(single, weight)
+    np.testing.assert_allclose(engine, exact.probability(), atol=5e-5)  # float32 sigmoids
+    # and through the saved files: float16 steps near 0 and 1 (4.9e-4) grow in log-odds
+    np.testing.assert_allclose(engine, saved, atol=1e-3 if mode == "probabilities" else 1e-2)
     if mode == EnsembleMode.LOGITS:  # the clip matters here: both members say 0 or 1
         logit = np.log(LOGIT_CLIP) - np.log1p(-LOGIT_CLIP)
         assert engine.min() >= 1 / (1 + np.exp(-logit)) - 1e-6

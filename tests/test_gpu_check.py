@@ -26,6 +26,7 @@ def _report_module():
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="bash")
+@pytest.mark.slow
 def test_the_check_runs_its_cpu_part_without_a_gpu(tmp_path: Path) -> None:
     import torch
 

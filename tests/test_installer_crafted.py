@@ -25,7 +25,10 @@ from tests.support.netns import offline, require_netns
 from tests.support.venvs import Venv, copy_venv, run_checked, runtime_source_path, session_template
 from tests.support.wheelhouses import kernel_profile, session_index, write_wheelhouse
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+]  # slow: every test runs the installer on real wheelhouses in a fresh venv
 
 Edit = Callable[[dict[str, Any]], None]
 

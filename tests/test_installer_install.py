@@ -25,7 +25,10 @@ from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, runtime_source_path, session_template
 from tests.support.wheelhouses import bundle, kernel_profile, session_index, write_wheelhouse
 
-pytestmark = pytest.mark.netns
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+]  # slow: every test installs wheels with real pip in a fresh venv
 
 
 @pytest.fixture(scope="module")

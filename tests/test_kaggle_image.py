@@ -18,6 +18,8 @@ import noxfile
 from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, session_template
 
+pytestmark = pytest.mark.slow  # it builds the noxfile's simulated image
+
 
 @pytest.fixture(scope="module")
 def host_with_torch(tmp_path_factory: pytest.TempPathFactory) -> Venv:

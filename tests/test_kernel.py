@@ -24,6 +24,7 @@ from tests.support.notebooks import code_cells
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
 
 ROOT = Path(__file__).resolve().parent.parent
+SLOW = pytest.mark.slow
 COMPETITION = "vesuvius-challenge-surface-detection"
 MODEL_SOURCE = "alice/demo-unet/pyTorch/default/1"
 BASE = [
@@ -160,8 +161,11 @@ def test_a_bad_reference_is_one_line_before_any_file(
         (["--time-budget", "soon"], "argument --time-budget: give a duration"),
         (["--device", "gpu"], "argument --device: use auto, cpu, cuda or cuda:N"),
         (["--ensemble-mode", "mean"], "argument --ensemble-mode: invalid choice: 'mean'"),
-        (["--model", "demo"], "unrecognized arguments: --model demo"),
-        (["--time", "8h"], "unrecognized arguments: --time 8h"),  # full names only
+        # predict accepts these two, so checking its verdict runs a whole predict
+        pytest.param(["--model", "demo"], "unrecognized arguments: --model demo", marks=SLOW),
+        pytest.param(
+            ["--time", "8h"], "unrecognized arguments: --time 8h", marks=SLOW
+        ),  # full names
     ],
 )
 def test_predict_options_are_checked_by_predict_itself_before_any_file(
@@ -379,6 +383,7 @@ def test_the_notebook_locates_its_inputs_in_both_layouts(tmp_path: Path, layout:
 
 
 @pytest.mark.netns
+@pytest.mark.slow
 def test_the_notebook_runs_in_a_simulated_offline_kernel(
     tmp_path: Path, one_torch_thread: None
 ) -> None:

@@ -64,6 +64,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_model_that_runs_gets_an_instance_folder(tmp_path: Path, good_model: Path) -> None:
     out = tmp_path / "upload"
     completed = _cli(str(good_model), "-o", str(out), "--id", "alice/tiny-unet", "-q")
@@ -111,6 +112,7 @@ def test_a_second_upload_is_a_new_version_and_keeps_the_model_card(
     assert json.loads(card.read_text())["slug"] == "other-unet"
 
 
+@pytest.mark.slow
 def test_as_a_dataset(tmp_path: Path, good_model: Path) -> None:
     out = tmp_path / "upload"
     upload = prepare_model(good_model / "model.pt", out, model_id="alice/tiny-weights",
@@ -125,6 +127,7 @@ def test_as_a_dataset(tmp_path: Path, good_model: Path) -> None:
 
 
 @pytest.mark.parametrize("broken", ["load", "run"])
+@pytest.mark.slow
 def test_a_model_that_fails_to_load_or_run_is_refused_before_anything_is_written(
     tmp_path: Path, broken: str
 ) -> None:
@@ -177,6 +180,7 @@ def test_in_place_writes_only_the_metadata(good_model: Path) -> None:
     assert upload.files == ["__pycache__/x.pyc", "config.json", "model.pt"]
 
 
+@pytest.mark.slow
 def test_an_unchanged_model_says_there_is_nothing_to_upload(
     tmp_path: Path, good_model: Path
 ) -> None:

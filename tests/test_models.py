@@ -302,6 +302,7 @@ def test_pt2_payloads_that_could_run_code_are_refused_by_name(
     assert expected in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_exported_unets_run_as_their_modules(tmp_path: Path) -> None:
     """Normalization layers, transposed convolutions, skip connections, decomposed graphs."""
     for norm in ("instance", "batch"):

@@ -151,6 +151,7 @@ def assert_matches(probability, mask, expected, threshold=0.5) -> None:
 
 
 # --- networks, plans, folds -------------------------------------------------------------------
+@pytest.mark.slow
 def test_plain_unet_two_folds_zscore_match_nnunet_with_and_without_mirroring(tmp_path) -> None:
     folder, networks = write_trained_model_folder(tmp_path, folds=(0, 1))
     model = load_model(folder)
@@ -399,6 +400,7 @@ def test_a_volume_nnunet_would_resample_is_refused(tmp_path) -> None:
 
 
 # --- ensembles and the command line ------------------------------------------------------------
+@pytest.mark.slow
 def test_an_ensemble_fuses_members_with_their_own_patches_and_preprocessing(tmp_path) -> None:
     from tests.test_models import write_unet_dir
 
@@ -428,6 +430,7 @@ def test_an_ensemble_fuses_members_with_their_own_patches_and_preprocessing(tmp_
     np.testing.assert_allclose(fused, reference, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_runs_an_nnunet_folder_from_the_command_line(tmp_path) -> None:
     from runtime.__main__ import main
     from runtime.samples.sample import write_sample

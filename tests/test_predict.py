@@ -87,6 +87,7 @@ class _Lines:
 
 
 # --- the happy path ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_demo_model_segments_a_sample_into_a_valid_submission(tmp_path: Path) -> None:
     shape = (64, 64, 64)  # the demo's recommended patch: one window per volume on the CPU
     root = write_sample(tmp_path / "data", n=2, shape=shape, seed=11)
@@ -145,6 +146,7 @@ def test_metrics_record_every_stage_and_the_run(tiny_model: Path, tmp_path: Path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp workdir gone
 
 
+@pytest.mark.slow
 def test_post_processing_options_reach_the_masks(
     tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -164,6 +166,7 @@ def test_post_processing_options_reach_the_masks(
     assert any(line.startswith("[1/1]") for line in log.lines)  # and the line per volume
 
 
+@pytest.mark.slow
 def test_several_models_make_an_ensemble(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=12)
     options = _options(
@@ -328,6 +331,7 @@ def test_strict_fails_on_missing_ids_before_any_work(tiny_model: Path, tmp_path:
     assert {v["id"]: v["status"] for v in metrics["volumes"]}["777"] == "no-mask"
 
 
+@pytest.mark.slow
 def test_strict_turns_a_stand_in_into_a_failure(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=5)
     first = _csv_ids(root)[0]
@@ -355,6 +359,7 @@ class _FailingSegmenter(Segmenter):
                 yield name, outcome
 
 
+@pytest.mark.slow
 def test_an_engine_failure_gets_an_all_zero_mask_and_is_recorded(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -375,6 +380,7 @@ def test_an_engine_failure_gets_an_all_zero_mask_and_is_recorded(
 
 
 # --- overlap of reading, computing and writing ---------------------------------------------------
+@pytest.mark.slow
 def test_reading_and_writing_run_beside_the_engine(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -436,6 +442,7 @@ def _cli(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.slow
 def test_command_line_writes_submission_metrics_previews_and_masks(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -477,6 +484,7 @@ def test_command_line_writes_submission_metrics_previews_and_masks(
     assert sum(line.startswith("[") for line in completed.stderr.splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_an_output_folder_gets_submission_zip_inside(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=10)
     for target in (f"{tmp_path / 'new'}/", str(tmp_path / "data")):  # new with a slash; existing
@@ -487,6 +495,7 @@ def test_an_output_folder_gets_submission_zip_inside(tiny_model: Path, tmp_path:
         assert (Path(target) / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=9)
     with open(root / "test.csv", "a") as handle:
@@ -503,6 +512,7 @@ def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> N
     assert bad.returncode == 2 and "axes are 0, 1 or 2" in bad.stderr
 
 
+@pytest.mark.slow
 def test_predict_without_imagecodecs_reads_the_lzw_inputs_with_pillow(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -619,6 +629,7 @@ def test_outputs_that_would_overwrite_inputs_or_each_other_are_refused_before_an
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("*.zip"))
 
 
+@pytest.mark.slow
 def test_a_failed_run_never_leaves_an_earlier_submission_in_place(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -659,6 +670,7 @@ def _read_only_folder_reason() -> str | None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
+@pytest.mark.slow
 def test_unwritable_outputs_and_a_failing_warm_up_are_one_line_errors(
     tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -748,6 +760,7 @@ def _lying_tiff(path: Path, side: int = 1 << 20) -> None:
                 page.tags[tag].overwrite(side)
 
 
+@pytest.mark.slow
 def test_a_header_that_lies_about_its_size_costs_only_its_own_volume(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -767,6 +780,7 @@ def test_a_header_that_lies_about_its_size_costs_only_its_own_volume(
     assert "at LZW's best ratio" in error
 
 
+@pytest.mark.slow
 def test_memory_and_other_errors_while_reading_or_writing_stay_with_their_volume(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -809,6 +823,7 @@ def test_memory_and_other_errors_while_reading_or_writing_stay_with_their_volume
     assert validate_submission(partial_path(out), shapes) == []
 
 
+@pytest.mark.slow
 def test_bool_and_complex_volumes_get_masks(tiny_model: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -824,6 +839,7 @@ def test_bool_and_complex_volumes_get_masks(tiny_model: Path, tmp_path: Path) ->
     assert "unsupported voxel type complex64" in problem
 
 
+@pytest.mark.slow
 def test_an_id_that_cannot_name_a_zip_member_costs_only_its_volume(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -842,6 +858,7 @@ def test_an_id_that_cannot_name_a_zip_member_costs_only_its_volume(
     assert validate_submission(out, {"1": SMALL}) == []
 
 
+@pytest.mark.slow
 def test_nan_voxels_are_warned_and_recorded_and_never_erase_the_mask(
     tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -867,6 +884,7 @@ def test_nan_voxels_are_warned_and_recorded_and_never_erase_the_mask(
     assert f"warning: {images / '1.tif'}: 1 NaN or inf voxel(s) replaced" in "\n".join(log.lines)
 
 
+@pytest.mark.slow
 def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -495,6 +495,7 @@ def test_the_other_memory_layout_is_timed_and_kept_only_when_faster(
 
 # torch's own compile stack still calls a deprecated TorchScript helper.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@pytest.mark.slow
 def test_a_real_torch_compile_on_the_cpu_is_guarded_and_matches_eager() -> None:
     """The real thing, once: inductor needs a C++ compiler; without one the guard must hold."""
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ def _profile_cli(python: Path, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+@pytest.mark.slow
 def test_profile_of_a_bare_kernel_round_trips_through_the_bundler(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -65,6 +66,7 @@ def test_an_unwritable_output_is_one_line(tmp_path: Path) -> None:
     assert stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_packages_installed_from_attached_wheelhouses_are_not_preinstalled(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -101,6 +103,7 @@ def test_packages_installed_from_attached_wheelhouses_are_not_preinstalled(
     assert TargetProfile.load(output).preinstalled["fancycodecs"] == "1.0"
 
 
+@pytest.mark.slow
 def test_a_profile_taken_after_an_upgrade_restores_the_image_version_so_a_rebuild_installs(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

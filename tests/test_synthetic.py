@@ -87,6 +87,7 @@ def test_some_volumes_have_an_unlabeled_region() -> None:
     assert any(not (label == IGNORE_LABEL).any() for label in labels)
 
 
+@pytest.mark.slow
 def test_a_global_threshold_does_not_solve_it() -> None:
     # Even the best threshold for each volume, chosen with the answer in hand, stays below the
     # Dice the demo model must reach: the data needs a model, not a cut-off.

@@ -110,6 +110,7 @@ def test_state_dict_survives_weights_only_load() -> None:
     torch.testing.assert_close(_output(model, shape), _output(clone, shape), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_it_learns_to_find_a_bright_slab() -> None:
     # A real optimisation run: the net must learn where the bright slab is, beyond chance.
     torch.manual_seed(0)
@@ -136,6 +137,7 @@ def test_it_learns_to_find_a_bright_slab() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+@pytest.mark.slow
 def test_torch_export_and_script_work() -> None:
     # The engine may run the family through torch.export (.pt2) or TorchScript.
     model = UNet3D(SMALL).eval()

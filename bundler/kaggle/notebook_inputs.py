@@ -25,6 +25,7 @@ def run(*command, cwd=None):
     process = subprocess.Popen(
         argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
+    assert process.stdout is not None  # stdout=PIPE
     for line in process.stdout:
         print(line, end="", flush=True)
     if process.wait() != 0:

@@ -149,7 +149,8 @@ def _patch_markers(markers: dict[str, str], record: _Record) -> None:
         record.count("markers")
         return dict(markers)
 
-    vendored_markers.default_environment = default_environment
+    # Ours returns a plain dict where pip's vendored packaging declares its Environment TypedDict.
+    setattr(vendored_markers, "default_environment", default_environment)  # noqa: B010
     _replace_everywhere(original, default_environment)
 
 
@@ -226,7 +227,7 @@ def _patch_kernel_constraints(pins: dict[str, str], record: _Record) -> None:
     original = require(Factory, "collect_root_requirements")
     empty = require(Constraint, "empty")
 
-    class KernelConstraints(dict):  # type: ignore[type-arg]
+    class KernelConstraints(dict):
         """The user's constraints, with the kernel's version of each name joined in on lookup."""
 
         def __contains__(self, name: object) -> bool:

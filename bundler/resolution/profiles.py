@@ -133,8 +133,11 @@ def _kaggle_gpu_image(markers: dict[str, str]) -> _ImageFacts:
         )
     requires: dict[str, tuple[str, ...]] = {}
     for name, entry in known.items():
-        version = packages.get(name)
-        if version is None or Version(version).public != Version(entry["version"]).public:
+        image_version = packages.get(name)
+        if (
+            image_version is None
+            or Version(image_version).public != Version(entry["version"]).public
+        ):
             continue
         requires[name] = tuple(entry["requires_dist"])
         where = f"Requires-Dist from the {entry['from']}"

@@ -1,7 +1,7 @@
 """Fetch files into the blob store: local files copied here, remote ones through pip's transport.
 
-Remote files are downloaded by :mod:`bundler.wheelhouse.transport` in the shim's subprocess, with the very
-session pip builds from the same index arguments and configuration, so whatever lets pip reach an
+Remote files are downloaded by :mod:`bundler.wheelhouse.transport` in a pip subprocess, with the
+very session pip builds from the same index arguments and configuration, so whatever lets pip reach an
 index (credentials, netrc, keyring, proxies, certificates, trusted hosts) lets the download reach
 it too. Every file enters the store only whole and verified; an interrupted download resumes.
 """
@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bundler.blobs import BlobStore
@@ -96,7 +97,7 @@ def _fetch_local(item: Fetch, store: BlobStore) -> Fetched:
 
 def _fetch_remote(
     items: Sequence[Fetch], store: BlobStore, index: IndexSettings, progress: str
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="kaggle-offline-fetch-") as scratch:
         result_path = Path(scratch) / "fetched.json"
         spec = {

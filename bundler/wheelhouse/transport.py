@@ -18,7 +18,8 @@ enters the store only whole and verified:
 - a resumed file whose hash is wrong is fetched whole once more before that is an error.
 
 Progress goes to stderr: one bar redrawn in place on a terminal, plain lines otherwise.
-Standard library and pip only; pip's internals are looked up with :func:`bundler.resolution.pip_protocol.require`.
+Standard library and pip only; pip's internals are looked up with
+:func:`bundler.resolution.pip_protocol.require`.
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ class _Download:
     @staticmethod
     def _starts_at(response: Any, start: int) -> bool:
         match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        return bool(match) and int(match.group(1)) == start
+        return match is not None and int(match.group(1)) == start
 
     def _http_failure(self, response: Any) -> str:
         status = f"HTTP {response.status_code} {response.reason or ''}".strip()

@@ -91,7 +91,8 @@ def previous_build(folder: Path | str) -> PreviousBuild | None:
 
 
 def wheel_changes(before: Mapping[str, str], after: Mapping[str, str]) -> WheelChanges:
-    upgraded, downgraded = [], []
+    upgraded: list[str] = []
+    downgraded: list[str] = []
     for name in sorted(set(before) & set(after)):
         old, new = before[name], after[name]
         if old != new:

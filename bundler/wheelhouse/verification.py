@@ -156,10 +156,10 @@ def _stray_and_duplicate_wheels(wheelhouse: Path, manifest: Manifest) -> list[st
             versions.setdefault(canonical_name(str(name)), set()).add(str(version))
             if path.name not in listed:
                 problems.append(f"{path}: not in the manifest (a stray wheel; delete it)")
-    for name, found in sorted(versions.items()):
+    for package, found in sorted(versions.items()):
         if len(found) > 1:
             problems.append(
-                f"{name}: {len(found)} versions in the folder ({', '.join(sorted(found))}); "
+                f"{package}: {len(found)} versions in the folder ({', '.join(sorted(found))}); "
                 "a wheelhouse holds one version per package"
             )
     return problems
@@ -175,8 +175,8 @@ def _closure_problems(
         (text, _USER, ()) for text in manifest.requested
     ]
     # Every wheel's own dependencies must be met too, even one nothing requested (our own wheel).
-    for name, info in infos.items():
-        roots += [(dep, f"{name} {info.version}", ()) for dep in info.requires_dist]
+    for owner, owner_info in infos.items():
+        roots += [(dep, f"{owner} {owner_info.version}", ()) for dep in owner_info.requires_dist]
     queue = deque(roots)
     expanded: set[tuple[str, frozenset[str]]] = set()
     reported: set[tuple[str, str]] = set()

@@ -2,6 +2,10 @@
 
 Each module here defines ``configure(parser)`` and ``run(args) -> int`` and is imported only when
 its command is chosen, so ``install`` never pays for importing numpy or torch.
+
+May import: every layer (the top of the diamond: contract <- installer, volumes, inference <-
+pipeline, samples <- commands); the commands marked ``standard_library_only`` only the contract
+and the installer.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     post.add_argument(
         "--closing-radius",
-        type=_non_negative_int,
+        type=_closing_radius,
         default=0,
         metavar="R",
         help="binary closing with a ball of radius R voxels (default: 0, off)",
@@ -338,6 +338,17 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+def _closing_radius(text: str) -> int:
+    from runtime.volumes.postprocess import check_closing_cost
+
+    radius = _non_negative_int(text)
+    try:
+        check_closing_cost(radius)  # before any work: its cost grows as r^6
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return radius
 
 
 def _int(text: str) -> int:

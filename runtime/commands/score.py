@@ -43,7 +43,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from runtime.contract.files import write_json_atomically
     from runtime.volumes.evaluation import score_predictions
+    from runtime.volumes.places import check_score_output
 
+    if args.json:
+        check_score_output(args.json, args.prediction, args.labels)
     report = score_predictions(
         args.prediction,
         args.labels,

@@ -54,10 +54,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from runtime.contract.files import write_json_atomically
+    from runtime.volumes.places import prepare_tune_output
     from runtime.volumes.plot import line_plot
     from runtime.volumes.tuning import grid_from_file, tune
 
     grid = grid_from_file(args.grid) if args.grid else None
+    prepare_tune_output(args.out, args.probabilities, args.labels, args.grid, log_to_stderr)
     report = tune(
         args.probabilities,
         args.labels,

@@ -75,3 +75,12 @@ def first_line(error: BaseException | str, limit: int = 200) -> str:
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (Kaggle and most schedulers send it before killing).
+
+    A BaseException, as KeyboardInterrupt is, so that no handler of one volume's errors takes
+    it for that volume's: it unwinds the whole run, whose ``finally`` blocks write metrics.json
+    and remove temporary folders, and the CLI exits 143 (128 + SIGTERM) with one line.
+    """

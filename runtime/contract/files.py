@@ -8,19 +8,25 @@ or the complete new one, never half of one. Standard library only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runtime.contract.errors import OutputError
+
 __all__ = [
     "JsonFields",
     "check_document_format",
     "copy_hashing",
+    "is_out_of_space",
     "load_json",
     "replacing",
     "sha256_file",
@@ -49,9 +55,26 @@ def replacing(path: Path | str) -> Iterator[Path]:
         yield temporary
         temporary.chmod(0o666 & ~_umask())
         temporary.replace(path)
+    except OSError as problem:
+        temporary.unlink(missing_ok=True)
+        if is_out_of_space(problem):
+            raise OutputError(f"no space left on {path.parent} (writing {path.name})") from None
+        raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+# numpy's tofile() (used by np.save and tifffile on real files) reports a full disk as
+# "131072 requested and 106240 written", an OSError without errno.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def is_out_of_space(problem: OSError) -> bool:
+    """Whether a write failed because its filesystem (or the user's quota) is full."""
+    if problem.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return problem.errno is None and bool(_SHORT_WRITE.search(str(problem)))
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:
@@ -64,12 +87,14 @@ def write_json_atomically(path: Path | str, data: Any) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
+def load_json(path: str | os.PathLike[str], *, kind: str, error: type[Exception]) -> Any:
     """The JSON document at ``path``; every way it can be unusable is one line, ``error("<path>: ...")``.
 
     One rule for every document either half reads (manifests, profiles): UTF-8 with or without a
     byte order mark (Windows editors add one, and RFC 8259 lets a parser ignore it), and nesting
-    deeper than the interpreter can parse is a corrupt document, not a crash.
+    deeper than the interpreter can parse is a corrupt document, not a crash. ``NaN``,
+    ``Infinity`` and numbers beyond a float (``1e400``) are not JSON values (Python's parser
+    accepts them): one is refused here, naming its key, before it can reach a comparison.
     """
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
@@ -82,11 +107,50 @@ def load_json(path: Path | str, *, kind: str, error: type[Exception]) -> Any:
             f"{path}: unreadable {kind}, not UTF-8 ({problem.reason} at byte {problem.start})"
         ) from None
     try:
-        return json.loads(text)
+        data = json.loads(
+            text,
+            parse_constant=_NonFinite,
+            parse_float=_finite_float,
+            object_pairs_hook=_finite_object,
+        )
+        if isinstance(data, _NonFinite | list):
+            _finite_value("the document", data)
+        return data
     except json.JSONDecodeError as problem:
         raise error(f"{path}: corrupt {kind}, not valid JSON ({problem})") from None
+    except _NotJson as problem:
+        raise error(f"{path}: corrupt {kind}, {problem}") from None
     except RecursionError:
         raise error(f"{path}: corrupt {kind}, nested too deeply to be one") from None
+
+
+class _NotJson(ValueError):
+    pass
+
+
+class _NonFinite(str):
+    """Where the parser met NaN, Infinity or a number beyond a float (1e400): refused by key."""
+
+
+def _finite_float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _finite_value(key: str, value: Any) -> None:
+    pending = [value]  # lists in lists, without recursion (objects are checked as they are built)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, _NonFinite):
+            raise _NotJson(f"{key} is {item}, not a finite number (NaN and Infinity are not JSON)")
+
+
+def _finite_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for key, value in pairs:
+        _finite_value(repr(key), value)
+    return dict(pairs)
 
 
 def sha256_stream(stream: BinaryIO) -> str:

@@ -8,7 +8,6 @@ is refused with the reason. Every error is a one-line :class:`ModelError` naming
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import warnings
@@ -25,7 +24,6 @@ from runtime.inference.segmentation_model import move_module
 __all__ = [
     "SAVE_HINT",
     "load_program",
-    "load_state_dict",
     "read_json",
     "read_state_dict",
     "refusal",
@@ -39,12 +37,10 @@ SAVE_HINT = (
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read ({error.strerror or error})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path}: not valid JSON ({error})") from None
+    from runtime.contract.files import load_json
+
+    # The project's one reader: a BOM, deep nesting, NaN and Infinity handled as everywhere.
+    data = load_json(path, kind="model file", error=ModelError)
     if not isinstance(data, dict):
         raise ModelError(f"{path}: must hold a JSON object, got {type(data).__name__}")
     return data
@@ -79,35 +75,6 @@ def unwrap_state_dict(data: Any) -> dict[str, torch.Tensor] | None:
         if all(key.startswith(prefix) for key in state):
             state = {key[len(prefix) :]: value for key, value in state.items()}
     return state
-
-
-def load_state_dict(
-    network: torch.nn.Module,
-    state: dict[str, torch.Tensor],
-    path: Path,
-    *,
-    described_by: str = "the architecture in config.json",
-    hint: str = "",
-) -> None:
-    """Load strictly; a mismatch names the first missing, unexpected and mis-shaped tensors."""
-    expected = network.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-        for key in set(state) & set(expected)
-        if state[key].shape != expected[key].shape
-    )
-    problems = [
-        f"{label}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong))
-        if items
-    ]
-    if problems:
-        raise ModelError(
-            f"{path}: weights do not match {described_by} ({'; '.join(problems)}){hint}"
-        )
-    network.load_state_dict(state, strict=True)
 
 
 def load_program(

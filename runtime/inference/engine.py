@@ -40,6 +40,7 @@ from runtime.contract.errors import (
 )
 from runtime.contract.settings import Amp, EnsembleMode
 from runtime.fusion import Fusion, sigmoid
+from runtime.inference.cost import check_batch, check_overlap
 from runtime.inference.probe import (
     BatchForward,
     Decision,
@@ -220,6 +221,8 @@ class Segmenter:
         overlaps = self.options.overlap
         if not isinstance(overlaps, tuple):
             overlaps = (overlaps,) * len(models)
+        for overlap in overlaps:  # the cost model: an overlap near 1 multiplies the windows
+            check_overlap(overlap)
         devices, device_decision = probe_devices(self.options.device, self._platform)
         self._decide(device_decision)
         self._members: list[_Member] = []
@@ -230,6 +233,7 @@ class Segmenter:
             patch = self._choose_patch(member)
             batch = self._choose_batch(member)
             self._check_patch_fits(member, patch, devices)
+            check_batch(batch, patch, member.window_channels, self._platform.host_free_memory())
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
@@ -424,12 +428,16 @@ class Segmenter:
         if volume.dtype.kind != "f":
             return volume, 0
         bad = ~np.isfinite(volume)
+        kind = "NaN or inf"
+        if beyond_float32(volume):  # a float64 1e300 is inf once the model reads float32
+            bad |= np.abs(volume) > np.finfo(np.float32).max
+            kind = "NaN, inf or beyond float32's range"
         count = int(np.count_nonzero(bad))
         if not count:
             return volume, 0
         fill = model.normalization[0]
         note = (
-            f"{count} non-finite voxel(s) (NaN or inf) replaced by {fill:g}, the model's "
+            f"{count} non-finite voxel(s) ({kind}) replaced by {fill:g}, the model's "
             "normalization mean"
         )
         if len(self._members) > 1:
@@ -740,6 +748,18 @@ class Segmenter:
             decision.reason = f"{member}: {decision.reason}"
         self.decisions.append(decision)
         self._log(f"decision: {decision}")
+
+
+def beyond_float32(volume: np.ndarray) -> bool:
+    """Whether a wider-than-float32 volume holds finite values that float32 cannot hold."""
+    if volume.dtype.kind != "f" or volume.dtype.itemsize <= 4 or volume.size == 0:
+        return False
+    import warnings
+
+    top = np.finfo(np.float32).max
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN volume has no extremes
+        return bool(np.nanmax(volume) > top or np.nanmin(volume) < -top)
 
 
 def _check_volume(volume: np.ndarray) -> None:

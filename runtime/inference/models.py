@@ -26,7 +26,6 @@ from runtime.contract.errors import ModelError
 from runtime.contract.settings import Checkpoint, ModelFormat
 from runtime.inference.checkpoints import (
     load_program,
-    load_state_dict,
     read_json,
     read_state_dict,
 )
@@ -158,8 +157,15 @@ def _load_config(path: Path, foreground_class: int | None, *, name: str) -> Segm
         raise ModelError(f"{path}: in_channels is {config.in_channels}; volumes have 1 channel")
     _check_foreground_class(fg, config.out_channels, path)
     weights_path = _relative_file(path, data.get("weights"), "weights")
-    network = UNet3D(config)
-    load_state_dict(network, read_state_dict(weights_path), weights_path)
+    from runtime.inference.checked_build import build_matching
+
+    # Widths from JSON: compared with the checkpoint on the meta device before any allocation.
+    network = build_matching(
+        lambda: UNet3D(config),
+        read_state_dict(weights_path),
+        weights_path,
+        described_by="the architecture in config.json",
+    )
     network.eval()
     return SegmentationModel(
         network,

@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -114,6 +114,9 @@ def load_pt2(path: Path) -> tuple[ExportedGraph, tuple[int | None, ...]]:
         ) from None
 
 
+_MAX_DEFLATE_RATIO = 1100  # deflate's best: about 1032:1 on all-zero data
+
+
 class _Reader:
     """One archive: its entries under the root folder, read only as JSON or as raw bytes."""
 
@@ -182,8 +185,18 @@ class _Reader:
 
     def _bytes(self, name: str) -> bytearray:
         info = self.entries[name]
+        # The size comes from the archive's header and is allocated before reading: one that
+        # no codec could produce from this archive is a lie, refused before the allocation.
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+        most = self.path.stat().st_size * ratio
+        if info.file_size > most:
+            raise self.refuse(
+                f"{name} declares {info.file_size:,} bytes, more than this {most // ratio:,}-byte "
+                f"archive can hold (at most {ratio}:1); not allocated"
+            )
         data = bytearray(info.file_size)
-        with self.archive.open(info) as stream:
+        # ZipFile.open returns a ZipExtFile (a BufferedIOBase); typeshed says only IO[bytes].
+        with cast("zipfile.ZipExtFile", self.archive.open(info)) as stream:
             if stream.readinto(data) != info.file_size or stream.read(1):
                 raise ModelError(f"{self.path}: {name} is not the size its header says")
         return data
@@ -515,7 +528,12 @@ def _tensor_name(argument: dict[str, Any], what: str) -> str:
 
 
 def _plain(value: Any, kind: str) -> Any:
-    expected = {"as_int": int, "as_float": (int, float, str), "as_bool": bool, "as_string": str}
+    expected: dict[str, type[Any] | tuple[type[Any], ...]] = {
+        "as_int": int,
+        "as_float": (int, float, str),
+        "as_bool": bool,
+        "as_string": str,
+    }
     if not isinstance(value, expected[kind]):
         raise ValueError(f"an {kind} argument holds {type(value).__name__}")
     if kind == "as_float":

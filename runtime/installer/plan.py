@@ -303,6 +303,7 @@ class _Planner:
                 f"{wheelhouse.path}: {entry.filename} is {problem}; "
                 f"rebuild the wheelhouse with `{rebuild_hint(self.interpreter.python)}`"
             )
+        assert source is not None  # no source is a problem, skipped or raised above
         self.install[name] = PlannedWheel(
             name=name,
             version=entry.version,

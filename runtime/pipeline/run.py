@@ -46,7 +46,9 @@ from typing import TYPE_CHECKING, Any
 from runtime.contract.errors import (
     InputError,
     KaggleOfflineError,
+    OutputError,
     SubmissionError,
+    Terminated,
     VolumeError,
     first_line,
 )
@@ -107,6 +109,8 @@ def predict(
     from runtime.pipeline.models import set_up_engine
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
+    from runtime.volumes.space import predict_estimates
+    from runtime.volumes.stale import invalidate, remove_abandoned_workdirs
     from runtime.volumes.submission import id_problem
 
     request = request or RunRequest()
@@ -121,7 +125,13 @@ def predict(
     budget_start = time.monotonic()  # --time-budget counts from here: loading included
 
     inputs = find_volumes(input_path)
-    check_outputs(_outputs(output, metrics_path, settings, inputs), _read_files(inputs, settings))
+    places = predict_estimates(
+        _outputs(output, metrics_path, settings, inputs),
+        inputs,
+        own_workdir=settings.workdir is None,
+        encoding=str(settings.probability_encoding),
+    )
+    check_outputs(places, _read_files(inputs, settings))
     for note in inputs.notes:
         log(note)
     records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
@@ -140,6 +150,8 @@ def predict(
         "outcome": "failed",
     }
     previous = _set_aside_earlier_submission(output, log)
+    invalidate([metrics_path], log)  # a kill -9 must not leave the last run's "ok" beside no zip
+    remove_abandoned_workdirs(output.parent, output.stem, log)
     if previous is not None:
         run["previous_submission"] = str(previous)
     workdir, own_workdir = _workdir(settings.workdir, output)
@@ -169,6 +181,8 @@ def predict(
             return report
         except BaseException as error:
             run["error"] = str(error) if isinstance(error, KaggleOfflineError) else repr(error)
+            if isinstance(error, Terminated):  # no time left to keep masks for a look
+                run["outcome"] = "terminated"
             raise
         finally:
             decisions = getattr(segmenter, "decisions", None) or []
@@ -180,9 +194,8 @@ def predict(
                 )
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
-                _clean_workdir(
-                    workdir, zipped="submission_sha256" in run or "partial_zip" in run, log=log
-                )
+                done = "submission_sha256" in run or "partial_zip" in run
+                _clean_workdir(workdir, zipped=done or run["outcome"] == "terminated", log=log)
 
 
 # --- the three stages (threads: runtime.pipeline.stages) --------------------------------------
@@ -324,6 +337,8 @@ def _write_one(item: _Item, export: Export, progress: _Progress, warn: Log, log:
         export_volume(
             record, item.mask, probability, item.preview_slice, export, warn=warn, log=log
         )
+    except OutputError:  # no space left, or an output that cannot be written: the run's
+        raise
     except Exception as error:
         item.mask = None
         _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
@@ -347,7 +362,7 @@ def _write_probability_manifest(
             {"input": run.get("input"), "models": [choice.spec for choice in settings.models]},
         )
         run["probabilities_manifest"] = str(path)
-    except OSError as error:
+    except (OSError, OutputError) as error:
         log(f"warning: probability manifest not written: {error}")
 
 
@@ -534,7 +549,7 @@ def _write_run_metrics(
     }
     try:
         write_metrics(path, {"run": run, "volumes": [r.to_dict() for r in records]})
-    except OSError as error:  # never let metrics mask the real outcome
+    except (OSError, OutputError) as error:  # never let metrics mask the real outcome
         log(f"warning: metrics not written to {path}: {error}")
 
 
@@ -639,7 +654,9 @@ def _workdir(requested: Path | None, output: Path) -> tuple[Path, bool]:
         requested.mkdir(parents=True, exist_ok=True)
         return requested, False
     output.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output.stem}-masks-", dir=output.parent)), True
+    from runtime.volumes.stale import workdir_prefix
+
+    return Path(tempfile.mkdtemp(prefix=workdir_prefix(output.stem), dir=output.parent)), True
 
 
 def _clean_workdir(workdir: Path, *, zipped: bool, log: Log) -> None:

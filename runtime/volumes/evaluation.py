@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import os
 import statistics
 import time
 import zipfile
@@ -62,11 +63,26 @@ class Source:
     def _bytes(self) -> bytes:
         try:
             with zipfile.ZipFile(self.path) as archive:
-                return archive.read(self.member or "")
+                info = archive.getinfo(self.member or "")
+                _check_member_size(info.file_size, str(self))  # a zip bomb is refused unread
+                return archive.read(info)
         except (zipfile.BadZipFile, OSError, KeyError) as error:
             raise VolumeError(
                 f"{self}: cannot read it from the zip ({first_line(error)})"
             ) from None
+
+
+def _check_member_size(declared: int, where: str) -> None:
+    """A member is read whole (zipfile stops at its declared size): refuse one that cannot fit."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if declared > free:
+        raise VolumeError(
+            f"{where}: declares {declared / 2**30:.1f} GiB uncompressed, more than the "
+            f"{free / 2**30:.1f} GiB of memory free; not read"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +125,7 @@ class ScoreReport:
 
     def table(self) -> str:
         kind = self.topo_kind
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 "id",
                 "SurfaceDice",

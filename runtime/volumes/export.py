@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.contract.errors import VolumeError, first_line
+from runtime.contract.errors import OutputError, VolumeError, first_line
 from runtime.volumes.postprocess import PostprocessOptions
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ def export_volume(
                 mask = _from_probability(record, mask, probability, export, warn)
             else:
                 mask = postprocess(mask, export.postprocess, warn=warn)
+        except OutputError:  # a failed --save-probabilities or a full disk: the run's
+            raise
         except Exception as error:  # keep the raw mask rather than lose the volume
             _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
         record.postprocess_seconds = time.perf_counter() - started

@@ -33,6 +33,8 @@ from runtime.volumes.postprocess import PostprocessOptions
 if TYPE_CHECKING:
     import numpy as np
 
+    from runtime.contract.values import Values
+
 __all__ = [
     "POSTPROCESS_FORMAT",
     "MaskSettings",
@@ -88,7 +90,7 @@ class MaskSettings:
     def describe(self) -> str:
         if self.rule == "hysteresis":
             text = f"hysteresis {self.threshold:g}-{self.hysteresis_high:g}"
-        elif self.rule == "per-volume":
+        elif self.foreground_fraction is not None:  # the per-volume rule
             low, high = self.fraction_bounds
             text = f"per-volume threshold for {100 * self.foreground_fraction:g}% foreground (in {low:g}-{high:g})"
         else:
@@ -103,29 +105,61 @@ class MaskSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "settings") -> MaskSettings:
-        if not isinstance(data, dict):
-            raise InputError(f"{origin}: settings must be a JSON object")
+        """Settings from JSON, every value checked for type and range (one line naming it)."""
+        from runtime.contract.values import Values
+
+        values = Values(origin, InputError)
+        values.mapping(data, "settings")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"{origin}: unknown setting(s) {', '.join(unknown)}")
-        values = dict(data)
+        checked: dict[str, Any] = {}
+        if "threshold" in data:
+            checked["threshold"] = values.number(
+                data["threshold"], "settings.threshold", low=0.0, high=1.0, open_high=True
+            )
+        for key in ("hysteresis_high", "foreground_fraction"):
+            if data.get(key) is not None:
+                checked[key] = values.fraction(data[key], f"settings.{key}")
+        if "fraction_bounds" in data:
+            bounds = values.numbers(
+                data["fraction_bounds"], "settings.fraction_bounds", length=2, low=0.0, high=1.0
+            )
+            checked["fraction_bounds"] = tuple(bounds)
+        if "postprocess" in data:
+            checked["postprocess"] = postprocess_from_dict(
+                data["postprocess"], values, "settings.postprocess"
+            )
         try:
-            if "postprocess" in values:
-                post = values["postprocess"]
-                if not isinstance(post, dict):
-                    raise TypeError("postprocess must be an object")
-                values["postprocess"] = PostprocessOptions(**post)
-            if "fraction_bounds" in values:
-                values["fraction_bounds"] = tuple(float(v) for v in values["fraction_bounds"])
-            return cls(**values)
-        except (TypeError, ValueError) as error:
+            return cls(**checked)
+        except ValueError as error:
             raise InputError(f"{origin}: {error}") from None
+
+
+def postprocess_from_dict(data: Any, values: Values, where: str) -> PostprocessOptions:
+    """Clean-up options from JSON: booleans are booleans, sizes and radii whole numbers >= 0."""
+    values.mapping(data, where)
+    known = {f.name for f in dataclasses.fields(PostprocessOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        values.fail(where, f"has unknown key(s) {', '.join(unknown)}")
+    checked: dict[str, Any] = {}
+    for key in ("min_component_voxels", "closing_radius"):
+        if key in data:
+            checked[key] = values.whole(data[key], f"{where}.{key}")
+    if "fill_holes" in data:
+        checked["fill_holes"] = values.boolean(data["fill_holes"], f"{where}.fill_holes")
+    try:
+        return PostprocessOptions(**checked)
+    except ValueError as error:  # the closing radius's cost
+        values.fail(where, str(error))
 
 
 def read_postprocess_file(path: Path | str) -> tuple[MaskSettings, str]:
     """The settings and the probability encoding they were tuned on, from a postprocess.json."""
     from runtime.contract.files import check_document_format, load_json
+    from runtime.contract.values import Values
 
     path = Path(path)
     data = load_json(path, kind="post-processing settings file", error=InputError)
@@ -138,11 +172,12 @@ def read_postprocess_file(path: Path | str) -> tuple[MaskSettings, str]:
         hint="write it again with this version's `runtime tune`",
         error=InputError,
     )
-    encoding = data.get("probability_encoding", "float32")
-    if encoding not in ENCODINGS:
-        raise InputError(
-            f"{path}: probability_encoding {encoding!r} is not one of {', '.join(ENCODINGS)}"
-        )
+    values = Values(path, InputError)
+    encoding = values.choice(
+        data.get("probability_encoding", "float32"), "probability_encoding", ENCODINGS
+    )
+    for index, volume_id in enumerate(values.listing(data.get("volumes", []), "volumes")):
+        values.name(volume_id, f"volumes[{index}]")
     return MaskSettings.from_dict(data.get("settings"), origin=str(path)), encoding
 
 

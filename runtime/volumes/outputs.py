@@ -5,7 +5,8 @@ will write in it) and every file it reads, and refuses, in one line naming the o
 that would overwrite an input (``-o`` onto a volume, ``--workdir`` onto ``test_images/``, whose
 ``<id>.tif`` masks would replace the inputs), two outputs that would write the same file
 (``--metrics`` equal to the zip), a file that is a folder or a folder that is a file, and a place
-that cannot be written (under a file, a read-only folder). Folders are created as a side effect,
+that cannot be written (under a file, a read-only folder), and outputs whose estimated size
+does not fit the free space of their filesystem. Folders are created as a side effect,
 as the run would create them anyway. Standard library only.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ class Output:
     option: str  # how the user named it in messages, e.g. "-o", "--metrics", "--workdir"
     path: Path
     writes: tuple[str, ...] | None = None  # None: ``path`` is a file; else a folder
+    bytes: int = 0  # an estimate of what it will write, checked against the free space
 
     @property
     def is_folder(self) -> bool:
@@ -82,6 +85,35 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[Path]) -> None:
             written[key] = output
     for output in outputs:
         _check_writable(output, output.path if output.is_folder else output.path.parent)
+    _check_space(outputs)
+
+
+def _check_space(outputs: Sequence[Output]) -> None:
+    """Refuse when the outputs on one filesystem would not fit in its free space."""
+    needs: dict[int, list[Output]] = {}
+    for output in outputs:
+        if output.bytes > 0:
+            folder = output.path if output.is_folder else output.path.parent
+            needs.setdefault(folder.stat().st_dev, []).append(output)
+    for group in needs.values():
+        folder = group[0].path if group[0].is_folder else group[0].path.parent
+        free = shutil.disk_usage(folder).free
+        need = sum(output.bytes for output in group)
+        if need > free:
+            named = ", ".join(f"{o.option} {o.path}" for o in group)
+            raise OutputError(
+                f"{named}: not enough free space on {folder}: about {_size(need)} will be "
+                f"written, {_size(free)} is free; free some or write elsewhere"
+            )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def _check_writable(output: Output, folder: Path) -> None:

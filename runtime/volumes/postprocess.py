@@ -39,10 +39,17 @@ class PostprocessOptions:
     fill_holes: bool = False  # fill background regions enclosed by foreground
 
     def __post_init__(self) -> None:
+        for name in ("min_component_voxels", "closing_radius"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if not isinstance(self.fill_holes, bool):  # "false" is a truthy string
+            raise ValueError(f"fill_holes must be true or false, got {self.fill_holes!r}")
         if self.min_component_voxels < 0:
             raise ValueError(f"min_component_voxels must be >= 0, got {self.min_component_voxels}")
         if self.closing_radius < 0:
             raise ValueError(f"closing_radius must be >= 0, got {self.closing_radius}")
+        check_closing_cost(self.closing_radius)
 
     @property
     def steps(self) -> list[str]:
@@ -55,6 +62,48 @@ class PostprocessOptions:
         if self.fill_holes:
             steps.append("fill holes")
         return steps
+
+
+# scipy's binary erosion and dilation precompute, for every position of the structuring element
+# against the borders, the offsets of all its voxels: (2r + 1)^3 positions x |ball| voxels x 8
+# bytes, which grows as r^6 (r = 16: 4.9 GB, whatever the mask's size; measured 4.8 GB on a
+# 32x64x64 mask). A radius is refused before anything is allocated when this exceeds:
+CLOSING_MEMORY_LIMIT = 1 << 30
+
+
+def closing_cost_bytes(radius: int) -> int:
+    """What scipy's binary closing with a ball of ``radius`` allocates for its offset table."""
+    if radius <= 0:
+        return 0
+    side = 2 * radius + 1
+    ball = sum(
+        1
+        for z in range(-radius, radius + 1)
+        for y in range(-radius, radius + 1)
+        for x in range(-radius, radius + 1)
+        if z * z + y * y + x * x <= radius * radius
+    )
+    return side**3 * ball * 8
+
+
+@functools.cache
+def largest_affordable_radius(limit: int = CLOSING_MEMORY_LIMIT) -> int:
+    radius = 0
+    while closing_cost_bytes(radius + 1) <= limit:
+        radius += 1
+    return radius
+
+
+def check_closing_cost(radius: int) -> None:
+    """Refuse, in one line with the estimate, a closing radius whose cost no run can pay."""
+    if radius <= largest_affordable_radius():
+        return
+    cost = (2 * radius + 1) ** 3 * (4.19 * radius**3) * 8  # the ball's volume, not counted
+    raise ValueError(
+        f"closing_radius {radius} would need about {cost / 2**30:.3g} GiB for scipy's binary "
+        f"closing (its offset table grows as r^6); at most {largest_affordable_radius()} fits "
+        f"in {CLOSING_MEMORY_LIMIT / 2**30:.0f} GiB"
+    )
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.contract.errors import InputError, VolumeError, first_line
+from runtime.contract.errors import InputError, OutputError, VolumeError, first_line
 from runtime.contract.settings import EnsembleSettings, ProbabilityEncoding
 
 if TYPE_CHECKING:
@@ -141,52 +141,60 @@ def write_manifest(
 
 
 def find_probabilities(folder: Path | str) -> ProbabilitySet:
-    """The volumes of a probability folder: those its manifest lists, else every ``*.npy``."""
+    """The volumes of a probability folder, as its manifest lists them; every value checked.
+
+    A folder without ``probabilities.json`` is refused, never guessed from its ``*.npy`` files:
+    ``predict``, ``fuse`` remove the manifest when they start and write it when they end, so a
+    missing one means the run that wrote the folder was killed, and its files may be an earlier
+    run's. Each listed file must be there with the manifest's dtype and shape.
+    """
     from runtime.contract.files import check_document_format, load_json
+    from runtime.contract.values import Values
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of saved probabilities")
     manifest = folder / MANIFEST_NAME
-    if manifest.is_file():
-        data = load_json(manifest, kind="probabilities manifest", error=InputError)
-        check_document_format(
-            data,
-            origin=str(manifest),
-            kind="probability manifest",
-            format_name=PROBABILITY_FORMAT,
-            format_version=1,
-            hint="save the probabilities again",
-            error=InputError,
+    if not manifest.is_file():
+        found = sum(1 for _ in folder.glob("*.npy"))
+        raise InputError(
+            f"{folder}: no {MANIFEST_NAME} (beside {found} .npy file(s)): the run that wrote "
+            "it did not finish, so its files may be an earlier run's; save the probabilities again"
         )
-        encoding = data.get("encoding")
-        if encoding not in PROBABILITY_ENCODINGS:
+    data = load_json(manifest, kind="probabilities manifest", error=InputError)
+    check_document_format(
+        data,
+        origin=str(manifest),
+        kind="probability manifest",
+        format_name=PROBABILITY_FORMAT,
+        format_version=1,
+        hint="save the probabilities again",
+        error=InputError,
+    )
+    values = Values(manifest, InputError)
+    encoding = values.choice(data.get("encoding"), "encoding", PROBABILITY_ENCODINGS)
+    files: dict[str, Path] = {}
+    for volume_id, entry in values.mapping(data.get("volumes"), "volumes").items():
+        where = f"volumes.{volume_id}"
+        values.name(volume_id, f"volumes key {volume_id!r}")  # ids become output paths in fuse
+        values.mapping(entry, where)
+        name = entry.get("file")
+        if name != f"{volume_id}.npy":  # never a path out of the folder, never another's file
+            values.fail(f"{where}.file", f"must be {volume_id + '.npy'!r}, not {name!r}")
+        shape = values.wholes(entry.get("shape"), f"{where}.shape", minimum=1, length=3)
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"{manifest}: lists {volume_id} but {path} is missing")
+        stored = load_probability(path)
+        if encoding_of(stored) != encoding or tuple(stored.shape) != tuple(shape):
             raise InputError(
-                f"{manifest}: encoding {encoding!r} is not one of {', '.join(PROBABILITY_ENCODINGS)}"
+                f"{path}: holds {encoding_of(stored)} of shape {tuple(stored.shape)}, but "
+                f"{manifest} says {encoding} of shape {tuple(shape)}; save the probabilities again"
             )
-        files: dict[str, Path] = {}
-        for volume_id, entry in dict(data.get("volumes") or {}).items():
-            name = str(entry.get("file", "")) if isinstance(entry, dict) else ""
-            if Path(name).name != name or not name.endswith(
-                ".npy"
-            ):  # never a path out of the folder
-                raise InputError(
-                    f"{manifest}: volume {volume_id} names file {name!r}; expected <id>.npy in the folder"
-                )
-            if not (folder / name).is_file():
-                raise InputError(f"{manifest}: lists {volume_id} but {folder / name} is missing")
-            files[str(volume_id)] = folder / name
-        if not files:
-            raise InputError(f"{manifest}: lists no volumes")
-        return ProbabilitySet(folder, encoding, files)
-    files = {path.name.split(".", 1)[0]: path for path in sorted(folder.glob("*.npy"))}
+        files[volume_id] = path
     if not files:
-        raise InputError(f"{folder}: no {MANIFEST_NAME} and no .npy probabilities in it")
-    encodings = {encoding_of(load_probability(path)) for path in files.values()}
-    if len(encodings) != 1:
-        raise InputError(f"{folder}: mixed probability dtypes ({', '.join(sorted(encodings))})")
-    note = f"{folder}: no {MANIFEST_NAME}, using the {len(files)} .npy file(s) found (was the run that wrote them interrupted?)"
-    return ProbabilitySet(folder, encodings.pop(), files, [note])
+        raise InputError(f"{manifest}: lists no volumes")
+    return ProbabilitySet(folder, encoding, files)
 
 
 def fuse(
@@ -224,8 +232,8 @@ def fuse(
     if problems:
         raise InputError("the folders hold different volumes: " + "; ".join(problems))
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MANIFEST_NAME).unlink(missing_ok=True)
+    _check_fuse_output(sets, ids, output, encoding)
+    (output / MANIFEST_NAME).unlink(missing_ok=True)  # back at the end: a killed fuse leaves none
     shapes: dict[str, tuple[int, ...]] = {}
     for volume_id in ids:
         arrays = [load_probability(found.files[volume_id]) for found in sets]
@@ -247,6 +255,26 @@ def fuse(
     }
     write_manifest(output, encoding, shapes, source)
     return ProbabilitySet(output, encoding, {i: output / f"{i}.npy" for i in ids})
+
+
+def stored_bytes(shape: Sequence[int], encoding: str) -> int:
+    """The size of one saved probability file (the .npy header is at most a few hundred bytes)."""
+    import math
+
+    return math.prod(shape) * (1 if encoding == "uint8" else 2) + 512
+
+
+def _check_fuse_output(
+    sets: Sequence[ProbabilitySet], ids: Sequence[str], output: Path, encoding: str
+) -> None:
+    """predict's outputs-versus-inputs check: ``fuse A B -o A`` would overwrite A's files."""
+    from runtime.volumes.outputs import Output, check_outputs
+
+    reads = [path for found in sets for path in found.files.values()]
+    reads += [found.folder / MANIFEST_NAME for found in sets]
+    size = sum(stored_bytes(load_probability(sets[0].files[i]).shape, encoding) for i in ids)
+    writes = (*(f"{volume_id}.npy" for volume_id in ids), MANIFEST_NAME)
+    check_outputs([Output("-o", output, writes, bytes=size)], reads)
 
 
 def finish_with_probability(
@@ -271,7 +299,13 @@ def finish_with_probability(
     if save_dir is not None:
         stored = encode(probability, save_encoding)
         saved = Path(save_dir) / f"{volume_id}.npy"
-        save_probability(saved, stored)
+        try:
+            save_probability(saved, stored)
+        except OSError as error:  # asked for and not saved: the run failed, not a note
+            raise OutputError(
+                f"--save-probabilities {save_dir}: cannot write {saved.name} "
+                f"({error.strerror or first_line(error)})"
+            ) from None
     if settings is None:
         return None, saved, None
     if settings_encoding == "float32":

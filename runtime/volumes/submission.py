@@ -131,17 +131,13 @@ def validate_submission(
 def id_problem(volume_id: str) -> str | None:
     """Why ``<volume_id>.tif`` cannot be a member the scorer reads as that id, or None.
 
-    The rule: an id is the file name up to its first dot, and it must be a plain name: not
-    empty, no path separator (zip tools and Windows read a backslash as a folder), no control
-    character. A volume whose id breaks it cannot get a mask, like one whose shape is unknown.
+    The id is the file name up to its first dot, and it must be a plain name by the one rule
+    every id read from a file obeys (:func:`runtime.contract.values.name_problem`). A volume
+    whose id breaks it cannot get a mask, like one whose shape is unknown.
     """
-    if not volume_id:
-        return "its id (the name up to the first dot) is empty"
-    if "/" in volume_id or "\\" in volume_id:
-        return f"its id {volume_id!r} holds a path separator, which zip tools read as a folder"
-    if any(ord(character) < 32 or ord(character) == 127 for character in volume_id):
-        return f"its id {volume_id!r} holds a control character"
-    return None
+    from runtime.contract.values import name_problem
+
+    return name_problem(volume_id)
 
 
 def _add_member(archive: zipfile.ZipFile, name: str, source: Path, level: int) -> None:

@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,7 +176,14 @@ def _open_tiff(source: Source, name: str | None) -> Iterator[tuple[Any, str, lis
     if isinstance(source, str | Path):
         path = Path(source)
         try:
-            size = path.stat().st_size
+            status = path.stat()
+            size = status.st_size
+            if stat.S_ISDIR(status.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(
+                status.st_mode
+            ):  # a FIFO blocks the read forever, /dev/zero never ends
+                raise VolumeError(f"{label}: not a regular file (a pipe, socket or device)")
             with open(path, "rb") as handle:
                 magic = handle.read(4)
         except FileNotFoundError:

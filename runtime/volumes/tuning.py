@@ -36,7 +36,7 @@ from typing import Any
 
 from runtime.contract.errors import InputError
 from runtime.volumes.mask_settings import POSTPROCESS_FORMAT, MaskSettings
-from runtime.volumes.postprocess import PostprocessOptions
+from runtime.volumes.postprocess import PostprocessOptions, check_closing_cost
 
 __all__ = ["SettingResult", "TuneReport", "grid_from_file", "tune"]
 
@@ -208,9 +208,18 @@ class TuneReport:
         ]
 
 
+MAX_GRID_SETTINGS = 5_000  # each setting is scored on every volume: minutes each, at most
+
+
 def grid_from_file(path: Path | str) -> list[MaskSettings]:
-    """Every combination of the axes a grid file lists (plain thresholds always included)."""
+    """Every combination of the axes a grid file lists (plain thresholds always included).
+
+    Every value is checked for type and range, and the number of settings against
+    ``MAX_GRID_SETTINGS``, before any is built or scored: one line names the file and field.
+    """
     from runtime.contract.files import load_json
+    from runtime.contract.values import Values
+    from runtime.volumes.mask_settings import postprocess_from_dict
 
     path = Path(path)
     data = load_json(path, kind="tuning grid", error=InputError)
@@ -223,32 +232,76 @@ def grid_from_file(path: Path | str) -> list[MaskSettings]:
         raise InputError(
             f"{path}: unknown grid key(s) {', '.join(unknown)}; known: {', '.join(sorted(_GRID_KEYS))}"
         )
-    try:
-        thresholds = [float(t) for t in data.get("thresholds", [0.5])]
-        cleanups = [
-            PostprocessOptions(
-                min_component_voxels=int(m), closing_radius=int(c), fill_holes=bool(f)
+    values = Values(path, InputError)
+
+    def axis(key: str, default: list[Any]) -> list[Any]:
+        listed = values.listing(data.get(key, default), key)
+        if not listed and key in (
+            "thresholds",
+            "min_component_voxels",
+            "closing_radius",
+            "fill_holes",
+        ):
+            # no plain threshold, or no clean-up to combine with: nothing to recommend
+            values.fail(
+                key, "lists no value, so no setting could be recommended; give at least one"
             )
-            for m, c, f in itertools.product(
-                data.get("min_component_voxels", [0]),
-                data.get("closing_radius", [0]),
-                data.get("fill_holes", [False]),
-            )
-        ]
-        settings = [MaskSettings(threshold=t) for t in thresholds]
-        settings += [MaskSettings(threshold=t, postprocess=p) for t in thresholds for p in cleanups]
-        settings += [
-            MaskSettings(threshold=float(low), hysteresis_high=float(high), postprocess=p)
-            for (low, high) in data.get("hysteresis", [])
-            for p in cleanups
-        ]
-        settings += [
-            MaskSettings(foreground_fraction=float(f), postprocess=p)
-            for f in data.get("foreground_fraction", [])
-            for p in cleanups
-        ]
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{path}: {error}") from None
+        return listed
+
+    thresholds = [
+        values.number(t, f"thresholds[{i}]", low=0.0, high=1.0, open_high=True)
+        for i, t in enumerate(axis("thresholds", [0.5]))
+    ]
+    sizes = [
+        values.whole(m, f"min_component_voxels[{i}]")
+        for i, m in enumerate(axis("min_component_voxels", [0]))
+    ]
+    radii = [
+        values.whole(c, f"closing_radius[{i}]") for i, c in enumerate(axis("closing_radius", [0]))
+    ]
+    for i, radius in enumerate(radii):
+        try:
+            check_closing_cost(radius)
+        except ValueError as error:  # before any volume is scored with it
+            values.fail(f"closing_radius[{i}]", f"is refused: {error}")
+    fills = [
+        values.boolean(f, f"fill_holes[{i}]") for i, f in enumerate(axis("fill_holes", [False]))
+    ]
+    pairs = []
+    for i, pair in enumerate(axis("hysteresis", [])):
+        low, high = values.numbers(pair, f"hysteresis[{i}]", length=2, low=0.0, high=1.0)
+        if not low < high < 1.0:
+            values.fail(f"hysteresis[{i}]", f"must be [low, high] with low < high < 1, got {pair}")
+        pairs.append((low, high))
+    fractions = [
+        values.number(
+            f, f"foreground_fraction[{i}]", low=0.0, high=1.0, open_low=True, open_high=True
+        )
+        for i, f in enumerate(axis("foreground_fraction", []))
+    ]
+    per_cleanup = len(thresholds) + len(pairs) + len(fractions)
+    count = len(thresholds) + per_cleanup * len(sizes) * len(radii) * len(fills)
+    if count > MAX_GRID_SETTINGS:
+        raise InputError(
+            f"{path}: the grid makes {count} settings, each scored on every volume; at most "
+            f"{MAX_GRID_SETTINGS}: list fewer values"
+        )
+    cleanups = [
+        postprocess_from_dict(
+            {"min_component_voxels": m, "closing_radius": c, "fill_holes": f}, values, "grid"
+        )
+        for m, c, f in itertools.product(sizes, radii, fills)
+    ]
+    settings = [MaskSettings(threshold=t) for t in thresholds]
+    settings += [MaskSettings(threshold=t, postprocess=p) for t in thresholds for p in cleanups]
+    settings += [
+        MaskSettings(threshold=low, hysteresis_high=high, postprocess=p)
+        for (low, high) in pairs
+        for p in cleanups
+    ]
+    settings += [
+        MaskSettings(foreground_fraction=f, postprocess=p) for f in fractions for p in cleanups
+    ]
     return list(dict.fromkeys(settings))
 
 

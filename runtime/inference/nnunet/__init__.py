@@ -12,14 +12,15 @@ allow-list, building), ``checkpoint`` (the safe reader), ``preprocessing``, ``mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from runtime.contract.errors import ModelError
 from runtime.contract.settings import Checkpoint as CheckpointChoice
-from runtime.inference.checkpoints import load_state_dict, read_json
+from runtime.inference.checked_build import build_matching
+from runtime.inference.checkpoints import read_json
 from runtime.inference.nnunet.checkpoint import Checkpoint, read_checkpoint
 from runtime.inference.nnunet.folder import (
     CHECKPOINTS,
@@ -71,10 +72,16 @@ def load_nnunet_model(
     preprocessing = Preprocessing.from_configuration(configuration, spacing, str(folder.path))
     networks = []
     for fold, state in checkpoints.items():
-        network = build_network(
-            configuration.architecture, labels.input_channels, labels.heads, str(plans_path)
+        # plans.json's widths meet the checkpoint's shapes on the meta device first
+        network = _load_weights(
+            lambda: build_network(
+                configuration.architecture, labels.input_channels, labels.heads, str(plans_path)
+            ),
+            state,
+            folder,
+            fold,
+            configuration_name,
         )
-        _load_weights(network, state, folder, fold, configuration_name)
         networks.append(network)
     mirror_axes = _mirror_axes(checkpoints)
     name = folder.path.name
@@ -111,15 +118,15 @@ def _check_inputs(
 
 
 def _load_weights(
-    network: torch.nn.Module,
+    build: Callable[[], torch.nn.Module],
     state: Checkpoint,
     folder: TrainedModelFolder,
     fold: str,
     configuration: str,
-) -> None:
+) -> torch.nn.Module:
     trainer = state.trainer_name or folder.trainer or "its trainer"
-    load_state_dict(
-        network,
+    return build_matching(
+        build,
         state.weights,
         folder.checkpoints[fold],
         described_by=f"the network plans.json describes for {configuration!r}",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.contract.errors import ModelError
+from runtime.contract.values import Values
 
 __all__ = ["Configuration", "Labels", "read_configuration", "read_labels"]
 
@@ -133,7 +134,7 @@ def read_labels(dataset: dict[str, Any], foreground_class: int | None, source: P
                 f"{source}: label {key!r} must be an integer or a list of them, got {value!r}"
             )
     region_based = any(isinstance(v, list) and len(v) > 1 for v in named.values())
-    common = {
+    common: dict[str, Any] = {
         "ignore_label": ignore,
         "input_channels": len(channels),
         "channel_names": tuple(str(channels[k]) for k in sorted(channels, key=str)),
@@ -198,6 +199,11 @@ def _resolved(configurations: dict[str, Any], name: str, source: Path) -> dict[s
     merged = dict(config)
     while "inherits_from" in config:
         parent = config["inherits_from"]
+        if not isinstance(parent, str):  # a list here was an unhashable-type traceback
+            Values(source, ModelError).fail(
+                f"configuration {chain[-1]!r} inherits_from",
+                f"must name a configuration, not {parent!r}",
+            )
         if parent in chain:
             raise ModelError(
                 f"{source}: configurations inherit in a circle: {' -> '.join([*chain, parent])}"
@@ -215,6 +221,37 @@ def _resolved(configurations: dict[str, Any], name: str, source: Path) -> dict[s
 
 
 def _architecture(config: dict[str, Any], where: str) -> dict[str, Any]:
+    architecture = _architecture_block(config, where)
+    _check_arch_kwargs(architecture["arch_kwargs"], where)
+    return architecture
+
+
+def _check_arch_kwargs(kwargs: dict[str, Any], where: str) -> None:
+    """The numbers that size the network: whole and positive, one per stage, before a build."""
+    values = Values(where, ModelError)
+    stages = values.whole(kwargs.get("n_stages"), "arch_kwargs.n_stages", minimum=1, maximum=64)
+    features = kwargs.get("features_per_stage")
+    if isinstance(features, int) and not isinstance(features, bool):
+        features = [features] * stages
+    values.wholes(features, "arch_kwargs.features_per_stage", minimum=1, length=stages)
+    for key in ("n_conv_per_stage", "n_blocks_per_stage", "n_conv_per_stage_decoder"):
+        if key in kwargs:
+            given = kwargs[key]
+            if isinstance(given, list):
+                values.wholes(given, f"arch_kwargs.{key}", minimum=1)
+            else:
+                values.whole(given, f"arch_kwargs.{key}", minimum=1)
+    for key in ("kernel_sizes", "strides"):
+        if key in kwargs:
+            for index, entry in enumerate(values.listing(kwargs[key], f"arch_kwargs.{key}")):
+                field = f"arch_kwargs.{key}[{index}]"
+                if isinstance(entry, list):
+                    values.wholes(entry, field, minimum=1)
+                else:
+                    values.whole(entry, field, minimum=1)
+
+
+def _architecture_block(config: dict[str, Any], where: str) -> dict[str, Any]:
     block = config.get("architecture")
     if block is None:
         return _architecture_from_old_plans(config, where)
@@ -291,6 +328,8 @@ def _region_labels(
         for key, value in named.items()
         if not (value == 0 or (isinstance(value, list) and set(value) == {0}))
     ]
+    if isinstance(order, list):
+        Values(source, ModelError).wholes(order, "regions_class_order", minimum=1)
     if not isinstance(order, list) or len(order) != len(regions):
         raise ModelError(
             f"{source}: region-based labels need 'regions_class_order' with one value per "
@@ -321,6 +360,11 @@ def _intensity_properties(plans: dict[str, Any], source: Path) -> dict[str, dict
     )
     if not isinstance(block, dict):
         raise ModelError(f"{source}: foreground_intensity_properties_per_channel must be an object")
+    values = Values(source, ModelError)
+    for channel, properties in block.items():
+        where = f"foreground_intensity_properties_per_channel.{channel}"
+        for key, value in values.mapping(properties, where).items():
+            values.number(value, f"{where}.{key}")  # normalization statistics: finite numbers
     return block
 
 

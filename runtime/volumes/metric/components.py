@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,7 +52,8 @@ def label(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
     if backend() == "cc3d":
         import cc3d
 
-        labels, count = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+        six_or_26 = cast(Literal[6, 26], connectivity)  # checked above; cc3d's stubs want a Literal
+        labels, count = cc3d.connected_components(mask, connectivity=six_or_26, return_N=True)
         return labels, int(count)
     from scipy import ndimage
 

@@ -132,7 +132,7 @@ class PreparedTruth:
         empty = not mask.any()
         if empty and self.empty:
             surface = 1.0
-        elif empty or self.empty:
+        elif empty or self.surface is None:  # self.surface is None: the labels are empty
             surface = 0.0
         else:
             surface = surface_dice_of_sides(

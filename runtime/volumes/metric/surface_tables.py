@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CORNERS", "corner_bit", "surfel_areas"]
 
-CORNERS: tuple[tuple[int, int, int], ...] = tuple(itertools.product((0, 1), repeat=3))
+CORNERS: tuple[tuple[int, int, int], ...] = tuple(
+    (x, y, z) for x, y, z in itertools.product((0, 1), repeat=3)
+)
 _Point = tuple[float, float, float]
 
 
