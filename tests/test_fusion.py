@@ -66,7 +66,7 @@ def test_the_engines_ensemble_equals_fuse_of_its_members_saved_probabilities(
         exact.add(single, weight)
     np.testing.assert_allclose(engine, exact.probability(), atol=5e-5)  # float32 sigmoids
     # and through the saved files: float16 steps near 0 and 1 (4.9e-4) grow in log-odds
-    np.testing.assert_allclose(engine, saved, atol=1e-3 if mode == "probabilities" else 1e-2)
+    np.testing.assert_allclose(engine, saved, atol=1e-3 if mode == "probabilities" else 2e-2)
     if mode == EnsembleMode.LOGITS:  # the clip matters here: both members say 0 or 1
         logit = np.log(LOGIT_CLIP) - np.log1p(-LOGIT_CLIP)
         assert engine.min() >= 1 / (1 + np.exp(-logit)) - 1e-6
