@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.netns import offline, require_netns
 from tests.support.packages import make_wheel
+from tests.support.tmpfs import on_small_tmpfs, require_tmpfs
 from tests.support.venvs import Venv, copy_venv, run_checked, session_template
 from tests.support.wheelhouses import bundle, kernel_profile, session_index
 
@@ -117,6 +118,37 @@ def test_a_tampered_self_wheel_is_never_imported(venv: Venv, house: Path, tmp_pa
     assert result.stderr.startswith(f"error: {own}: sha256 ")
     assert "nothing was installed" in result.stderr and result.stderr.count("\n") == 1
     assert venv.distributions() == before
+
+
+@pytest.mark.parametrize("room", [0.1, 1.5], ids=["bootstraps-copy", "the-installers-copies"])
+def test_a_full_temporary_folder_is_one_line_and_exit_2(
+    venv: Venv, house: Path, tmp_path: Path, room: float
+) -> None:
+    """A real tmpfs as TMPDIR, too small for bootstrap's copy of our wheel, or for the copies
+    the installer makes of every wheel after it."""
+    require_tmpfs()
+    mounted = tmp_path / "input" / "wheels"
+    shutil.copytree(house, mounted)
+    (own,) = (mounted / "wheels").glob("kaggle_offline-*.whl")
+    options = f"size={int(own.stat().st_size * room) // 4096 * 4096 + 4096}"
+    small = tmp_path / "tmp"
+    small.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["TMPDIR"] = str(small)
+    argv = [
+        str(venv.python),
+        str(mounted / "bootstrap.py"),
+        "--input-root",
+        str(tmp_path / "input"),
+    ]
+
+    result = run_checked(on_small_tmpfs({small: options}, argv), check=False, env=env)
+
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: no space left on {small}")
+    assert "set TMPDIR to a folder with room" in result.stderr
+    assert "kaggle-offline" not in venv.distributions()
 
 
 def test_bootstrap_needs_its_manifest(venv: Venv, house: Path, tmp_path: Path) -> None:

@@ -176,6 +176,7 @@ def test_postprocess_options_refuse_strings_for_booleans() -> None:
 
 
 # --- the closing radius's cost model -------------------------------------------------------------
+@pytest.mark.slow
 def test_the_closing_cost_model_matches_what_scipy_allocates() -> None:
     """scipy's closing of a 32x64x64 mask with r = 10 fails in half the model's estimate of extra
     address space and succeeds in 1.5 times it (r = 16 took 4.8 GB in the report; the model
@@ -243,6 +244,7 @@ def test_a_config_json_with_nan_is_refused_by_the_one_reader(tmp_path: Path) -> 
     _one_line(refused, "config.json", "'mean' is NaN")
 
 
+@pytest.mark.slow
 def test_widths_in_config_json_are_compared_with_the_checkpoint_before_any_allocation(
     tmp_path: Path,
 ) -> None:

@@ -17,6 +17,7 @@ from bundler.commands.model import kernel_handoff
 from bundler.errors import BundlerError
 from bundler.kaggle.model_upload import MODEL_CHECK_INSTALL, prepare_model
 from runtime.inference.models import load_model
+from runtime.samples.demo import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 # torch.jit.script is deprecated in recent torch, but competitors' TorchScript files still exist.
@@ -178,6 +179,45 @@ def test_in_place_writes_only_the_metadata(good_model: Path) -> None:
     upload = prepare_model(good_model, good_model, model_id="alice/tiny-unet")
     assert (good_model / "model-instance-metadata.json").is_file()
     assert upload.files == ["__pycache__/x.pyc", "config.json", "model.pt"]
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbing"])
+def test_a_config_naming_a_file_outside_its_folder_is_refused_before_the_copy(
+    tmp_path: Path, good_model: Path, where: str
+) -> None:
+    """The staged copy would load the absolute path just as well: the original is checked."""
+    elsewhere = tmp_path / "elsewhere" / "model.pt"
+    elsewhere.parent.mkdir()
+    (good_model / "model.pt").rename(elsewhere)
+    config = json.loads((good_model / "config.json").read_text())
+    config["program"] = str(elsewhere) if where == "absolute" else "../elsewhere/model.pt"
+    (good_model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "upload"
+
+    with pytest.raises(BundlerError, match="outside the model folder") as refused:
+        prepare_model(good_model, out, model_id="alice/tiny-unet")
+
+    assert f"{good_model / 'config.json'}: 'program' is " in str(refused.value)
+    assert not out.exists()
+    completed = _cli(str(good_model), "-o", str(out), "--id", "alice/tiny-unet", "-q")
+    assert completed.returncode == 2 and len(completed.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_demo_models_weights_at_an_absolute_path_are_refused(tmp_path: Path) -> None:
+    """The issue's case: a U-Net config whose 'weights' is an absolute path outside the folder."""
+    model = tmp_path / "demo"
+    shutil.copytree(DEMO_DIR, model, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    config = json.loads((model / "config.json").read_text())
+    elsewhere = tmp_path / "kept-elsewhere.pt"
+    (model / config["weights"]).rename(elsewhere)
+    config["weights"] = str(elsewhere)
+    (model / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "upload"
+
+    with pytest.raises(BundlerError, match=f"'weights' is '{elsewhere}', outside the model"):
+        prepare_model(model, out, model_id="alice/demo-unet")
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -220,6 +220,7 @@ def slow_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sample(tmp_path_factory.mktemp("slow"), n=8, shape=(32, 64, 64), seed=4)
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_no_stale_metrics_and_the_next_run_removes_its_mask_folder(
     slow_root: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -280,6 +281,7 @@ def test_a_killed_tune_leaves_no_postprocess_json_for_predict(
                  "-o", str(tmp_path / "s.zip")]) == 2  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sigterm_writes_metrics_and_removes_temporary_folders(
     slow_root: Path, tiny_model: Path, tmp_path: Path
 ) -> None:

@@ -125,6 +125,7 @@ def test_bad_arguments_are_refused(tmp_path: Path, n: int, shape: tuple[int, ...
         write_sample(tmp_path, n=n, shape=shape)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a fresh venv, then a subprocess
 def test_sample_without_numpy_says_which_extra_it_needs(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -59,6 +59,9 @@ MODEL_LICENCES = (
     "ODC Public Domain Dedication and Licence (PDDL)", "GPL 3",
 )  # fmt: skip
 _SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints"})
+_CONFIG_NAME = "config.json"
+# The keys of a kaggle-offline config.json that name a file of the model (runtime/inference).
+_FILE_KEYS = ("weights", "program")
 
 
 # The command README.md's step 4 shows, kept equal by tests/test_model_upload.py.
@@ -174,6 +177,7 @@ def prepare_model(
         variation = refs.variation_slug(variation)
         if licence not in MODEL_LICENCES:
             raise BundlerError(f"--license {licence!r}: use one of {', '.join(MODEL_LICENCES)}")
+    _check_references(source)
     previous = _previous_upload(output)
     if not in_place:
         _check_output(source, output, previous)
@@ -274,6 +278,34 @@ def _source(path: Path) -> Path:
     if path.is_file() and path.name == "config.json":
         return path.parent  # the folder is the model: config.json names its files relatively
     return path
+
+
+def _check_references(source: Path) -> None:
+    """Every file the ORIGINAL config.json names is inside the model folder.
+
+    The staged copy is checked too, but a config naming ``/abs/model.pt`` loads there just as
+    well (the absolute path is the same on this machine) and the upload would go without it.
+    So each file reference is checked as written: relative, and inside the folder once resolved
+    (no ``..`` out of it, no link out of it), before anything is copied.
+    """
+    config = source / _CONFIG_NAME
+    if not source.is_dir() or not config.is_file():
+        return
+    data = load_json(config, kind="model config", error=BundlerError)
+    if not isinstance(data, dict):
+        return  # not a config of ours: the model check says what is wrong with it
+    folder = source.resolve()
+    for key in _FILE_KEYS:
+        value = data.get(key)
+        if not isinstance(value, str) or not value:
+            continue  # a missing or mistyped value: the loader's own one-line refusal
+        target = Path(value)
+        if target.is_absolute() or not (folder / target).resolve().is_relative_to(folder):
+            raise BundlerError(
+                f"refused: {config}: {key!r} is {value!r}, outside the model folder {source}; "
+                "the upload holds only that folder: copy the file in and name it relative to "
+                "config.json"
+            )
 
 
 def _parent(output: Path) -> Path:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import email.parser
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from runtime.contract.errors import WheelhouseError
 from runtime.contract.profile import TargetProfile, canonical_name
+from runtime.contract.wheel_archive import read_wheel_archive
 
 
 @dataclass(frozen=True)
@@ -32,30 +32,35 @@ def wheel_tags(filename: str) -> tuple[str, ...]:
 
 
 def read_wheel(path: Path) -> WheelInfo:
-    """Name, version and tags from the filename; Requires-Python/Requires-Dist from METADATA."""
+    """Name, version and tags from the filename; Requires-Python/Requires-Dist from METADATA.
+
+    METADATA is read with the installer's bounded reader, and its Name and Version must be the
+    file name's: pip installs what METADATA says, so a wheel that contradicts its name is not
+    the wheel the manifest pins.
+    """
     try:
         name, version, _, tags = parse_wheel_filename(path.name)
     except InvalidWheelFilename as error:
         raise WheelhouseError(f"{path}: not a valid wheel filename ({error})") from None
+    archive = read_wheel_archive(path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            candidates = [
-                member
-                for member in archive.namelist()
-                if member.count("/") == 1 and member.endswith(".dist-info/METADATA")
-            ]
-            if not candidates:
-                raise WheelhouseError(f"{path}: no .dist-info/METADATA inside; not a wheel")
-            text = archive.read(candidates[0]).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, OSError) as error:
-        raise WheelhouseError(f"{path}: unreadable wheel ({error})") from None
-    message = email.parser.Parser().parsestr(text, headersonly=True)
+        inside: tuple[str, Version | None] = (
+            canonical_name(archive.name),
+            Version(archive.version),
+        )
+    except InvalidVersion:
+        inside = (canonical_name(archive.name), None)
+    if inside != (canonical_name(str(name)), version):
+        raise WheelhouseError(
+            f"{path}: the file name says {canonical_name(str(name))} {version} but its METADATA "
+            f"says {archive.name} {archive.version}; pip would install what METADATA says"
+        )
     return WheelInfo(
         name=canonical_name(str(name)),
         version=str(version),
         tags=tuple(sorted(str(tag) for tag in tags)),
-        requires_python=str(message.get("Requires-Python", "") or "").strip(),
-        requires_dist=tuple(str(item).strip() for item in message.get_all("Requires-Dist") or ()),
+        requires_python=next(iter(archive.header_values("Requires-Python")), "").strip(),
+        requires_dist=tuple(item.strip() for item in archive.header_values("Requires-Dist")),
     )
 
 

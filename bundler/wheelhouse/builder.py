@@ -11,6 +11,7 @@ downloads nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 from packaging.requirements import Requirement
 
@@ -58,6 +59,7 @@ from bundler.wheelhouse.output import (
     sync_wheels,
     write_wheelhouse_files,
 )
+from bundler.wheelhouse.places import check_place, naming_a_full_place
 from bundler.wheelhouse.sdists import build_wheel_from_sdist
 from bundler.wheelhouse.self_wheel import own_wheel
 from runtime import __version__
@@ -90,6 +92,9 @@ class BuildResult:
     unchanged: bool = False
 
 
+_P = ParamSpec("_P")
+
+
 def default_cache_dir() -> Path:
     configured = os.environ.get("KAGGLE_OFFLINE_CACHE")
     if configured:
@@ -98,6 +103,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "kaggle-offline"
 
 
+def _naming_full_places(function: Callable[_P, BuildResult]) -> Callable[_P, BuildResult]:
+    """A disk that fills up during the build is one line naming the place, not a traceback."""
+
+    @functools.wraps(function)
+    def build(*args: _P.args, **kwargs: _P.kwargs) -> BuildResult:
+        output_dir = Path(str(args[1] if len(args) > 1 else kwargs["output_dir"]))
+        cache = Path(str(kwargs.get("cache_dir") or default_cache_dir()))
+        with naming_a_full_place({output_dir: "-o", cache: "the download cache"}):
+            return function(*args, **kwargs)
+
+    return build
+
+
+@_naming_full_places
 def build(
     requirements: Sequence[str],
     output_dir: Path,
@@ -126,6 +145,7 @@ def build(
     output_dir = Path(output_dir)
     check_output_dir(output_dir)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    check_place(cache_root, "--cache-dir (or KAGGLE_OFFLINE_CACHE)")
     store = BlobStore(cache_root / "blobs")
     files = read_requirement_files(requirement_files, constraint_files)
     index = IndexSettings(
@@ -203,7 +223,7 @@ def build(
     metadata = dataset.dataset_metadata(
         profile.name, dataset_id, title, _summary_line(manifest), licence
     )
-    write_wheelhouse_files(output_dir, manifest, metadata)
+    manifest = write_wheelhouse_files(output_dir, manifest, metadata)
     from bundler.wheelhouse.verification import verify
 
     problems = verify(output_dir, known_hashes=sync.hashes)

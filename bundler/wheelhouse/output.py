@@ -7,7 +7,8 @@ in place in one wheelhouse must not change the cache, nor every other wheelhouse
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -16,8 +17,9 @@ from pathlib import Path
 from bundler.blobs import BlobStore
 from bundler.errors import BundlerError
 from bundler.kaggle.dataset import FILENAME as DATASET_FILENAME
-from runtime.contract.files import sha256_file, write_json_atomically, write_text_atomically
-from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
+from bundler.wheelhouse.places import check_place, check_room
+from runtime.contract.files import json_text, sha256_file, write_bytes_atomically
+from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, FileEntry, Manifest
 
 LOCK_FILENAME = "requirements.lock"
 BOOTSTRAP_FILENAME = "bootstrap.py"
@@ -30,17 +32,7 @@ _TEMP_SUFFIX = ".tmp"
 
 def check_output_dir(folder: Path) -> None:
     """``-o`` must be a folder (new, or a previous wheelhouse): refuse anything else in one line."""
-    if folder.exists() and not folder.is_dir():
-        raise BundlerError(f"{folder}: exists and is not a folder; give -o a folder to write to")
-    ancestor = folder
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise BundlerError(f"{folder}: {ancestor} is a file, so -o cannot be created there")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise BundlerError(
-            f"{folder}: cannot write in {ancestor} (permission denied); choose another -o"
-        )
+    check_place(folder, "-o")
 
 
 def foreign_entries(folder: Path) -> list[str]:
@@ -86,17 +78,24 @@ class WheelSync:
 def sync_wheels(folder: Path, wanted: Sequence[tuple[str, str]], store: BlobStore) -> WheelSync:
     """Make ``folder/wheels`` hold exactly ``wanted`` (filename, sha256 in ``store``)."""
     wheel_dir = folder / WHEEL_DIRNAME
-    wheel_dir.mkdir(parents=True, exist_ok=True)
     placed: list[str] = []
     kept: list[str] = []
     hashes: dict[Path, str] = {}
+    missing = []
     for filename, sha256 in wanted:
         path = wheel_dir / filename
         if _intact_copy(path, sha256, store):
             kept.append(filename)
             hashes[path] = sha256
-            continue
-        hashes[path] = store.copy_to(sha256, path)
+        else:
+            missing.append((filename, sha256))
+    # Known before a byte is copied: the copies must fit where they go (stale wheels are
+    # removed only after, so they do not count as free).
+    size = sum(store.path(sha256).stat().st_size for _, sha256 in missing)
+    check_room(folder, size, f"copying {len(missing)} wheel(s)")
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    for filename, sha256 in missing:
+        hashes[wheel_dir / filename] = store.copy_to(sha256, wheel_dir / filename)
         placed.append(filename)
     names = {filename for filename, _ in wanted}
     removed: list[str] = []
@@ -129,9 +128,15 @@ def lock_text(manifest: Manifest) -> str:
         f"#   pip install --no-index --require-hashes --find-links {manifest.wheel_dir} "
         f"-r {LOCK_FILENAME}",
     ]
-    for entry in sorted(manifest.wheels, key=lambda entry: entry.name):
-        lines.append(f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + lock_pins(manifest)) + "\n"
+
+
+def lock_pins(manifest: Manifest) -> list[str]:
+    """The lock's requirement lines: one hash-pinned ``name==version`` per wheel, by name."""
+    return [
+        f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}"
+        for entry in sorted(manifest.wheels, key=lambda entry: entry.name)
+    ]
 
 
 def bootstrap_source() -> str:
@@ -145,9 +150,23 @@ def bootstrap_source() -> str:
 
 def write_wheelhouse_files(
     folder: Path, manifest: Manifest, dataset_metadata: dict[str, object]
-) -> None:
-    """Everything but the wheels. The manifest goes last: it marks the folder complete."""
-    write_text_atomically(folder / LOCK_FILENAME, lock_text(manifest))
-    write_text_atomically(folder / BOOTSTRAP_FILENAME, bootstrap_source())
-    write_json_atomically(folder / DATASET_FILENAME, dataset_metadata)
-    manifest.dump(folder / MANIFEST_FILENAME)
+) -> Manifest:
+    """Everything but the wheels; the manifest as written, with the other files' hashes.
+
+    The manifest goes last: it marks the folder complete, and it records the sha256 and size of
+    the very bytes written for the lock, bootstrap.py and the metadata, so ``verify`` (and the
+    installer) can tell any later edit of them.
+    """
+    texts = {
+        LOCK_FILENAME: lock_text(manifest),
+        BOOTSTRAP_FILENAME: bootstrap_source(),
+        DATASET_FILENAME: json_text(dataset_metadata),
+    }
+    files = []
+    for name, text in texts.items():
+        data = text.encode("utf-8")
+        write_bytes_atomically(folder / name, data)
+        files.append(FileEntry(name, hashlib.sha256(data).hexdigest(), len(data)))
+    written = dataclasses.replace(manifest, files=tuple(files))
+    written.dump(folder / MANIFEST_FILENAME)
+    return written

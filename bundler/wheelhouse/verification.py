@@ -5,9 +5,10 @@ runs the same Python (the kernel refuses a wheelhouse built for another one); ev
 disk with its sha256 and size; no stray or duplicate wheels; each wheel's tags and Requires-Python
 fit the target (read from the files, not the manifest); the dependency closure is complete for the
 target (every Requires-Dist that applies under the target's markers and the requested extras is
-met by a wheel in the house, a preinstalled distribution or a recorded missing optional); the lock
-file pins the same hashes; bootstrap.py is there; dataset-metadata.json is valid for
-``kaggle datasets create``.
+met by a wheel in the house, a preinstalled distribution or a recorded missing optional); every
+other file is the one the build wrote and nothing else is there (:mod:`integrity`: the lock,
+bootstrap.py and the metadata by the hashes the manifest records, bootstrap.py also byte for byte
+against the runtime's own); dataset-metadata.json is valid for ``kaggle datasets create``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bundler.resolution.wheels import (
     python_full_version,
     read_wheel,
 )
-from bundler.wheelhouse.output import BOOTSTRAP_FILENAME, LOCK_FILENAME
+from bundler.wheelhouse.integrity import integrity_problems
 from runtime.contract.errors import KaggleOfflineError
 from runtime.contract.files import load_json, sha256_file
 from runtime.contract.manifest import MANIFEST_FILENAME, Manifest, locate_wheel
@@ -71,6 +72,13 @@ def verify(
             problems.append(f"{entry.filename}: listed in the manifest but missing from the folder")
             continue
         size = path.stat().st_size
+        if size != entry.size and path not in known:
+            # Damaged whatever its hash: a file of another size is never read whole.
+            problems.append(
+                f"{path}: {size} bytes, the manifest says {entry.size}, so its sha256 cannot "
+                "match (tampered or truncated; rebuild the wheelhouse)"
+            )
+            continue
         digest = known.get(path) or sha256_file(path)
         if digest != entry.sha256:
             problems.append(
@@ -112,9 +120,7 @@ def verify(
         )
     problems += _stray_and_duplicate_wheels(wheelhouse, manifest)
     problems += _closure_problems(manifest, infos, profile)
-    problems += _lock_problems(wheelhouse, manifest)
-    if not (wheelhouse / BOOTSTRAP_FILENAME).is_file():
-        problems.append(f"{wheelhouse / BOOTSTRAP_FILENAME}: missing (rebuild the wheelhouse)")
+    problems += integrity_problems(wheelhouse, manifest)
     problems += _dataset_problems(wheelhouse)
     return problems
 
@@ -233,20 +239,6 @@ def _unmet(
     if name in missing_optional:
         return None
     return f"but neither the wheelhouse nor {profile.name} has {name}"
-
-
-def _lock_problems(wheelhouse: Path, manifest: Manifest) -> list[str]:
-    path = wheelhouse / LOCK_FILENAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return [f"{path}: missing (rebuild the wheelhouse)"]
-    problems = []
-    for entry in manifest.wheels:
-        pin = f"{entry.name}=={entry.version} \\\n    --hash=sha256:{entry.sha256}"
-        if pin not in text:
-            problems.append(f"{path}: no pin with the manifest's hash for {entry.filename}")
-    return problems
 
 
 def _dataset_problems(wheelhouse: Path) -> list[str]:

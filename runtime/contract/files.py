@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,12 @@ __all__ = [
     "copy_hashing",
     "is_out_of_space",
     "load_json",
+    "read_document_bytes",
     "replacing",
     "sha256_file",
     "sha256_stream",
+    "json_text",
+    "write_bytes_atomically",
     "write_json_atomically",
     "write_text_atomically",
 ]
@@ -78,13 +82,22 @@ def is_out_of_space(problem: OSError) -> bool:
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: Path | str, data: bytes) -> None:
     with replacing(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(data)
+
+
+def json_text(data: Any) -> str:
+    """JSON as the project writes it: indented, with a final newline."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 def write_json_atomically(path: Path | str, data: Any) -> None:
     """JSON, indented, with a final newline; a crash leaves the old file or the new one."""
-    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomically(path, json_text(data))
 
 
 def load_json(path: str | os.PathLike[str], *, kind: str, error: type[Exception]) -> Any:
@@ -97,7 +110,7 @@ def load_json(path: str | os.PathLike[str], *, kind: str, error: type[Exception]
     accepts them): one is refused here, naming its key, before it can reach a comparison.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_document_bytes(path).decode("utf-8-sig")
     except FileNotFoundError:
         raise error(f"{path}: {kind} not found") from None
     except OSError as problem:
@@ -153,6 +166,27 @@ def _finite_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+# Far above any document of ours (a manifest of a thousand wheels is about 1 MiB), far below
+# what would cost a kernel its memory: a larger file is not one of our documents.
+MAX_DOCUMENT_BYTES = 64 << 20
+
+
+def read_document_bytes(path: str | os.PathLike[str], limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; an ``OSError`` saying why not.
+
+    Never blocks on a FIFO (a named pipe called manifest.json would hang a search of the input
+    folder) and never reads more than ``limit`` bytes, whatever the file claims or becomes.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB, too large to be one")
+    return data
+
+
 def sha256_stream(stream: BinaryIO) -> str:
     digest = hashlib.sha256()
     while chunk := stream.read(CHUNK):
@@ -165,17 +199,23 @@ def sha256_file(path: Path | str) -> str:
         return sha256_stream(stream)
 
 
-def copy_hashing(source: Path, target: Path) -> tuple[str, int]:
+def copy_hashing(source: Path, target: Path, *, limit: int | None = None) -> tuple[str, int]:
     """Copy ``source`` to ``target`` and return the sha256 and size of the very bytes copied.
 
     Hashing the copy as it is written, rather than the source before or after, is what makes a
     check race-free: a file swapped in the source after the check never reaches ``target``.
     ``target`` must not exist (``x`` mode), so that no path can make this truncate a file.
+    With ``limit`` (the size the caller expects), no more than ``limit + 1`` bytes are copied:
+    a file that is larger is known to be wrong without copying all of it.
     """
     digest = hashlib.sha256()
     size = 0
+    budget = None if limit is None else limit + 1
     with open(source, "rb") as stream, open(target, "xb") as copy:
-        while chunk := stream.read(CHUNK):
+        while budget is None or size < budget:
+            chunk = stream.read(CHUNK if budget is None else min(CHUNK, budget - size))
+            if not chunk:
+                break
             digest.update(chunk)
             copy.write(chunk)
             size += len(chunk)

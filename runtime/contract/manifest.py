@@ -88,9 +88,7 @@ class WheelEntry:
     @classmethod
     def from_dict(cls, data: Any, where: str = "wheel entry") -> WheelEntry:
         read = _fields(data, where)
-        sha256 = read.text("sha256").lower()
-        if len(sha256) != 64 or not all(char in "0123456789abcdef" for char in sha256):
-            raise ManifestError(f"{where}: 'sha256' must be 64 hexadecimal digits, got {sha256!r}")
+        sha256 = _sha256(read, where)
         try:
             return cls(
                 name=canonical_name(read.text("name")),
@@ -157,6 +155,35 @@ class MissingOptional:
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    """One file the build wrote beside the manifest (the lock, bootstrap.py, the metadata).
+
+    The manifest is written last, over the bytes of these files, so an edit to any of them (a
+    ``bootstrap.py`` that runs other code, a line added to ``requirements.lock``) is caught.
+    """
+
+    name: str  # a plain name at the wheelhouse's top level
+    sha256: str
+    size: int
+
+    def __post_init__(self) -> None:
+        plain_name(self.name, "file name")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "file entry") -> FileEntry:
+        read = _fields(data, where)
+        try:
+            return cls(name=read.text("name"), sha256=_sha256(read, where), size=read.count("size"))
+        except ManifestError as error:
+            if str(error).startswith(where):
+                raise
+            raise ManifestError(f"{where}: {error}") from None
+
+
+@dataclass(frozen=True)
 class Manifest:
     target: TargetProfile
     requested: tuple[str, ...]  # the requirement strings as the user gave them
@@ -168,11 +195,17 @@ class Manifest:
     tool_version: str = ""
     created: str = ""  # ISO 8601 UTC
     wheel_dir: str = WHEEL_DIRNAME
+    # The other files the build wrote, hashed; None for a manifest of a build that recorded none
+    # (kaggle-offline before this field): its wheels are checked, its other files cannot be.
+    files: tuple[FileEntry, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)  # forward-compatible, ignored on read
 
     def __post_init__(self) -> None:
         plain_name(self.wheel_dir, "wheel_dir")
         _check_unique_names(self.wheels)
+        names = [entry.name for entry in self.files or ()]
+        if len(set(names)) != len(names) or MANIFEST_FILENAME in names:
+            raise ManifestError("'files' names a file twice, or the manifest itself")
         if self.self_wheel is not None and not any(
             entry.filename == self.self_wheel for entry in self.wheels
         ):
@@ -198,6 +231,7 @@ class Manifest:
             "skipped_preinstalled": [entry.to_dict() for entry in self.skipped],
             "missing_optional": [entry.to_dict() for entry in self.missing_optional],
             "target": self.target.to_dict(details=False),
+            **({} if self.files is None else {"files": [f.to_dict() for f in self.files]}),
             **dict(self.extra),
         }
 
@@ -214,7 +248,7 @@ class Manifest:
         )
         known = {
             "format", "format_version", "tool", "created", "wheel_dir", "requested", "optional",
-            "self_wheel", "wheels", "skipped_preinstalled", "missing_optional", "target",
+            "self_wheel", "wheels", "skipped_preinstalled", "missing_optional", "target", "files",
         }  # fmt: skip
         read = _fields(data, "manifest")
         try:
@@ -240,6 +274,14 @@ class Manifest:
                 tool_version=_fields(tool, "tool").text("version", ""),
                 created=read.text("created", ""),
                 wheel_dir=read.text("wheel_dir", WHEEL_DIRNAME),
+                files=(
+                    tuple(
+                        FileEntry.from_dict(item, _where("files", index, item))
+                        for index, item in enumerate(read.items("files"))
+                    )
+                    if "files" in data
+                    else None
+                ),
                 extra={key: value for key, value in data.items() if key not in known},
             )
         except ProfileError as error:
@@ -275,6 +317,13 @@ def _check_unique_names(wheels: Iterable[WheelEntry]) -> None:
 
 def _fields(data: Any, where: str) -> JsonFields:
     return JsonFields(data, where, ManifestError)
+
+
+def _sha256(read: JsonFields, where: str) -> str:
+    sha256 = read.text("sha256").lower()
+    if len(sha256) != 64 or not all(char in "0123456789abcdef" for char in sha256):
+        raise ManifestError(f"{where}: 'sha256' must be 64 hexadecimal digits, got {sha256!r}")
+    return sha256
 
 
 def plain_name(value: str, what: str) -> str:

@@ -13,8 +13,12 @@ Exit status: 0 on success, 2 on an error (printed as one line; nothing is instal
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
+import os
+import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +27,7 @@ from typing import Any
 
 MANIFEST_FILENAME = "manifest.json"
 _CHUNK = 1 << 20
+_MAX_MANIFEST_BYTES = 64 << 20  # runtime.contract.files.MAX_DOCUMENT_BYTES
 
 
 class BootstrapError(Exception):
@@ -47,11 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     here = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-") as private:
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="kaggle-offline-bootstrap-")
+    except OSError as error:  # a full or read-only temporary folder: one line, as promised
+        print(f"error: {_no_room(Path(tempfile.gettempdir()), error)}", file=sys.stderr)
+        return 2
+    with folder as private:
         try:
             return _bootstrap(here, Path(private), args)
         except BootstrapError as error:
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        except OSError as error:  # a disk that fills up under the installer: still one line
+            print(f"error: {_os_error(error, private)}", file=sys.stderr)
             return 2
         finally:
             _forget_private_copy(private)
@@ -92,7 +105,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     # The installer's rule for every document, kept here because this file stands alone: UTF-8
     # with or without a byte order mark, and a nesting too deep to parse is a corrupt manifest.
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = json.loads(_bounded_bytes(path).decode("utf-8-sig"))
     except FileNotFoundError:
         raise BootstrapError(
             f"{path}: manifest not found; bootstrap.py must stay beside its manifest.json"
@@ -105,6 +118,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BootstrapError(f"{path}: corrupt manifest, nested too deeply to be one") from None
     if not isinstance(data, dict) or not isinstance(data.get("wheels"), list):
         raise BootstrapError(f"{path}: not a kaggle-offline manifest (no list of wheels)")
+    return data
+
+
+def _bounded_bytes(path: Path) -> bytes:
+    """A regular file's bytes, at most the installer's limit for a document (never a FIFO's)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = stream.read(_MAX_MANIFEST_BYTES + 1)
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {_MAX_MANIFEST_BYTES >> 20} MiB")
     return data
 
 
@@ -133,10 +158,28 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
     # copy is a new file in the private folder ("x"): no name can make it overwrite anything.
     target = private / filename
     digest = hashlib.sha256()
-    with source.open("rb") as stream, target.open("xb") as copy:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            copy.write(chunk)
+    size = source.stat().st_size
+    expected_size = entry.get("size") if type(entry.get("size")) is int else None
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    try:
+        if shutil.disk_usage(private).free < size:
+            raise full  # known before a byte is written
+        # Never more than one byte past the manifest's size: a swapped giant file is not copied.
+        left = expected_size + 1 if expected_size is not None else None
+        with source.open("rb") as stream, target.open("xb") as copy:
+            while left is None or left > 0:
+                chunk = stream.read(_CHUNK if left is None else min(_CHUNK, left))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                copy.write(chunk)
+                left = None if left is None else left - len(chunk)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise BootstrapError(f"{source}: cannot copy it to {private} ({error})") from None
+        raise BootstrapError(
+            f"{_no_room(private, error)} (kaggle-offline's wheel needs {size} bytes)"
+        ) from None
     expected = str(entry["sha256"]).lower()
     if digest.hexdigest() != expected:
         raise BootstrapError(
@@ -145,6 +188,24 @@ def _private_self_wheel(here: Path, manifest: dict[str, Any], private: Path) -> 
             "re-attach the dataset or rebuild the wheelhouse"
         )
     return target
+
+
+def _no_room(folder: Path, error: OSError) -> str:
+    """One line for a temporary folder that cannot take bootstrap.py's private copy."""
+    if error.errno == errno.ENOSPC:
+        return (
+            f"no space left on {folder}: bootstrap.py keeps a private copy of kaggle-offline's "
+            "wheel there; free some space, or set TMPDIR to a folder with room, and run it again"
+        )
+    return f"{folder}: cannot create bootstrap.py's private folder ({error}); set TMPDIR elsewhere"
+
+
+def _os_error(error: OSError, private: str) -> str:
+    """One line for a file error under the installer (its own refusals are one line already)."""
+    where = Path(error.filename).parent if error.filename else Path(private)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {where}; free some space there and run bootstrap.py again"
+    return f"{error.filename or where}: {error.strerror or error}"
 
 
 def _check_plain_name(origin: Path, key: str, value: object) -> None:

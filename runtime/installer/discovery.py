@@ -34,6 +34,7 @@ from runtime.contract.manifest import (
     WheelName,
     locate_wheel,
 )
+from runtime.contract.recorded_files import recorded_file_problem
 from runtime.installer.versions import is_valid_specifier, is_valid_version, same_version
 
 DEFAULT_INPUT_ROOT = Path("/kaggle/input")
@@ -220,6 +221,12 @@ def checked_manifest(data: object, path: Path) -> Manifest:
             _check_specifier(path, entry.name, text)
     for assumed in manifest.skipped:
         _check_specifier(path, assumed.name, assumed.specifier)
+    # The lock, bootstrap.py and the metadata the build recorded are its bytes, or the wheelhouse
+    # is not the one that was built; missing ones are no problem (nothing here reads them).
+    for recorded in manifest.files or ():
+        problem = recorded_file_problem(path.parent, recorded, missing_ok=True)
+        if problem is not None:
+            raise WheelhouseError(problem)
     return manifest
 
 

@@ -25,6 +25,8 @@ from runtime.contract.profile import canonical_name
 # A version as it appears in a .dist-info folder name: starts with a digit (or "v"), no "-".
 _FOLDER_VERSION = re.compile(r"v?\d[^-]*")
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
+_MAX_HEADER_LINE = 64 << 10
+_MAX_HEADER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ class Interpreter:
     def version_of(self, name: str) -> str | None:
         return self.versions.get(canonical_name(name))
 
+    def without(self, names: Iterable[str]) -> Interpreter:
+        """The same interpreter with ``names`` counted as not installed (pip did not finish them)."""
+        gone = {canonical_name(name) for name in names}
+        if not gone:
+            return self
+        kept = {name: version for name, version in self.versions.items() if name not in gone}
+        return dataclasses.replace(self, versions=kept)
+
 
 def installed_versions(paths: Iterable[str] | None = None) -> dict[str, str]:
     """Canonical name -> version of every distribution on ``paths`` (default ``sys.path``)."""
@@ -106,12 +116,20 @@ def scan_site(paths: Iterable[str] | None = None) -> tuple[dict[str, str], list[
     return found, sorted(debris)
 
 
-def _parse_metadata_folder(path: str, folder_name: str) -> tuple[str, str] | None:
+def metadata_folder_identity(folder_name: str) -> tuple[str, str] | None:
+    """(canonical name, version) from a ``name-version.dist-info`` folder name, if it parses."""
     stem, _, suffix = folder_name.rpartition(".")
     if suffix == "dist-info":
         name, _, version = stem.rpartition("-")
         if name and _FOLDER_VERSION.fullmatch(version):
             return canonical_name(name), version
+    return None
+
+
+def _parse_metadata_folder(path: str, folder_name: str) -> tuple[str, str] | None:
+    identity = metadata_folder_identity(folder_name)
+    if identity is not None:
+        return identity
     # egg-info names may carry "-py3.11" or no version at all (in-tree builds): read the headers.
     for filename in ("METADATA", "PKG-INFO"):
         parsed = _read_name_and_version(Path(path) / filename)
@@ -123,10 +141,13 @@ def _parse_metadata_folder(path: str, folder_name: str) -> tuple[str, str] | Non
 def _read_name_and_version(path: Path) -> tuple[str, str] | None:
     """Name and Version from a metadata file's headers, without importing the email parser."""
     name = version = None
+    read = 0
     try:
         with path.open(encoding="utf-8", errors="replace") as stream:
-            for line in stream:
-                if not line.strip():
+            # Bounded: a header block is a few kilobytes, a leftover file may be anything.
+            for line in iter(lambda: stream.readline(_MAX_HEADER_LINE), ""):
+                read += len(line)
+                if read > _MAX_HEADER_BYTES or not line.strip():
                     break  # the headers end at the first blank line; the description follows
                 key, _, value = line.partition(":")
                 if key == "Name":

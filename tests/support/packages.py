@@ -31,16 +31,23 @@ def make_wheel(
     tag: str = "py3-none-any",
     extras: Mapping[str, Sequence[str]] | None = None,
     module_source: str | None = None,
+    metadata_version: str | None = None,
+    dist_info_first: bool = False,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write ``name-version-tag.whl`` holding an importable module named after the project.
 
     The module exposes ``__version__`` so tests can check which version was really installed.
+    For the installer's refusals: ``metadata_version`` makes METADATA claim another version than
+    the file name, ``dist_info_first`` puts the ``.dist-info`` members before the module (pip
+    unpacks in archive order, so a failure half-way leaves a ``.dist-info`` behind), and
+    ``extra_files`` adds members (a large, well-compressing one costs little on disk).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     dist = re.sub(r"[-_.]+", "_", name)
     module = dist.lower()
     dist_info = f"{dist}-{version}.dist-info"
-    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {metadata_version or version}"]
     if requires_python:
         metadata.append(f"Requires-Python: {requires_python}")
     metadata += [f"Requires-Dist: {req}" for req in requires]
@@ -50,14 +57,18 @@ def make_wheel(
             joiner = " and " if ";" in req else "; "
             metadata.append(f'Requires-Dist: {req}{joiner}extra == "{extra}"')
     purelib = "true" if tag.endswith("-none-any") else "false"
-    files: dict[str, bytes] = {
+    module_files = {
         f"{module}/__init__.py": (module_source or f'__version__ = "{version}"\n').encode(),
+        **(extra_files or {}),
+    }
+    files: dict[str, bytes] = {
         f"{dist_info}/METADATA": ("\n".join(metadata) + "\n").encode(),
         f"{dist_info}/WHEEL": (
             f"Wheel-Version: 1.0\nGenerator: kaggle-offline-tests\nRoot-Is-Purelib: {purelib}\n"
             + "".join(f"Tag: {t}\n" for t in _expand_tag(tag))
         ).encode(),
     }
+    files = {**files, **module_files} if dist_info_first else {**module_files, **files}
     record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
     record_lines.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
