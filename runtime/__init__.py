@@ -5,10 +5,13 @@ Each imports only the layers it points at (tests/test_layers.py checks every imp
 
 * :mod:`runtime.contract` - the profile, the manifest, the errors; standard library only.
 * :mod:`runtime.installer` - the offline install path; standard library and the contract only.
+* :mod:`runtime.fusion` - the ensemble fusion of probabilities (numpy, the contract), which
+  volumes and inference both use.
 * :mod:`runtime.volumes` - TIFF I/O, post-processing, the submission zip, scoring; no torch.
 * :mod:`runtime.inference` - models, the probe, sliding windows, the engine; torch.
-  (installer, volumes and inference each import the contract only, never each other.)
-* :mod:`runtime.pipeline` - ``predict``: volumes through the engine into a validated zip.
+  (installer, volumes and inference import the contract (and fusion) only, never each other.)
+* :mod:`runtime.pipeline` - ``predict``: volumes through the engine into a validated zip, and
+  the ``--model`` specs (``demo`` included) loaded for a run.
 * :mod:`runtime.samples` - sample data and the demo model (volumes and inference).
 * :mod:`runtime.commands` - the CLI, one module per command; may import every layer.
 

@@ -32,9 +32,11 @@ STANDARD_LIBRARY_LAYERS = {
 RUNTIME_LAYERS: dict[str, tuple[str, ...]] = {
     "contract": (),
     "installer": ("runtime.contract",),
-    "volumes": ("runtime.contract",),
-    "inference": ("runtime.contract",),
-    "pipeline": ("runtime.contract", "runtime.volumes", "runtime.inference"),
+    "fusion": ("runtime.contract",),
+    "volumes": ("runtime.contract", "runtime.fusion"),
+    "inference": ("runtime.contract", "runtime.fusion"),
+    # and the demo model, which the --model dispatcher (pipeline/models.py) resolves
+    "pipeline": ("runtime.contract", "runtime.volumes", "runtime.inference", "runtime.samples"),
     "samples": ("runtime.contract", "runtime.volumes", "runtime.inference"),
     # Whole scrolls sit beside the pipeline: the engine, the volumes layer, the pipeline's model
     # loading and the demo's folder (for the model files' digest).
@@ -48,14 +50,10 @@ RUNTIME_LAYERS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 # Third-party packages a layer must never import, at the top or inside a function.
-NEVER = {"volumes": ("torch",)}
+NEVER = {"volumes": ("torch",), "fusion": ("torch",)}
 # Climbs that exist today and are being removed, each with who removes it; a listed climb that is
 # gone fails too, so this list only shrinks.
-KNOWN_CLIMBS = {
-    # The demo model is resolved by the --model dispatcher above inference and samples once
-    # inference/models.py is split (issue 26 item 2, the settings work).
-    ("runtime/inference/models.py", "runtime.samples.demo"),
-}
+KNOWN_CLIMBS: set[tuple[str, str]] = set()
 
 # The bundler's rooms, in order: each may import the rooms listed for it (and itself).
 BUNDLER = PROJECT_ROOT / "bundler"
@@ -63,7 +61,10 @@ BUNDLER_ROOMS: dict[str, tuple[str, ...]] = {
     "errors": ("runtime.contract",),
     "blobs": ("runtime.contract",),
     "resolution": ("bundler.errors", "bundler.blobs", "runtime.contract"),
-    "kaggle": ("bundler.errors", "runtime.contract", "runtime.commands.predict", "runtime.inference"),
+    "kaggle": (
+        "bundler.errors", "runtime.contract", "runtime.commands.predict", "runtime.inference",
+        "runtime.pipeline.models",  # the --model dispatcher (demo too), for the model check
+    ),
     "wheelhouse": (
         "bundler.errors", "bundler.blobs", "bundler.resolution", "bundler.kaggle", "runtime.contract",
     ),
@@ -76,7 +77,7 @@ BUNDLER_ROOMS: dict[str, tuple[str, ...]] = {
     "__main__": ("bundler.commands", "runtime.contract", "runtime.commands.parsing"),
 }  # fmt: skip
 # Imports a room may make only inside functions: the kernel's torch engine, for the model check.
-BUNDLER_LAZY_ONLY = ("runtime.inference", "torch")
+BUNDLER_LAZY_ONLY = ("runtime.inference", "runtime.pipeline", "torch")
 
 
 def _module_name(path: Path) -> str:

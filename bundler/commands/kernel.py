@@ -1,8 +1,9 @@
 """``python -m bundler kernel -o DIR --id OWNER/SLUG ...``: the folder for ``kaggle kernels push``.
 
 The predict options come from :func:`runtime.commands.predict.add_predict_options`, the very
-definitions ``python -m runtime predict`` parses with, so a typo or a bad value fails here with
-predict's own message before anything is written. They reach the notebook as the exact tokens
+definitions ``python -m runtime predict`` parses with, and are resolved by predict's own settings
+rules (:func:`runtime.contract.settings.resolve`), so a typo, a bad value or a conflicting
+combination fails here with predict's own message before anything is written. They reach the notebook as the exact tokens
 given (every option needs its full name here, so the tokens mean the same thing to predict).
 """
 

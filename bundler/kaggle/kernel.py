@@ -4,7 +4,8 @@
 defaults what is left out in ways a code-competition submission cannot afford
 (``enable_internet`` defaults to *true* in ``kernels_push``). Everything is checked before
 anything is written: the references as the CLI checks them (:mod:`bundler.kaggle.refs`), the
-predict options by predict's own argument definitions, the finished metadata by
+predict options by predict's own argument definitions and settings resolution, the finished
+metadata by
 :func:`metadata_problems` (the CLI's rules and ours) and the notebook by nbformat's schema.
 """
 
@@ -71,11 +72,7 @@ def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> 
             "VERSION or --model-dataset OWNER/DATASET[/PATH] (repeat either for an ensemble)"
         )
     parsed = parse_predict_options(request.predict_options)
-    from runtime.commands.predict import ensemble_problem
-
-    problem = ensemble_problem(len(models), parsed.ensemble_weights)
-    if problem:
-        raise BundlerError(problem)
+    _resolve_predict_options(parsed, models)
     gpu = refs.accelerator(request.accelerator) if request.accelerator else None
     if request.docker_image_pinning not in PINNING_TYPES:
         raise BundlerError(
@@ -213,6 +210,19 @@ def _previous_code_file(folder: Path) -> str | None:
     if isinstance(code_file, str) and code_file.endswith(".ipynb") and "/" not in code_file:
         return code_file
     return None
+
+
+def _resolve_predict_options(parsed: argparse.Namespace, models: Sequence[object]) -> None:
+    """The run's settings resolved as predict will resolve them (the models' formats are known
+    only in the kernel, where predict checks those rules): a refusal here is a BundlerError."""
+    from runtime.commands.predict import request_from_args
+    from runtime.contract.errors import InputError
+    from runtime.contract.settings import resolve
+
+    try:
+        resolve(request_from_args(parsed, models=[str(model) for model in models]))
+    except InputError as error:
+        raise BundlerError(f"predict options: {error}") from None
 
 
 class _RaisingParser(argparse.ArgumentParser):

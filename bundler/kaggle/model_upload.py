@@ -1,6 +1,6 @@
 """``prepare_model()``: a model checked on the CPU, then a folder for a Kaggle model or dataset upload.
 
-The model is loaded with :func:`runtime.inference.models.load_model`, the loader ``--model``
+The model is loaded with :func:`runtime.pipeline.models.load_model`, the loader ``--model``
 uses in the kernel (every format it accepts, with no special case here), and one window of the
 shape the engine will use is segmented on the CPU through the engine itself. Only then is the
 folder written, so a model that cannot load or run is refused before anything is uploaded.
@@ -101,8 +101,9 @@ def check_model(
     try:
         import numpy as np
 
+        from runtime.contract.settings import Amp
         from runtime.inference.engine import InferenceOptions, Segmenter
-        from runtime.inference.models import load_model
+        from runtime.pipeline.models import load_model
     except ImportError as error:
         raise BundlerError(
             f"checking a model runs it, so it needs torch and numpy here ({error}); install "
@@ -121,7 +122,7 @@ def check_model(
         raise refuse(str(error)) from None
     except Exception as error:  # a loader bug must still refuse, in one line
         raise refuse(f"{path} does not load ({first_line(error)})") from None
-    options = InferenceOptions(device="cpu", amp="off", compile=False, batch_size=1)
+    options = InferenceOptions(device="cpu", amp=Amp.OFF, compile=False, batch_size=1)
     try:
         # The engine's own warm-up forward runs the model at the window shape it will use.
         segmenter = Segmenter(model, options, log=say)

@@ -38,10 +38,10 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
+from runtime.contract.settings import Amp, EnsembleMode
+from runtime.fusion import Fusion, sigmoid
 from runtime.inference.cost import check_batch, check_overlap
-from runtime.inference.models import Ensemble, SegmentationModel
 from runtime.inference.probe import (
-    AMP_CHOICES,
     BatchForward,
     Decision,
     Platform,
@@ -52,6 +52,7 @@ from runtime.inference.probe import (
     probe_devices,
     torch_warnings,
 )
+from runtime.inference.segmentation_model import Ensemble, SegmentationModel
 from runtime.inference.sliding_window import (
     Blended,
     BlendSettings,
@@ -60,7 +61,6 @@ from runtime.inference.sliding_window import (
     blend,
     choose_accumulation,
     flip_combinations,
-    logit_threshold,
     plan_windows,
     source_itemsize,
 )
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_PATCH",
     "Decision",
     "InferenceOptions",
+    "ProbedForward",
     "Segmenter",
     "VolumeResult",
 ]
@@ -80,19 +81,25 @@ _ESTIMATED_FROM = 2**23  # window voxels (about 203^3) from which memory is esti
 _logger = logging.getLogger("runtime.inference.engine")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceOptions:
-    """How to run inference; every field can be left at its default."""
+    """How to run inference; every field can be left at its default.
+
+    ``runtime.pipeline`` builds them from a run's resolved settings
+    (:func:`runtime.contract.settings.resolve`), which checked every value: the engine does not
+    check them again.
+    """
 
     patch_size: tuple[int, int, int] | None = None  # None -> model.recommended or DEFAULT_PATCH
-    overlap: float = 0.5
+    # One overlap for every model, or one per ensemble member in order (each its own windows).
+    overlap: float | tuple[float, ...] = 0.5
     batch_size: int = 2
     threshold: float = 0.5
     # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
     # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
     tta_axes: tuple[int, ...] | None = ()
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
+    amp: Amp = Amp.AUTO
     compile: bool | None = None  # None = decided by the probe
     time_budget: float | None = None  # seconds for the whole run (segment_many)
     # time.monotonic() when the run began, which the budget counts from (None: when the
@@ -158,12 +165,25 @@ class _Attempt:
         return self.forward.device
 
 
+@dataclass(frozen=True)
+class ProbedForward:
+    """What the warm-up settled on one device, for benches and tests that time the bare forward
+    the engine runs (see :meth:`Segmenter.probed_forward`)."""
+
+    device: torch.device
+    forward: BatchForward
+    batch_size: int
+    batch_seconds: float
+    prefetch: bool | None  # a window thread on the CPU, as probed
+
+
 @dataclass
 class _Member:
     """One model of the run (the only one, or an ensemble member) and its workers per device."""
 
     model: SegmentationModel
     weight: float
+    overlap: float
     patch_size: tuple[int, int, int]
     batch_size: int
     tta_axes: tuple[int, ...]
@@ -199,15 +219,22 @@ class Segmenter:
         self.decisions: list[Decision] = []
         self._member: str | None = None  # the ensemble member whose decisions are being made
         self._cpu_lock = threading.Lock()
-        self._check_options()
-        ensemble = model if isinstance(model, Ensemble) else None
-        models = list(model.members) if isinstance(model, Ensemble) else [model]
-        weights = list(ensemble.weights or []) if ensemble else [1.0]
+        ensemble: Ensemble | None = None
+        models: list[SegmentationModel] = []
+        if isinstance(model, Ensemble):
+            ensemble, models, weights = model, list(model.members), list(model.weights)
+        else:
+            models, weights = [model], [1.0]
         self.ensemble_mode = ensemble.mode if ensemble else None
+        overlaps = self.options.overlap
+        if not isinstance(overlaps, tuple):
+            overlaps = (overlaps,) * len(models)
+        for overlap in overlaps:  # the cost model: an overlap near 1 multiplies the windows
+            check_overlap(overlap)
         devices, device_decision = probe_devices(self.options.device, self._platform)
         self._decide(device_decision)
         self._members: list[_Member] = []
-        for member, weight in zip(models, weights, strict=True):
+        for member, weight, overlap in zip(models, weights, overlaps, strict=True):
             self._member = member.name if ensemble else None
             if ensemble:
                 self._decide(Decision("member", member.name, f"weight {weight:.4g}"))
@@ -218,7 +245,7 @@ class Segmenter:
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
-            self._members.append(_Member(member, weight, patch, batch, axes, workers))
+            self._members.append(_Member(member, weight, overlap, patch, batch, axes, workers))
             # Every member runs on the devices the first one could use.
             devices = [worker.device for worker in workers]
         self._member = None
@@ -265,6 +292,15 @@ class Segmenter:
     @property
     def _workers(self) -> list[_Worker]:
         return self._members[0].workers
+
+    def probed_forward(self, slot: int = 0, *, member: int = 0) -> ProbedForward:
+        """The forward the warm-up settled for one device (``slot``, in the order of
+        :attr:`devices`) of one model (``member``, for an ensemble): replica, precision, layout,
+        compilation, batch and the CPU window thread, as the engine runs it."""
+        worker = self._members[member].worker(slot)
+        return ProbedForward(
+            worker.device, worker.forward, worker.batch_size, worker.batch_seconds, worker.prefetch
+        )
 
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
@@ -355,7 +391,7 @@ class Segmenter:
         return result
 
     def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
-        windows = plan_windows(shape, member.patch_size, self.options.overlap).n_windows
+        windows = plan_windows(shape, member.patch_size, member.overlap).n_windows
         return math.ceil(windows / member.worker(slot).batch_size)
 
     def _segment(
@@ -370,7 +406,7 @@ class Segmenter:
         as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
-        fused: _Fusion | None = None
+        fused: Fusion | None = None
         used: tuple[int, ...] = ()
         replaced = 0
         for index, member in enumerate(self._members):
@@ -381,7 +417,7 @@ class Segmenter:
             prepared = member.model.prepare_volume(finite)
             del finite
             if plans is None:
-                plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+                plan = plan_windows(prepared.data.shape, member.patch_size, member.overlap)
             else:
                 plan = plans[index]
             flips = flip_combinations(member_axes)
@@ -410,11 +446,14 @@ class Segmenter:
             logits = prepared.restore(blended.logits, -math.inf)
             del blended
             if fused is None:
-                fused = _Fusion(self.ensemble_mode or "probabilities", volume.shape)
-            fused.add(logits, member.weight)
+                fused = Fusion(self.ensemble_mode or EnsembleMode.PROBABILITIES, volume.shape)
+            fused.add(sigmoid(logits), member.weight)
+            del logits
         assert fused is not None
-        mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
-        return _volume_result(attempt, accumulate, mask, probability, used, notes, start, replaced)
+        probability = fused.probability()
+        mask = (probability > np.float32(self.options.threshold)).astype(np.uint8)
+        kept = probability if self.options.keep_probability else None
+        return _volume_result(attempt, accumulate, mask, kept, used, notes, start, replaced)
 
     def _finite(
         self, model: SegmentationModel, volume: np.ndarray, notes: list[str]
@@ -469,7 +508,7 @@ class Segmenter:
                 self._log(note)
             settings = BlendSettings(
                 patch=member.patch_size,
-                overlap=self.options.overlap,
+                overlap=member.overlap,
                 batch_size=attempt.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
@@ -670,12 +709,7 @@ class Segmenter:
         static = model.static_input_shape
         fixed = static[2:] if static and all(isinstance(d, int) for d in static[2:]) else None
         asked = self.options.patch_size
-        if fixed:
-            if asked and tuple(asked) != tuple(fixed):
-                raise InferenceError(
-                    f"model {model.name} was exported for windows of {tuple(fixed)} only, "
-                    f"not {tuple(asked)}; drop the patch size or re-export with dynamic shapes"
-                )
+        if fixed:  # a different --patch-size was refused by the settings (ModelFacts.fixed_patch)
             patch = tuple(int(d) for d in fixed)  # type: ignore[arg-type]
             self._decide(
                 Decision("patch_size", _shape_text(patch), "fixed by the exported program")
@@ -752,29 +786,6 @@ class Segmenter:
             why = "asked with tta_axes" if axes else "no mirror axes asked"
         self._decide(Decision("tta", _axes_text(axes), why))
         return axes
-
-    def _check_options(self) -> None:
-        o = self.options
-        problems = []
-        if not 0.0 <= o.overlap < 1.0:
-            problems.append(f"overlap must be in [0, 1), got {o.overlap}")
-        if not 0.0 < o.threshold < 1.0:
-            problems.append(f"threshold must be in (0, 1), got {o.threshold}")
-        if not isinstance(o.batch_size, int) or o.batch_size < 1:
-            problems.append(f"batch size must be a positive integer, got {o.batch_size}")
-        if o.tta_axes is not None and any(axis not in (0, 1, 2) for axis in o.tta_axes):
-            problems.append(f"TTA axes must be among 0, 1, 2 (z, y, x), got {o.tta_axes}")
-        if o.amp not in AMP_CHOICES:
-            problems.append(f"amp must be one of {', '.join(AMP_CHOICES)}, got {o.amp!r}")
-        if o.patch_size is not None and (
-            len(o.patch_size) != 3 or any(int(d) < 1 for d in o.patch_size)
-        ):
-            problems.append(f"patch size must be 3 positive integers, got {o.patch_size}")
-        if o.time_budget is not None and not o.time_budget > 0:
-            problems.append(f"time budget must be positive seconds, got {o.time_budget}")
-        if problems:
-            raise InferenceError("invalid inference options: " + "; ".join(problems))
-        check_overlap(o.overlap)
 
     def _decide(self, decision: Decision) -> None:
         member = self._member
@@ -868,33 +879,3 @@ def _volume_result(
         accumulation=accumulation,
         nonfinite_voxels=replaced,
     )
-
-
-class _Fusion:
-    """The running weighted mean of an ensemble's per-volume probabilities or log-odds."""
-
-    def __init__(self, mode: str, shape: tuple[int, ...]) -> None:
-        self.mode = mode
-        self.total = np.zeros(shape, dtype=np.float32)
-
-    def add(self, logits: np.ndarray, weight: float) -> None:
-        if self.mode == "logits":
-            self.total += np.float32(weight) * logits
-        else:
-            # sigmoid, written so that -inf (outside an nnU-Net crop) gives exactly 0
-            with np.errstate(over="ignore"):
-                self.total += np.float32(weight) / (1.0 + np.exp(-logits, dtype=np.float32))
-
-    def finish(
-        self, threshold: float, keep_probability: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.mode == "logits":
-            mask = self.total > logit_threshold(threshold)
-            probability: np.ndarray | None = None
-            if keep_probability:
-                with np.errstate(over="ignore"):
-                    probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))
-        else:
-            mask = self.total > np.float32(threshold)
-            probability = self.total if keep_probability else None
-        return mask.astype(np.uint8), probability

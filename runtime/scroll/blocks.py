@@ -36,7 +36,7 @@ class BlockJob:
     level: int
     output_url: str
     kinds: tuple[str, ...]  # "mask" and/or "probability"
-    predict_options: Any  # runtime.pipeline.PredictOptions with overlap and threshold resolved
+    predict_options: Any  # runtime.scroll.run.ResolvedRun: settings and pinned engine options
     patches: tuple[tuple[int, int, int], ...]  # each member's window, as the run's grid has it
     overlap: float
     threads: int  # torch CPU threads per worker
@@ -144,20 +144,19 @@ def _resources(job: BlockJob) -> tuple[Any, InputVolume, OutputStore]:
 
 
 def _segmenter(job: BlockJob) -> Any:
-    from runtime.pipeline import _build_segmenter
+    from runtime.inference.engine import Segmenter
+    from runtime.pipeline.models import load_run_models
 
-    options = job.predict_options
-    inference = options.inference
+    resolved = job.predict_options
+    inference = resolved.inference
     if inference.device == "auto" and job.gpu_by_worker_name:
         import torch
 
         name = _worker_name()
         if torch.cuda.is_available() and name.isdigit():
             device = f"cuda:{int(name) % torch.cuda.device_count()}"
-            options = dataclasses.replace(
-                options, inference=dataclasses.replace(inference, device=device)
-            )
-    return _build_segmenter(options, lambda message: None, time.monotonic())
+            inference = dataclasses.replace(inference, device=device)
+    return Segmenter(load_run_models(resolved.settings), inference, log=lambda message: None)
 
 
 def _open_output(job: BlockJob, source: InputVolume) -> OutputStore:

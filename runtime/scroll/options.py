@@ -98,9 +98,8 @@ def scroll_options_given(args: argparse.Namespace) -> list[str]:
 
 def scroll_config(args: argparse.Namespace) -> Any:
     """predict's parsed options as a :class:`runtime.scroll.run.ScrollConfig`."""
+    from runtime.commands.predict import request_from_args
     from runtime.contract.errors import InputError
-    from runtime.inference.engine import InferenceOptions
-    from runtime.pipeline import PredictOptions
     from runtime.scroll.run import ScrollConfig
 
     refused = [text for key, text in _WHOLE_VOLUME.items() if getattr(args, key, None)]
@@ -110,30 +109,10 @@ def scroll_config(args: argparse.Namespace) -> Any:
         value = getattr(args, key)
         if value is not None and value < 1:
             raise InputError(f"--{key} must be at least 1, got {value}")
-    inference = InferenceOptions(
-        patch_size=args.patch_size,
-        batch_size=args.batch_size,
-        tta_axes=args.tta,
-        device=args.device,
-        amp=args.amp,
-        compile=args.compile,
-    )
-    predict = PredictOptions(
-        models=args.models or ["demo"],
-        ensemble_mode=args.ensemble_mode,
-        ensemble_weights=args.ensemble_weights,
-        foreground_class=args.foreground_class,
-        folds=args.folds,
-        checkpoint=args.checkpoint,
-        spacing=args.spacing,
-        inference=inference,
-        overlap=args.overlap,
-        threshold=args.threshold,
-    )
     return ScrollConfig(
         input=str(args.input),
         output=str(args.output),
-        predict=predict,
+        predict=request_from_args(args),
         level=args.level,
         region=args.region,
         block=args.block,

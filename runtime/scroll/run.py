@@ -32,7 +32,7 @@ class ScrollConfig:
 
     input: str
     output: str
-    predict: Any  # runtime.pipeline.PredictOptions
+    predict: Any  # runtime.contract.settings.RunRequest: the models and engine options asked
     level: int = 0
     region: str | None = None
     block: int | None = None  # voxels per axis, rounded to whole chunks; None: from memory
@@ -44,6 +44,16 @@ class ScrollConfig:
     skip_below: float | None = None
     threads: int = 1  # torch CPU threads per worker: pinned, results depend on it
     in_flight: int | None = None  # blocks submitted ahead (None: twice the workers)
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """The run's settings (resolved with the loaded models, runtime.contract.settings) and the
+    engine options every worker uses, pinned for exactness; one window grid, one overlap."""
+
+    settings: Any  # RunSettings
+    inference: Any  # InferenceOptions
+    overlap: float
 
 
 @dataclass
@@ -203,32 +213,23 @@ def _forward_settings_seen(records: list[dict[str, Any]]) -> list[dict[str, str]
     return seen
 
 
-def _resolve_models(options: Any, log: Log) -> tuple[Any, list[tuple[int, int, int]], Any]:
-    """Load the models here once: their windows, recommendations and file digests.
+def _resolve_models(request: Any, log: Log) -> tuple[ResolvedRun, list[tuple[int, int, int]], Any]:
+    """Load the models here once: the run's settings resolved with them (the one resolution
+    predict uses), their windows and file digests.
 
-    What the engine leaves to a timing (compilation) is pinned off unless asked, so that every
-    worker makes the same choice; the engine runs in exact mode.
+    What the engine leaves to a timing (compilation, the memory layout) is pinned unless asked,
+    so that every worker makes the same choice; the engine runs in exact mode.
     """
-    from runtime.inference.engine import DEFAULT_PATCH, InferenceOptions
-    from runtime.inference.models import SegmentationModel, load_ensemble, load_model
+    from runtime.contract.settings import resolve
+    from runtime.inference.engine import DEFAULT_PATCH
+    from runtime.inference.segmentation_model import Ensemble, SegmentationModel
+    from runtime.pipeline.models import engine_options, load_run_models, model_facts
 
-    specs = list(options.models) or ["demo"]
-    loading = {
-        "foreground_class": options.foreground_class,
-        "folds": options.folds,
-        "checkpoint": options.checkpoint,
-        "spacing": options.spacing,
-    }
-    if len(specs) == 1:
-        model: Any = load_model(specs[0], **loading)
-    else:
-        model = load_ensemble(
-            specs, weights=options.ensemble_weights, mode=options.ensemble_mode, **loading
-        )
-    members = getattr(model, "members", [model])
-    inference = options.inference or InferenceOptions()
-    if inference.time_budget is not None:
+    if request.time_budget is not None:
         raise InputError("--time-budget does not apply to zarr input (blocks resume instead)")
+    model = load_run_models(resolve(request))
+    settings = resolve(request, model_facts(model))
+    members = list(model.members) if isinstance(model, Ensemble) else [model]
     patches = []
     for member in members:
         if type(member).prepare_volume is not SegmentationModel.prepare_volume:
@@ -236,13 +237,16 @@ def _resolve_models(options: Any, log: Log) -> tuple[Any, list[tuple[int, int, i
                 f"model {member.name} prepares each volume itself (nnU-Net: crop to the "
                 "non-zero box, per-case statistics): block runs of it are not supported"
             )
-        patches.append(_member_patch(member, inference.patch_size, DEFAULT_PATCH))
-    recommended = getattr(model, "recommended", {}) or {}
-    chosen: dict[str, Any] = {}
-    for key in ("overlap", "threshold"):
-        given = getattr(options, key)
-        value = given if given is not None else recommended.get(key, getattr(inference, key))
-        chosen[key] = float(value)
+        patches.append(_member_patch(member, settings.patch_size, DEFAULT_PATCH))
+    overlaps = sorted({choice.overlap for choice in settings.models})
+    if len(overlaps) > 1:
+        raise InputError(
+            f"zarr input runs one window grid, and the models recommend overlaps "
+            f"{', '.join(f'{o:g}' for o in overlaps)}: choose one with --overlap"
+        )
+    for note in settings.notes:
+        log(note)
+    inference = engine_options(settings)
     # The layout is otherwise timed at each worker's warm-up: on a loaded machine two workers
     # chose differently. channels_last pays on a GPU under autocast only.
     layout = inference.channels_last
@@ -255,13 +259,12 @@ def _resolve_models(options: Any, log: Log) -> tuple[Any, list[tuple[int, int, i
         channels_last=layout,
         compile=bool(inference.compile),
         keep_probability=True,
-        overlap=chosen["overlap"],
-        threshold=chosen["threshold"],
+        overlap=overlaps[0],
     )
-    resolved = dataclasses.replace(options, inference=pinned, **chosen)
+    specs = [choice.spec for choice in settings.models]
     digests = [{"model": spec, "sha256": _model_digest(spec)} for spec in specs]
     log(f"scroll: model(s) {', '.join(m.name for m in members)}, windows {patches}")
-    return resolved, patches, digests
+    return ResolvedRun(settings, pinned, overlaps[0]), patches, digests
 
 
 def _member_patch(
@@ -287,20 +290,21 @@ def _model_digest(spec: str) -> str:
     return file_digest(path)
 
 
-def _inference_record(options: Any, patches: list[tuple[int, int, int]]) -> dict[str, Any]:
-    inference = options.inference
+def _inference_record(options: ResolvedRun, patches: list[tuple[int, int, int]]) -> dict[str, Any]:
+    settings, inference = options.settings, options.inference
+    ensemble = settings.ensemble
     return {
-        "models": list(options.models),
-        "ensemble_mode": options.ensemble_mode,
-        "ensemble_weights": options.ensemble_weights,
-        "foreground_class": options.foreground_class,
+        "models": [choice.spec for choice in settings.models],
+        "ensemble_mode": str(ensemble.mode) if ensemble else None,
+        "ensemble_weights": list(ensemble.weights) if ensemble else None,
+        "foreground_class": settings.foreground_class,
         "patches": [list(p) for p in patches],
         "overlap": options.overlap,
-        "threshold": options.threshold,
+        "threshold": inference.threshold,
         "batch_size": inference.batch_size,
         "tta": None if inference.tta_axes is None else list(inference.tta_axes),
         "device": inference.device,
-        "amp": inference.amp,
+        "amp": str(inference.amp),
     }
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.contract.errors import InputError
+from runtime.contract.settings import ProbabilityEncoding
 from runtime.volumes.postprocess import PostprocessOptions
 
 if TYPE_CHECKING:
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 POSTPROCESS_FORMAT = "kaggle-offline-postprocess"
-ENCODINGS = ("uint8", "float16", "float32")
+# what probabilities are compared as: a saved encoding, or the engine's float32
+ENCODINGS = (*ProbabilityEncoding, "float32")
 UINT8_LEVELS = 255  # a uint8 probability q stands for q / 255
 
 

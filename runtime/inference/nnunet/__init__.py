@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from runtime.contract.errors import ModelError
+from runtime.contract.settings import Checkpoint as CheckpointChoice
 from runtime.inference.checked_build import build_matching
-from runtime.inference.models import _read_json as read_json
+from runtime.inference.checkpoints import read_json
 from runtime.inference.nnunet.checkpoint import Checkpoint, read_checkpoint
 from runtime.inference.nnunet.folder import (
     CHECKPOINTS,
@@ -48,7 +49,7 @@ def load_nnunet_model(
     path: Path | str,
     *,
     folds: Sequence[int | str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: CheckpointChoice | str = CheckpointChoice.FINAL,
     spacing: Sequence[float] | None = None,
     foreground_class: int | None = None,
 ) -> NNUNetModel:
