@@ -30,10 +30,10 @@ import numpy as np
 import torch
 import zarr
 
+from runtime.contract.settings import RunRequest
 from runtime.inference.engine import InferenceOptions, Segmenter
-from runtime.inference.models import load_model
 from runtime.inference.sliding_window import plan_windows
-from runtime.pipeline import PredictOptions
+from runtime.pipeline.models import load_model
 from runtime.samples.synthetic import synthetic_volume
 from runtime.scroll.grid import halo_factor
 from runtime.scroll.run import ScrollConfig, run_scroll
@@ -51,7 +51,7 @@ def _write(path: Path, volume: np.ndarray, chunks: int, air_from: int | None = N
 
 
 def _run(source: str, output: Path, patch: int, block: int, scheduler: str, **extra: object):
-    predict = PredictOptions(inference=InferenceOptions(patch_size=(patch,) * 3))
+    predict = RunRequest(patch_size=(patch,) * 3)
     config = ScrollConfig(
         source, str(output), predict, block=block, scheduler=scheduler, kinds=("mask",), **extra
     )

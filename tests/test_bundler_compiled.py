@@ -19,7 +19,7 @@ import pytest
 from bundler.__main__ import main as bundler_main
 from bundler.compiled.build import _module_name, platform_tags
 from bundler.compiled.check import check_wheel, module_facts
-from bundler.wheelhouse.self_wheel import _write_wheel
+from bundler.wheelhouse.self_wheel import write_wheel
 
 _THREADED = """
 #include <pthread.h>
@@ -50,7 +50,7 @@ def _wheel_of(module: Path, folder: Path, platforms: list[str]) -> Path:
         (f"{dist_info}/WHEEL", wheel_text.encode()),
     ]
     wheel = folder / f"threaded-1.0-cp312-cp312-{'.'.join(platforms)}.whl"
-    _write_wheel(files, dist_info, wheel)
+    write_wheel(files, dist_info, wheel)
     return wheel
 
 
@@ -78,7 +78,7 @@ def test_a_gcc_build_is_refused_for_manylinux2014_and_accepted_for_a_newer_glibc
 def test_a_wheel_without_compiled_code_is_a_problem(tmp_path: Path) -> None:
     dist_info = "plain-1.0.dist-info"
     wheel = tmp_path / "plain-1.0-py3-none-any.whl"
-    _write_wheel(
+    write_wheel(
         [
             ("plain/__init__.py", b""),
             (f"{dist_info}/METADATA", b"Metadata-Version: 2.1\nName: plain\nVersion: 1.0\n"),

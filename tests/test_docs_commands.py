@@ -38,7 +38,10 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 ILLUSTRATIVE = "<!-- commands: illustrative -->"
 # Tools that are not ours: their commands are shown, not checked (kaggle is the official CLI).
-EXTERNAL = {"kaggle", "sudo", "export", ".", "source", "cd", "git", "unshare", "rm", "apt"}
+EXTERNAL = {
+    "kaggle", "sudo", "export", ".", "source", "cd", "git", "unshare", "rm", "apt", "mkdir",
+    "cmake", "make",
+}  # fmt: skip
 EXTERNAL_MODULES = {"pip", "venv", "pytest", "nox"}
 # Our commands: module -> the function whose argparse parsing we intercept.
 OUR_MAINS = {"runtime": "runtime.__main__", "bundler": "bundler.__main__"}

@@ -68,9 +68,11 @@ BUNDLER_ROOMS: dict[str, tuple[str, ...]] = {
     "wheelhouse": (
         "bundler.errors", "bundler.blobs", "bundler.resolution", "bundler.kaggle", "runtime.contract",
     ),
+    # A wheel built from a compiled source folder (the official scorer's C++, a team's own).
+    "compiled": ("bundler.errors", "bundler.wheelhouse", "runtime.contract"),
     "commands": (
         "bundler.commands", "bundler.errors", "bundler.resolution", "bundler.kaggle",
-        "bundler.wheelhouse", "runtime.contract", "runtime.commands.predict",
+        "bundler.wheelhouse", "bundler.compiled", "runtime.contract", "runtime.commands.predict",
         "runtime.commands.parsing",
     ),
     "__init__": ("bundler.resolution", "bundler.kaggle", "bundler.wheelhouse"),

@@ -26,9 +26,9 @@ import torch
 
 from runtime.__main__ import main
 from runtime.contract.errors import InputError, OutputError
-from runtime.inference.engine import InferenceOptions
+from runtime.contract.settings import EnsembleSettings, RunRequest
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
-from runtime.pipeline import PredictOptions, predict
+from runtime.pipeline import predict
 from runtime.samples.sample import write_sample
 from runtime.volumes.probability import (
     MANIFEST_NAME,
@@ -96,7 +96,7 @@ def test_fuse_refuses_a_crafted_id_in_probabilities_json_before_writing(
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
     out = tmp_path / "deep" / "er" / "out"
     with pytest.raises(InputError) as refused:
-        fuse(folders, out)
+        fuse(folders, out, EnsembleSettings((0.5, 0.5)))
     assert "is not a plain name" in str(refused.value) and "\n" not in str(refused.value)
     assert MANIFEST_NAME in str(refused.value)
     assert not out.exists() and not (tmp_path / "escaped.npy").exists()
@@ -147,7 +147,7 @@ def test_fuse_onto_one_of_its_inputs_is_refused_and_changes_nothing(tmp_path: Pa
     b = _probability_folder(tmp_path / "b", ["v0", "v1"], seed=2)
     before = _files(a)
     with pytest.raises(OutputError, match=r"-o .*/a would overwrite the input .*/a/v0\.npy"):
-        fuse([a, b], a)
+        fuse([a, b], a, EnsembleSettings((0.5, 0.5)))
     assert main(["fuse", str(a), str(b), "-o", str(a)]) == 2
     assert _files(a) == before
 
@@ -330,9 +330,9 @@ def test_outputs_that_cannot_fit_are_refused_before_any_work(
     sample_root: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     with tmpfs(tmp_path / "small", "8k") as small:  # 2 volumes of 16x24x24: 18 KiB
-        options = PredictOptions(
-            models=[str(tiny_model)],
-            inference=InferenceOptions(device="cpu"),
+        options = RunRequest(
+            models=(str(tiny_model),),
+            device="cpu",
             progress_bar=False,
             save_probabilities=small / "probs",
         )
@@ -348,9 +348,9 @@ def test_a_disk_filling_during_the_run_is_named_and_fails_the_save(
     sample_root: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     with tmpfs(tmp_path / "small", "2m") as small:
-        options = PredictOptions(
-            models=[str(tiny_model)],
-            inference=InferenceOptions(device="cpu"),
+        options = RunRequest(
+            models=(str(tiny_model),),
+            device="cpu",
             progress_bar=False,
             save_probabilities=small / "probs",
         )

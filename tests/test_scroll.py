@@ -7,6 +7,7 @@ real cluster of worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -24,9 +25,9 @@ zarr = pytest.importorskip("zarr")
 pytest.importorskip("distributed")
 
 from runtime.contract.errors import InferenceError, InputError, OutputError  # noqa: E402
+from runtime.contract.settings import RunRequest  # noqa: E402
 from runtime.inference.engine import InferenceOptions, Segmenter  # noqa: E402
-from runtime.inference.models import load_model  # noqa: E402
-from runtime.pipeline import PredictOptions  # noqa: E402
+from runtime.pipeline.models import load_model  # noqa: E402
 from runtime.samples.synthetic import synthetic_volume  # noqa: E402
 from runtime.scroll.run import ScrollConfig, run_scroll  # noqa: E402
 from runtime.volumes.probability import encode  # noqa: E402
@@ -83,7 +84,7 @@ def cluster() -> Iterator[str]:
 
 
 def _config(source: str, output: Path, **changes: object) -> ScrollConfig:
-    predict = PredictOptions(inference=InferenceOptions(patch_size=PATCH))
+    predict = RunRequest(patch_size=PATCH)
     settings: dict[str, object] = {"block": 16, "workers": 1}
     settings.update(changes)
     return ScrollConfig(source, str(output), predict, **settings)  # type: ignore[arg-type]
@@ -157,7 +158,7 @@ def test_other_settings_refuse_to_resume_naming_the_setting(
     output = tmp_path / "out.zarr"
     run_scroll(_config(source, output, scheduler=cluster, region="0:16,0:16,0:16", kinds=("mask",)))
     changed = _config(source, output, scheduler=cluster, region="0:16,0:16,0:16", kinds=("mask",))
-    changed.predict.threshold = 0.7
+    changed.predict = dataclasses.replace(changed.predict, threshold=0.7)
     with pytest.raises(OutputError, match=r"inference\.threshold: 0\.5 -> 0\.7"):
         run_scroll(changed)
     again = run_scroll(

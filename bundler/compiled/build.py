@@ -218,7 +218,7 @@ def _pack(
     from packaging.utils import canonicalize_name
     from packaging.version import InvalidVersion, Version
 
-    from bundler.wheelhouse.self_wheel import _write_wheel
+    from bundler.wheelhouse.self_wheel import write_wheel
 
     name = name or modules[0].name.split(".", 1)[0]
     version = version or _source_version(source)
@@ -241,7 +241,7 @@ def _pack(
         (f"{dist_info}/WHEEL", wheel_file.encode()),
     ]
     wheel = scratch / f"{distribution}-{version}-{tag}.whl"
-    _write_wheel(files, dist_info, wheel)
+    write_wheel(files, dist_info, wheel)
     return wheel
 
 
@@ -255,7 +255,7 @@ def _retagged(built: Path, output: Path, interpreter: Interpreter, glibc: tuple[
         destination = output / built.name
         shutil.copyfile(built, destination)
         return destination
-    from bundler.wheelhouse.self_wheel import _write_wheel
+    from bundler.wheelhouse.self_wheel import write_wheel
 
     with zipfile.ZipFile(built) as archive:
         members = [(n, archive.read(n)) for n in archive.namelist()]
@@ -273,7 +273,7 @@ def _retagged(built: Path, output: Path, interpreter: Interpreter, glibc: tuple[
     tag = f"{'.'.join(interpreters)}-{'.'.join(platforms)}"
     stem = built.name.split("-", 2)
     destination = output / f"{stem[0]}-{stem[1]}-{tag}.whl"
-    _write_wheel(files, dist_info, destination)
+    write_wheel(files, dist_info, destination)
     return destination
 
 

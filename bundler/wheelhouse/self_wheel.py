@@ -229,7 +229,7 @@ def _record_text(files: Sequence[tuple[str, bytes]], record_name: str) -> bytes:
     return out.getvalue().encode()
 
 
-def _write_wheel(files: Sequence[tuple[str, bytes]], dist_info: str, destination: Path) -> None:
+def write_wheel(files: Sequence[tuple[str, bytes]], dist_info: str, destination: Path) -> None:
     """A plain zip with the packages at its root (zipimport reads it) and a fresh RECORD.
 
     The .dist-info goes last, as the wheel spec recommends, and RECORD last of all.
@@ -265,5 +265,5 @@ def _wheel_from_installation(
         return cached
     log(f"rebuilding kaggle-offline's own wheel from its installation in {dist.locate_file('')}")
     target = folder / _wheel_filename(dist.version, _wheel_tag(files, dist_info))
-    _write_wheel(files, dist_info, target)
+    write_wheel(files, dist_info, target)
     return target

@@ -323,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
         from runtime.scroll.options import scroll_config
         from runtime.scroll.run import run_scroll
 
-        run_scroll(scroll_config(args))
+        run_scroll(scroll_config(args, request_from_args(args)))
         return 0
     from runtime.contract.errors import InputError
     from runtime.scroll.options import scroll_options_given

@@ -96,9 +96,9 @@ def scroll_options_given(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def scroll_config(args: argparse.Namespace) -> Any:
-    """predict's parsed options as a :class:`runtime.scroll.run.ScrollConfig`."""
-    from runtime.commands.predict import request_from_args
+def scroll_config(args: argparse.Namespace, request: Any) -> Any:
+    """predict's parsed options as a :class:`runtime.scroll.run.ScrollConfig`; ``request``: the
+    models and engine options as predict reads them (a ``RunRequest``, resolved by the run)."""
     from runtime.contract.errors import InputError
     from runtime.scroll.run import ScrollConfig
 
@@ -112,7 +112,7 @@ def scroll_config(args: argparse.Namespace) -> Any:
     return ScrollConfig(
         input=str(args.input),
         output=str(args.output),
-        predict=request_from_args(args),
+        predict=request,
         level=args.level,
         region=args.region,
         block=args.block,
