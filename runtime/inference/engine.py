@@ -344,8 +344,10 @@ class Segmenter:
             del finite
             plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
             flips = flip_combinations(member_axes)
-            # An ensemble fuses its members' log-odds; one model gives its mask directly.
-            if len(self._members) > 1:
+            # An ensemble fuses its members' log-odds, and a resampled volume's logits go back
+            # to the volume's grid before thresholding; otherwise one model gives its mask.
+            direct = len(self._members) == 1 and prepared.resample_back is None
+            if not direct:
                 output = "logits"
             else:
                 output = "mask+probability" if self.options.keep_probability else "mask"
@@ -356,7 +358,7 @@ class Segmenter:
                 blended, accumulate = self._blend_with_backoff(
                     member, attempt, prepared.data, plan, flips, notes, output
                 )
-            if len(self._members) == 1:
+            if direct:
                 assert blended.mask is not None
                 mask = prepared.restore(blended.mask, 0)
                 probability = blended.probability
@@ -369,7 +371,8 @@ class Segmenter:
             logits = prepared.restore(blended.logits, -math.inf)
             del blended
             if fused is None:
-                fused = _Fusion(self.ensemble_mode or "probabilities", volume.shape)
+                # One model alone: its logits, thresholded as the direct path does.
+                fused = _Fusion(self.ensemble_mode or "logits", volume.shape)
             fused.add(logits, member.weight)
         assert fused is not None
         mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
