@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bundler import build  # noqa: E402
-from bundler.profiles import get_profile, manylinux_platforms  # noqa: E402
+from bundler.resolution.profiles import get_profile, manylinux_platforms  # noqa: E402
 
 DEFAULT_SET = ["imagecodecs", "monai", "connected-components-3d"]
 

@@ -228,7 +228,7 @@ def _compare(args: argparse.Namespace) -> int:
                 monai_batch,
             ),
         ]
-    thread = bool(getattr(segmenter._workers[0], "prefetch", False))  # the probe's choice
+    thread = bool(segmenter.probed_forward().prefetch)  # the probe's choice
     sides.append(
         Side(
             "bare",
@@ -285,7 +285,7 @@ def _monai_version() -> str | None:
 
 def _worker_forward(segmenter: Any) -> Any:
     # The probed forward of the Segmenter's first device: what its windows run through.
-    return segmenter._workers[0].forward
+    return segmenter.probed_forward().forward
 
 
 def _default_shape(patch: int, overlap: float, device: Any) -> tuple[int, int, int]:
@@ -482,8 +482,9 @@ def _model(spec: str, patch: int):
     """(model, parameter count); nnU-Net networks are planned for ``patch``."""
     import torch
 
-    from runtime.inference.models import SegmentationModel, load_model
+    from runtime.inference.segmentation_model import SegmentationModel
     from runtime.inference.unet import UNet3D, UNetConfig
+    from runtime.pipeline.models import load_model
 
     if spec in ("plainconv", "resenc-m"):
         network, multiple = _nnunet_network(spec, patch)

@@ -354,7 +354,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     )
     segmenter = Segmenter(model, options, log=lambda line: print(line, file=sys.stderr))
     setup = time.perf_counter() - start
-    worker = segmenter._workers[0]  # the forward it probed: replica, precision, layout, compile
+    worker = segmenter.probed_forward()  # replica, precision, layout, compile, as probed
     device = worker.device
     flips = 2 ** len(segmenter.tta_axes)
     batches = math.ceil(_windows(model, volume) * flips / worker.batch_size)

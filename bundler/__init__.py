@@ -5,13 +5,22 @@ marker environment and its preinstalled packages) and writes a wheelhouse folder
 ``kaggle datasets create -p DIR --dir-mode zip``; ``verify()`` checks one. ``prepare_model()``
 checks a model and writes its upload folder; ``write_kernel()`` writes the notebook and
 ``kernel-metadata.json`` for ``kaggle kernels push``. The names below are imported on first use,
-so that pip's subprocess (``bundler.pip_shim``) starts fast.
+so that pip's subprocesses (``bundler.resolution.pip_shim``, ``bundler.wheelhouse.transport``)
+start fast.
 
-May import: the standard library, pip, ``packaging``, ``build``, ``nbformat`` (the notebook) and
+Rooms, each importing only the ones before it (tests/test_layers.py checks it):
+
+- ``bundler.errors``, ``bundler.blobs``: the bundler's errors and its sha256-keyed file store;
+- ``bundler.resolution``: profiles, requirement files, pip's resolver run for the target;
+- ``bundler.kaggle``: Kaggle's references, dataset and model metadata, the kernel's notebook;
+- ``bundler.wheelhouse``: download, build, write and verify a wheelhouse (resolution, kaggle);
+- ``bundler.commands``: one thin module per ``python -m bundler`` command (any room).
+
+May import: the standard library, pip (in its subprocesses), ``packaging``, ``build`` and
 :mod:`runtime.contract` (the manifest and profile it writes), plus ``runtime.commands.predict``
-(predict's option definitions, argparse only); never the kernel's layers below it, except
-``runtime.inference`` inside ``bundler.model_upload``'s functions: the model check runs the
-kernel's own loader and engine (torch).
+(predict's option definitions, argparse only) in ``bundler.kaggle.kernel``; never the kernel's
+layers below it, except ``runtime.inference`` inside ``bundler.kaggle.model_upload``'s functions:
+the model check runs the kernel's own loader and engine (torch).
 """
 
 from __future__ import annotations
@@ -21,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 from runtime import __version__
 
 if TYPE_CHECKING:
-    from bundler.builder import BuildResult, build
-    from bundler.kernel import KernelRequest, write_kernel
-    from bundler.model_upload import prepare_model
-    from bundler.profiles import get_profile
-    from bundler.verification import verify
+    from bundler.kaggle.kernel import KernelRequest, write_kernel
+    from bundler.kaggle.model_upload import prepare_model
+    from bundler.resolution.profiles import get_profile
+    from bundler.wheelhouse.builder import BuildResult, build
+    from bundler.wheelhouse.verification import verify
 
 __all__ = [
     "BuildResult",
@@ -39,13 +48,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "BuildResult": "bundler.builder",
-    "build": "bundler.builder",
-    "get_profile": "bundler.profiles",
-    "verify": "bundler.verification",
-    "KernelRequest": "bundler.kernel",
-    "write_kernel": "bundler.kernel",
-    "prepare_model": "bundler.model_upload",
+    "BuildResult": "bundler.wheelhouse.builder",
+    "build": "bundler.wheelhouse.builder",
+    "get_profile": "bundler.resolution.profiles",
+    "verify": "bundler.wheelhouse.verification",
+    "KernelRequest": "bundler.kaggle.kernel",
+    "write_kernel": "bundler.kaggle.kernel",
+    "prepare_model": "bundler.kaggle.model_upload",
 }
 
 

@@ -1,273 +1,58 @@
-"""``python -m bundler`` / ``kaggle-bundle``: build, verify, list targets, prepare the Kaggle side.
-
-``kernel`` and ``model`` live in their own modules (``bundler.kernel_command``,
-``bundler.model_command``: ``configure(parser)`` and ``run(args)``).
-"""
+"""``python -m bundler`` / ``kaggle-bundle``: a thin dispatcher over :mod:`bundler.commands`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from bundler.commands import COMMANDS, EXIT_ERROR
 from runtime import __version__
 from runtime.contract.errors import KaggleOfflineError
 
-EXIT_PROBLEMS = 1
-EXIT_ERROR = 2
 
-
-def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    from bundler.profiles import DEFAULT_PROFILE
-
+def _build_parser(chosen: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parser, and the chosen command's own (``build`` parses its arguments intermixed)."""
     parser = argparse.ArgumentParser(
         prog="python -m bundler",
         description="Vendor a hash-locked wheelhouse dataset for an offline Kaggle kernel.",
     )
     parser.add_argument("--version", action="version", version=f"kaggle-offline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    build = sub.add_parser(
-        "build",
-        help="resolve for a target kernel and write a wheelhouse",
-        description="Options and requirements may come in any order, as with pip.",
-    )
-    build.add_argument("requirements", nargs="*", metavar="REQ", help="requirement specifiers")
-    build.add_argument(
-        "-r",
-        "--requirement",
-        dest="requirement_files",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="a requirements file (pip's format: --hash lines, -c, --pre, --index-url, ...)",
-    )
-    build.add_argument(
-        "-c",
-        "--constraint",
-        dest="constraint_files",
-        action="append",
-        type=Path,
-        default=[],
-        metavar="FILE",
-        help="a constraints file, as pip's -c",
-    )
-    build.add_argument(
-        "--allow-replace",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="let the resolver replace this preinstalled kernel package where it must (repeatable)",
-    )
-    build.add_argument("--pre", action="store_true", help="consider pre-releases, as pip's --pre")
-    build.add_argument(
-        "--target",
-        default=DEFAULT_PROFILE,
-        metavar="PROFILE",
-        help=f"built-in profile or profile JSON (default {DEFAULT_PROFILE})",
-    )
-    build.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=Path("wheelhouse"),
-        metavar="DIR",
-        help="wheelhouse folder (default ./wheelhouse)",
-    )
-    build.add_argument(
-        "--optional",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a package whose absence for the target is recorded, not fatal",
-    )
-    build.add_argument(
-        "-i", "--index-url", metavar="URL", help="package index (default: pip's configuration)"
-    )
-    build.add_argument("--extra-index-url", action="append", default=[], metavar="URL")
-    build.add_argument("-f", "--find-links", action="append", default=[], metavar="URL")
-    build.add_argument("--dataset-id", metavar="OWNER/SLUG", help="Kaggle dataset id")
-    build.add_argument("--title", help="Kaggle dataset title (6-50 characters)")
-    self_group = build.add_mutually_exclusive_group()
-    self_group.add_argument(
-        "--self-wheel",
-        type=Path,
-        metavar="WHEEL",
-        help="use this kaggle-offline wheel instead of building one",
-    )
-    self_group.add_argument(
-        "--no-self", action="store_true", help="leave kaggle-offline's own wheel out"
-    )
-    build.add_argument(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="default $KAGGLE_OFFLINE_CACHE or ~/.cache/kaggle-offline",
-    )
-    build.add_argument("--refresh", action="store_true", help="ignore the cached resolution")
-    build.add_argument("-q", "--quiet", action="store_true", help="print the summary only")
-
-    verify = sub.add_parser("verify", help="check a wheelhouse: hashes, tags, closure")
-    verify.add_argument("wheelhouse", type=Path, metavar="DIR")
-    verify.add_argument(
-        "--target", metavar="PROFILE", help="check against this profile instead of the manifest's"
-    )
-
-    sub.add_parser("profiles", help="list the built-in target profiles")
-
-    from bundler import kernel_command, model_command
-
-    model_command.configure(
-        sub.add_parser("model", help="check a model on the CPU and write its Kaggle upload folder")
-    )
-    # Full option names only: the predict options go to the notebook exactly as typed.
-    kernel_command.configure(
-        sub.add_parser(
-            "kernel",
-            allow_abbrev=False,
-            help="write the offline submission notebook and kernel-metadata.json",
+    chosen_parser = parser
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(
+            name, help=command.help, description=command.help, allow_abbrev=command.allow_abbrev
         )
-    )
-    return parser, sub.choices  # fmt: skip
-
-
-def _size(count: int) -> str:
-    return f"{count / 1e6:.1f} MB" if count >= 100_000 else f"{count / 1e3:.1f} kB"
-
-
-def _run_build(args: argparse.Namespace) -> int:
-    from bundler.builder import build
-
-    include_self: bool | Path = False if args.no_self else (args.self_wheel or True)
-    log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
-    result = build(
-        args.requirements,
-        args.output,
-        target=args.target,
-        requirement_files=args.requirement_files,
-        constraint_files=args.constraint_files,
-        optional=args.optional,
-        allow_replace=args.allow_replace,
-        pre=args.pre,
-        index_url=args.index_url,
-        extra_index_urls=args.extra_index_url,
-        find_links=args.find_links,
-        dataset_id=args.dataset_id,
-        title=args.title,
-        include_self=include_self,
-        cache_dir=args.cache_dir,
-        refresh=args.refresh,
-        log=log,
-    )
-    manifest = result.manifest
-    print(f"wheelhouse for {manifest.target.name} in {result.output_dir}:")
-    print(f"  vendored  {len(manifest.wheels)}: " + ", ".join(
-        f"{e.name}=={e.version}" for e in manifest.wheels))  # fmt: skip
-    for label, wanted in (("upgrades  ", True), ("downgrades ", False)):
-        chosen = [
-            r for r in result.replacements if _is_upgrade(r.kernel_version, r.version) is wanted
-        ]
-        if chosen:
-            print(f"  {label}" + ", ".join(
-                f"{r.describe()} ({r.reason})" for r in chosen))  # fmt: skip
-    unchecked = max((r.unchecked for r in result.replacements), default=0)
-    if unchecked:
-        known = len(manifest.target.preinstalled) - unchecked
-        print(f"  checked   replacements against the declared requirements of {known} kernel "
-              f"packages; {unchecked} are unknown to {manifest.target.name} (a captured profile "
-              "knows them all)")  # fmt: skip
-    if manifest.skipped:
-        print(f"  skipped   {len(manifest.skipped)} already in the kernel: " + ", ".join(
-            f"{s.name}=={s.installed_version}" for s in manifest.skipped))  # fmt: skip
-    for missing in manifest.missing_optional:
-        print(f"  missing optional {missing.name}: {missing.reason}")
-    if result.removed:
-        print(f"  removed   {len(result.removed)} stale: {', '.join(result.removed)}")
-    print(
-        f"  bytes     {_size(result.downloaded_bytes)} downloaded, "
-        f"{_size(result.reused_bytes)} reused from the cache"
-        + ("" if result.resolved else " (cached resolution, no pip run)")
-    )
-    print(f"  took      {result.seconds:.2f} s")
-    from bundler.updates import upload_command, wheel_changes
-
-    previous = result.previous
-    changes = None
-    if previous is not None:
-        changes = wheel_changes(previous.wheels, {e.name: e.version for e in manifest.wheels})
-        print(f"  changes   {changes.summary()} (since the last build in this folder)")
-    for warning in result.warnings:
-        print(f"warning: {warning}")
-    for problem in result.problems:
-        print(f"problem: {problem}")
-    if result.problems:
-        print(f"{len(result.problems)} problem(s) in {result.output_dir}; fix them before uploading",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_PROBLEMS
-    dataset_id = result.dataset_id
-    print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
-    owner = dataset_id.partition("/")[0]
-    print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
-          "--framework pyTorch --variation default")  # fmt: skip
-    return 0
-
-
-def _run_verify(args: argparse.Namespace) -> int:
-    from bundler.verification import verify
-
-    problems = verify(args.wheelhouse, args.target)
-    for problem in problems:
-        print(problem)
-    if problems:
-        print(f"{len(problems)} problem(s) in {args.wheelhouse}", file=sys.stderr)
-        return EXIT_PROBLEMS
-    print(f"{args.wheelhouse}: ok")
-    return 0
-
-
-def _run_profiles(args: argparse.Namespace) -> int:
-    from bundler.profiles import builtin_profiles
-
-    for profile in builtin_profiles():
-        print(f"{profile.name}: Python {profile.python_version}, {len(profile.tags)} tags, "
-              f"{len(profile.preinstalled)} preinstalled; {profile.description}")  # fmt: skip
-    return 0
+        # Only the chosen command's module is imported (the others may need torch or pip).
+        if name == chosen:
+            importlib.import_module(command.module).configure(command_parser)
+            chosen_parser = command_parser
+    return parser, chosen_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, command_parsers = _build_parser()
-    if argv and argv[0] == "build":
-        # Options and requirements in any order, as pip reads them
-        # (`build imagecodecs --optional imagecodecs tifffile`).
-        args = command_parsers["build"].parse_intermixed_args(argv[1:])
-        args.command = "build"
+    # The command is the first word that is not an option (the only options before it are -h and
+    # --version): a requirement or a title named like a command does not count.
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    chosen = first if first in COMMANDS else None
+    parser, command_parser = _build_parser(chosen)
+    if chosen is not None and argv[0] == chosen and COMMANDS[chosen].intermixed:
+        args = command_parser.parse_intermixed_args(argv[1:])
+        args.command = chosen
     else:
         args = parser.parse_args(argv)
     args.argv = argv  # `kernel` passes its predict options on exactly as typed
-    from bundler import kernel_command, model_command
-
-    commands = {"build": _run_build, "verify": _run_verify, "profiles": _run_profiles,
-                "kernel": kernel_command.run, "model": model_command.run}  # fmt: skip
+    module = importlib.import_module(COMMANDS[args.command].module)
     try:
-        return commands[args.command](args)
+        return int(module.run(args) or 0)
     except KaggleOfflineError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-
-
-def _is_upgrade(installed: str, vendored: str) -> bool:
-    """A requested replacement can go either way (a pin below the kernel's version is a downgrade)."""
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return Version(vendored) >= Version(installed)
-    except InvalidVersion:
-        return True
 
 
 if __name__ == "__main__":

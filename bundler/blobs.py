@@ -2,7 +2,7 @@
 
 Files enter only after their hash is checked and only by an atomic rename, so a file in the store
 is always whole and right; an interrupted download leaves a ``.part`` file that the next attempt
-resumes. Standard library only: pip's process (see :mod:`bundler.pip_shim`) uses it too.
+resumes. Standard library only: pip's process (see :mod:`bundler.resolution.pip_shim`) uses it too.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Layers, each allowed to import only those above it in this list:
 
 * :mod:`runtime.contract` - the profile, the manifest, the errors; standard library only.
 * :mod:`runtime.installer` - the offline install path; standard library only.
+* :mod:`runtime.fusion` - the ensemble fusion of probabilities (numpy), below the next two.
 * :mod:`runtime.volumes` - TIFF I/O, post-processing, the submission zip, scoring; no torch.
 * :mod:`runtime.inference` - models, the probe, sliding windows, the engine; torch.
-* :mod:`runtime.pipeline` - ``predict``: volumes through the engine into a validated zip.
+* :mod:`runtime.pipeline` - ``predict``: volumes through the engine into a validated zip, and
+  the ``--model`` specs (``demo`` included) loaded for a run.
 * :mod:`runtime.samples` and :mod:`runtime.commands` - sample data, the demo model, the CLI.
 
 Importing this package must stay cheap and standard-library-only: it is imported by

@@ -15,7 +15,7 @@ import pytest
 
 import bundler
 from bundler.errors import BundlerError, ResolutionError
-from bundler.profiles import builtin_profiles, get_profile, unconfirmed_reason
+from bundler.resolution.profiles import builtin_profiles, get_profile, unconfirmed_reason
 from runtime.contract.profile import MARKER_KEYS
 from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index

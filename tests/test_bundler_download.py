@@ -16,7 +16,7 @@ import pytest
 
 import bundler
 from bundler.errors import DownloadError, ResolutionError
-from bundler.transport import Progress
+from bundler.wheelhouse.transport import Progress
 from tests.support.http_index import add_core_metadata, serve_index, serve_proxy
 from tests.support.packages import make_index, make_wheel
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import bundler
-from bundler import resolve
-from bundler.builder import BuildResult
+from bundler.resolution import resolve
+from bundler.wheelhouse.builder import BuildResult
 from runtime.contract.manifest import Manifest
 from runtime.installer.capture import capture_current_profile
 from tests.support.bundler_fixtures import make_fixture_index

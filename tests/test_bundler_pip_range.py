@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.resolve import SUPPORTED_PIP
+from bundler.resolution.resolve import SUPPORTED_PIP
 from tests.support.bundler_fixtures import make_distributions
 from tests.support.http_index import add_core_metadata, serve_index
 from tests.support.packages import make_index

@@ -14,7 +14,7 @@ import pytest
 
 import bundler
 from bundler.errors import PipVersionError
-from bundler.pip_shim import REQUIRED_CALLS, bypassed_patches
+from bundler.resolution.pip_shim import REQUIRED_CALLS, bypassed_patches
 from tests.support.packages import make_index, make_wheel
 
 _TAGS_ELSEWHERE = """

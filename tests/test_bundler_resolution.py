@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import bundler
-from bundler.builder import BuildResult
 from bundler.errors import (
     BundlerError,
     NoWheelForTargetError,
@@ -22,7 +21,8 @@ from bundler.errors import (
     SdistBuildError,
     UnknownProfileError,
 )
-from bundler.profiles import get_profile
+from bundler.resolution.profiles import get_profile
+from bundler.wheelhouse.builder import BuildResult
 from runtime.contract.manifest import Manifest
 from runtime.contract.profile import TargetProfile
 from tests.support.bundler_fixtures import CP311_ABI3, CP312_ONLY, make_fixture_index

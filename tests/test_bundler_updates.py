@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bundler.updates import PreviousBuild, previous_build, upload_command, wheel_changes
+from bundler.wheelhouse.updates import PreviousBuild, previous_build, upload_command, wheel_changes
 from tests.support.bundler_fixtures import make_fixture_index
 
 ROOT = Path(__file__).resolve().parent.parent

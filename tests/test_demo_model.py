@@ -51,7 +51,7 @@ def test_weights_are_small_and_load_without_unpickling() -> None:
 
 def test_demo_segments_fresh_volumes_through_the_engine() -> None:
     from runtime.inference.engine import InferenceOptions, Segmenter
-    from runtime.inference.models import load_model
+    from runtime.pipeline.models import load_model
 
     segmenter = Segmenter(load_model("demo"), InferenceOptions(device="cpu"))
     scores = []

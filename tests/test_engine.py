@@ -11,13 +11,16 @@ import pytest
 import torch
 
 from runtime.contract.errors import InferenceError, ModelError, VolumeError
+from runtime.contract.settings import OptionError, RunRequest, resolve
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
-from runtime.inference.models import SegmentationModel, load_model
+from runtime.inference.models import load_model
 from runtime.inference.probe import Platform
+from runtime.inference.segmentation_model import SegmentationModel
 from runtime.inference.sliding_window import flip_combinations, logit_threshold
 from runtime.inference.time_budget import TimeBudget
 from runtime.inference.unet import UNet3D, UNetConfig
 from runtime.inference.workers import ordered_map
+from runtime.pipeline.models import model_facts
 from tests.test_sliding_window import assert_mask_matches, reference_logits
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -131,8 +134,9 @@ def test_an_exported_program_fixes_the_window_shape(tmp_path) -> None:
     result = segmenter.segment(volume((9, 17, 5)))
     expected = reference_logits(volume((9, 17, 5)), module, (8, 8, 8), 0.5)
     assert_mask_matches(result.mask, expected, 0.0)
-    with pytest.raises(InferenceError, match=r"exported for windows of \(8, 8, 8\) only"):
-        Segmenter(model, InferenceOptions(patch_size=(16, 16, 16)))
+    asked = RunRequest(models=("fixed.pt2",), patch_size=(16, 16, 16))
+    with pytest.raises(OptionError, match=r"fixed was exported for windows of 8x8x8 only"):
+        resolve(asked, model_facts(model))
 
 
 def test_bad_volumes_and_options_fail_with_one_line() -> None:
@@ -144,11 +148,11 @@ def test_bad_volumes_and_options_fail_with_one_line() -> None:
     ]:
         with pytest.raises(VolumeError, match=message):
             segmenter.segment(bad)
-    with pytest.raises(InferenceError) as error:
-        Segmenter(unet_model(), InferenceOptions(overlap=1.0, threshold=0.0, tta_axes=(3,)))
+    with pytest.raises(OptionError) as error:  # the settings check what the engine is given
+        resolve(RunRequest(overlap=1.0, threshold=0.0, tta_axes=(3,)))
     text = str(error.value)
     assert "\n" not in text
-    assert "overlap must be in [0, 1)" in text and "threshold" in text and "TTA axes" in text
+    assert "--overlap must be in [0, 1)" in text and "--threshold" in text and "--tta" in text
 
 
 # --- out of memory --------------------------------------------------------------------------

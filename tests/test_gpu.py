@@ -31,7 +31,6 @@ import pytest
 import torch
 
 from runtime.inference.engine import InferenceOptions, Segmenter
-from runtime.inference.models import SegmentationModel, load_model
 from runtime.inference.probe import (
     BatchForward,
     Platform,
@@ -39,7 +38,9 @@ from runtime.inference.probe import (
     planned_precision,
     probe_devices,
 )
+from runtime.inference.segmentation_model import SegmentationModel
 from runtime.inference.sliding_window import BlendSettings, blend_volume
+from runtime.pipeline.models import load_model
 from runtime.samples.sample import write_lzw_stack
 from runtime.samples.synthetic import synthetic_volume
 from runtime.volumes.scoring import dice_score

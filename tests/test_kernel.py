@@ -13,11 +13,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bundler import notebook_inputs
+from bundler.commands.kernel import predict_tokens
 from bundler.errors import BundlerError
-from bundler.kernel import KernelRequest, metadata_problems, write_kernel
-from bundler.kernel_command import predict_tokens
-from bundler.notebook import INPUT_ROOT_VARIABLE, WORKING_DIR_VARIABLE
+from bundler.kaggle import notebook_inputs
+from bundler.kaggle.kernel import KernelRequest, metadata_problems, write_kernel
+from bundler.kaggle.notebook import INPUT_ROOT_VARIABLE, WORKING_DIR_VARIABLE
 from tests.support.netns import offline, require_netns
 from tests.support.notebooks import code_cells
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
@@ -181,11 +181,44 @@ def test_predict_options_are_checked_by_predict_itself_before_any_file(
 
 
 def test_weights_must_match_the_models_before_any_file(tmp_path: Path) -> None:
-    with pytest.raises(BundlerError, match=r"2 --ensemble-weights given for 1 model"):
+    with pytest.raises(BundlerError, match=r"--ensemble-weights applies to an ensemble"):
         write_kernel(tmp_path / "k", _request(predict_options=["--ensemble-weights", "1,2"]))
     with pytest.raises(BundlerError, match="--model-source OWNER/MODEL"):
         write_kernel(tmp_path / "k", _request(models=[]))
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--threshold", "0.3", "--hysteresis", "0.2,0.6"],
+            "--threshold does not combine with --hysteresis or --foreground-fraction",
+        ),
+        (
+            ["--postprocess", "postprocess.json", "--threshold", "0.4"],
+            "--postprocess postprocess.json sets the threshold and post-processing; drop "
+            "--threshold",
+        ),
+        (["--ensemble-mode", "logits"], "--ensemble-mode applies to an ensemble"),
+        (["--probability-encoding", "float16"], "--probability-encoding applies to"),
+    ],
+)
+def test_predict_option_combinations_are_resolved_as_predict_resolves_them_before_any_file(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    completed = _cli("kernel", "-o", str(tmp_path / "k"), *BASE, "--model-source", MODEL_SOURCE,
+                     *options)  # fmt: skip
+    assert completed.returncode == 2, completed.stderr
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith("error: predict options: ") and message in line
+    assert not (tmp_path / "k").exists()
+    # predict refuses the same tokens with the same words (before reading its input)
+    predicted = subprocess.run(
+        [sys.executable, "-m", "runtime", "predict", str(tmp_path / "nothing"), *options],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert predicted.returncode == 2 and message in predicted.stderr
 
 
 def test_predict_options_reach_the_notebook_exactly_as_typed() -> None:
@@ -365,14 +398,9 @@ def test_predict_itself_refuses_weights_that_do_not_match_its_models(
 
     status = main(["predict", str(tmp_path), "--model", "demo", "--ensemble-weights", "1,2"])
     assert status == 2
-    assert capsys.readouterr().err == "error: 2 --ensemble-weights given for 1 model(s)\n"
-
-
-def test_predict_knows_the_ensemble_modes_the_models_module_has() -> None:
-    from runtime.commands.predict import ENSEMBLE_MODES
-    from runtime.inference import models
-
-    assert ENSEMBLE_MODES == models.ENSEMBLE_MODES
+    assert capsys.readouterr().err == (
+        "error: --ensemble-weights applies to an ensemble (several --model), not to one model\n"
+    )
 
 
 def test_settings_hold_the_options_exactly_whatever_their_characters(tmp_path: Path) -> None:

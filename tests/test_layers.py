@@ -27,7 +27,20 @@ STANDARD_LIBRARY_LAYERS = {
 # layer folder -> what it must never import, at the top or inside a function
 FORBIDDEN = {
     "volumes": ("torch", "runtime.inference", "runtime.pipeline", "runtime.commands"),
-    "inference": ("runtime.volumes", "runtime.pipeline", "runtime.commands", "runtime.installer"),
+    "inference": (
+        "runtime.volumes",
+        "runtime.pipeline",
+        "runtime.commands",
+        "runtime.installer",
+        "runtime.samples",
+    ),
+    "fusion": (
+        "torch",
+        "runtime.volumes",
+        "runtime.inference",
+        "runtime.pipeline",
+        "runtime.commands",
+    ),
     "contract": ("runtime.installer", "runtime.volumes", "runtime.inference", "bundler"),
     "installer": ("runtime.volumes", "runtime.inference", "runtime.pipeline", "bundler"),
 }

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bundler.errors import BundlerError
-from bundler.model_upload import prepare_model
+from bundler.kaggle.model_upload import prepare_model
 from runtime.inference.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent

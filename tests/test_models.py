@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from runtime.contract.errors import ModelError
-from runtime.inference.models import Ensemble, SegmentationModel, load_ensemble, load_model
+from runtime.contract.settings import OptionError, resolve_ensemble
+from runtime.inference.segmentation_model import Ensemble, SegmentationModel
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
+from runtime.pipeline.models import load_model
 
 # The fixtures below make TorchScript files, which torch now deprecates but competitors still ship.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script.*deprecated:DeprecationWarning")
@@ -404,26 +406,24 @@ def test_ensembles_fuse_per_volume_probabilities_or_logits(tmp_path: Path) -> No
         return result.probability
 
     pa, pb = (probability(load_model(spec)) for spec in specs)
-    by_probability = load_ensemble(specs, weights=[3, 1])
-    assert isinstance(by_probability, Ensemble) and by_probability.name == "a+b"
-    assert by_probability.weights == [0.75, 0.25]
+    members = tuple(load_model(spec) for spec in specs)
+    by_probability = Ensemble(members, resolve_ensemble(2, [3, 1], None))
+    assert by_probability.name == "a+b" and by_probability.weights == (0.75, 0.25)
     np.testing.assert_allclose(probability(by_probability), 0.75 * pa + 0.25 * pb, atol=1e-6)
-    by_logit = load_ensemble(specs, mode="logits")
+    by_logit = Ensemble(members, resolve_ensemble(2, None, "logits"))
     expected = 1 / (1 + np.exp(-(np.log(pa / (1 - pa)) + np.log(pb / (1 - pb))) / 2))
     np.testing.assert_allclose(probability(by_logit), expected, atol=1e-5)
-    assert isinstance(load_ensemble([tmp_path / "a"]), SegmentationModel)
 
 
-def test_ensemble_arguments_are_checked(tmp_path: Path) -> None:
-    write_unet_dir(tmp_path / "a")
-    with pytest.raises(ModelError, match="2 ensemble weights given for 1 models"):
-        load_ensemble([tmp_path / "a"], weights=[1, 2])
-    with pytest.raises(ModelError, match="must be positive"):
-        load_ensemble([tmp_path / "a", tmp_path / "a"], weights=[1, -1])
-    with pytest.raises(ModelError, match="unknown ensemble mode 'mean'"):
-        load_ensemble([tmp_path / "a"], mode="mean")
-    with pytest.raises(ModelError, match="at least one"):
-        load_ensemble([])
+def test_ensemble_arguments_are_checked() -> None:
+    with pytest.raises(OptionError, match=r"2 --ensemble-weights given for 3 model\(s\)"):
+        resolve_ensemble(3, [1, 2], None)
+    with pytest.raises(OptionError, match="must be positive"):
+        resolve_ensemble(2, [1, -1], None)
+    with pytest.raises(OptionError, match="unknown ensemble mode 'mean'"):
+        resolve_ensemble(2, None, "mean")
+    with pytest.raises(OptionError, match="at least two"):
+        resolve_ensemble(1, None, None)
 
 
 def test_replicas_are_independent() -> None:

@@ -19,9 +19,11 @@ import pytest
 import torch
 
 from runtime.contract.errors import ModelError
+from runtime.contract.settings import OptionError, RunRequest, resolve, resolve_ensemble
 from runtime.inference.engine import InferenceOptions, Segmenter
-from runtime.inference.models import Ensemble, load_ensemble, load_model
+from runtime.inference.models import load_model
 from runtime.inference.nnunet import NNUNetModel
+from runtime.inference.segmentation_model import Ensemble
 from runtime.inference.sliding_window import nnunet_importance
 from tests.support.nnunet_folders import (
     make_dataset,
@@ -295,8 +297,8 @@ def test_folds_and_checkpoints_are_chosen_or_refused_by_name(tmp_path) -> None:
         load_model(folder, folds=[4])
     with pytest.raises(ModelError, match="no fold has checkpoint_best.pth"):
         load_model(_only_fold(tmp_path / "b", 0), checkpoint="best")
-    with pytest.raises(ModelError, match="--checkpoint must be final or best"):
-        load_model(folder, checkpoint="latest")
+    with pytest.raises(OptionError, match="--checkpoint must be one of final, best, got 'latest'"):
+        resolve(RunRequest(models=(str(folder),), checkpoint="latest"))  # type: ignore[arg-type]
     hint = f"part of the nnU-Net trained-model folder {folder}: give --model {folder} --folds 1"
     with pytest.raises(ModelError, match=hint):
         load_model(folder / "fold_1")
@@ -417,18 +419,21 @@ def test_an_ensemble_fuses_members_with_their_own_patches_and_preprocessing(tmp_
     image = volume((18, 21, 20), seed=8)
     singles = [run(load_model(spec), image, threshold=0.3)[1] for spec in specs]
     weights = [0.2, 0.3, 0.5]
-    ensemble = load_ensemble(specs, weights=[2, 3, 5])
-    assert isinstance(ensemble, Ensemble) and ensemble.weights == pytest.approx(weights)
+    members = tuple(load_model(spec) for spec in specs)
+    ensemble = Ensemble(members, resolve_ensemble(3, [2, 3, 5], None))
+    assert ensemble.weights == pytest.approx(weights)
     mask, probability = run(ensemble, image, threshold=0.3)
     expected = sum(w * p for w, p in zip(weights, singles, strict=True))
     np.testing.assert_allclose(probability, expected, atol=1e-6)
     np.testing.assert_array_equal(mask, (probability > 0.3).astype(np.uint8))
-    by_logit = load_ensemble(specs[:2], mode="logits")
+    by_logit = Ensemble(members[:2], resolve_ensemble(2, None, "logits"))
     _, fused = run(by_logit, image)
-    logit = [np.log(p) - np.log1p(-p) for p in singles[:2]]
-    with np.errstate(invalid="ignore"):
-        reference = 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2))
-    np.testing.assert_allclose(fused, np.nan_to_num(reference, nan=0.0), atol=1e-5)
+    # log-odds of probabilities clipped to [1e-4, 1 - 1e-4]: outside a crop (probability 0)
+    # a member says "surely background" without vetoing the other
+    clipped = [np.clip(p.astype(np.float64), 1e-4, 1 - 1e-4) for p in singles[:2]]
+    logit = [np.log(p) - np.log1p(-p) for p in clipped]
+    reference = 1 / (1 + np.exp(-(logit[0] + logit[1]) / 2))
+    np.testing.assert_allclose(fused, reference, atol=1e-5)
 
 
 def test_predict_runs_an_nnunet_folder_from_the_command_line(tmp_path) -> None:

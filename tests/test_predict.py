@@ -25,12 +25,12 @@ from PIL import Image
 
 import runtime.volumes.tiff
 from runtime.contract.errors import InputError, OutputError, SubmissionError
+from runtime.contract.settings import RunRequest
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
-from runtime.inference.models import load_model
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
-from runtime.pipeline import PredictOptions, predict
+from runtime.pipeline import predict
+from runtime.pipeline.models import load_model
 from runtime.samples.sample import write_sample
-from runtime.volumes.postprocess import PostprocessOptions
 from runtime.volumes.scoring import dice_score
 from runtime.volumes.submission import partial_path, validate_submission
 from runtime.volumes.tiff import read_volume
@@ -62,13 +62,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _options(model: Path, **changes: object) -> PredictOptions:
-    defaults: dict[str, object] = {
-        "models": [str(model)],
-        "inference": InferenceOptions(device="cpu"),
-        "progress_bar": False,
-    }
-    return PredictOptions(**{**defaults, **changes})  # type: ignore[arg-type]
+def _options(model: Path, **changes: object) -> RunRequest:
+    defaults: dict[str, object] = {"models": (str(model),), "device": "cpu", "progress_bar": False}
+    values = {**defaults, **changes}
+    if isinstance(values["models"], list):
+        values["models"] = tuple(values["models"])
+    return RunRequest(**values)  # type: ignore[arg-type]
 
 
 def _csv_ids(root: Path) -> list[str]:
@@ -131,7 +130,9 @@ def test_metrics_record_every_stage_and_the_run(tiny_model: Path, tmp_path: Path
         "torch"
     ].startswith(torch.__version__.split("+")[0])
     assert {d["name"] for d in run["decisions"]} >= {"device", "precision", "compile"}
-    assert run["options"]["overlap"] is None  # taken from the model's recommendation
+    (model,) = run["options"]["models"]  # the overlap was taken from the model's recommendation
+    assert model["overlap"] == 0.25 and model["overlap_source"].startswith("recommended by")
+    assert model["format"] == "kaggle-offline-unet" and run["options"]["mask"]["threshold"] == 0.5
     for volume in metrics["volumes"]:
         assert volume["status"] == "ok" and volume["shape"] == list(SMALL)
         assert volume["device"] == "cpu" and volume["precision"] == "fp32"
@@ -152,7 +153,7 @@ def test_post_processing_options_reach_the_masks(
     options = _options(
         tiny_model,
         workdir=workdir,
-        postprocess=PostprocessOptions(min_component_voxels=10**9),  # bigger than any volume
+        min_component_voxels=10**9,  # bigger than any volume
         progress_bar=True,
     )
     log = _Lines()
@@ -165,8 +166,11 @@ def test_post_processing_options_reach_the_masks(
 
 def test_several_models_make_an_ensemble(tiny_model: Path, tmp_path: Path) -> None:
     root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=12)
-    options = _options(tiny_model, models=[str(tiny_model), str(tiny_model / "config.json")])
-    options.ensemble_weights = [2.0, 1.0]
+    options = _options(
+        tiny_model,
+        models=[str(tiny_model), str(tiny_model / "config.json")],
+        ensemble_weights=(2.0, 1.0),
+    )
     log = _Lines()
     predict(root, tmp_path / "submission.zip", options, log=log)
     single = tmp_path / "single"
@@ -177,6 +181,66 @@ def test_several_models_make_an_ensemble(tiny_model: Path, tmp_path: Path) -> No
         zipfile.ZipFile(single / "submission.zip") as b,
     ):
         assert [a.read(n) for n in a.namelist()] == [b.read(n) for n in b.namelist()]
+
+
+def _copy_with_recommendation(model: Path, target: Path, **inference: object) -> Path:
+    """The model folder again, its config.json recommending other inference settings."""
+    import shutil
+
+    shutil.copytree(model, target)
+    config = json.loads((target / "config.json").read_text())
+    config["inference"] = {**config["inference"], **inference}
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_ensemble_members_recommendations_are_honoured_or_refused(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=14)
+    first = _copy_with_recommendation(tiny_model, tmp_path / "m1", threshold=0.3, overlap=0.25)
+    second = _copy_with_recommendation(tiny_model, tmp_path / "m2", threshold=0.3, overlap=0.5)
+    log = _Lines()
+    predict(root, tmp_path / "a.zip", _options(first, models=[first, second]), log=log)
+    options = _metrics(tmp_path / "metrics.json")["run"]["options"]
+    assert [m["overlap"] for m in options["models"]] == [0.25, 0.5]  # each member its own
+    assert options["mask"]["threshold"] == 0.3
+    assert "threshold = 0.3 (recommended by m1, m2)" in log.lines
+    assert "overlap = 0.5 for m2 (recommended by the model)" in log.lines
+
+    third = _copy_with_recommendation(tiny_model, tmp_path / "m3", threshold=0.7)
+    with pytest.raises(InputError) as refused:
+        predict(root, tmp_path / "b.zip", _options(first, models=[first, third]), log=_Lines())
+    assert str(refused.value).startswith(
+        "the models recommend different thresholds (m1 0.3, m3 0.7)"
+    )
+    assert not (tmp_path / "b.zip").exists()
+    predict(
+        root,
+        tmp_path / "c.zip",
+        _options(first, models=[first, third], threshold=0.5),
+        log=_Lines(),
+    )
+
+
+@pytest.mark.parametrize(
+    "option", [["--spacing", "1,1,1"], ["--folds", "0"], ["--checkpoint", "best"]]
+)
+def test_nnunet_options_for_another_model_are_refused_in_one_line(
+    tiny_model: Path, tmp_path: Path, option: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.__main__ import main
+
+    root = write_sample(tmp_path / "data", n=1, shape=SMALL, seed=15)
+    out = tmp_path / "submission.zip"
+    status = main(["predict", str(root), "--model", str(tiny_model), "--device", "cpu",
+                   "-o", str(out), "--no-progress", *option])  # fmt: skip
+    assert status == 2 and not out.exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert line == (
+        f"error: {option[0]} concern nnU-Net trained-model folders only, and "
+        f"{tiny_model.name} is not one"
+    )
 
 
 # --- failures ------------------------------------------------------------------------------------
@@ -406,7 +470,7 @@ def test_command_line_writes_submission_metrics_previews_and_masks(
     assert sorted(p.stem for p in (tmp_path / "png").iterdir()) == sorted(ids)
     assert sorted(p.stem for p in (tmp_path / "masks").glob("*.tif")) == sorted(ids)
     metrics = _metrics(tmp_path / "m.json")
-    assert metrics["run"]["options"]["threshold"] == 0.4
+    assert metrics["run"]["options"]["mask"]["threshold"] == 0.4
     assert metrics["run"]["options"]["postprocess"]["closing_radius"] == 1
     assert all(v["tta_axes"] == [0, 2] for v in metrics["volumes"])
     assert f"wrote {out}" in completed.stderr
@@ -816,7 +880,7 @@ def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
 
     monkeypatch.setattr(runtime.inference.models, "load_model", slow_load)
     root = write_sample(tmp_path / "data", n=2, shape=SMALL, seed=22)
-    options = _options(tiny_model, inference=InferenceOptions(device="cpu", time_budget=0.5))
+    options = _options(tiny_model, time_budget=0.5)
     log = _Lines()
     predict(root, tmp_path / "submission.zip", options, log=log)
     warnings = [line for line in log.lines if line.startswith("warning: time budget: ")]

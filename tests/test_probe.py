@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 
@@ -12,7 +13,6 @@ import torch
 import runtime.inference.probe
 from runtime.contract.errors import DeviceError, InferenceError
 from runtime.inference.engine import InferenceOptions, Segmenter
-from runtime.inference.models import SegmentationModel
 from runtime.inference.probe import (
     BatchForward,
     Platform,
@@ -24,6 +24,7 @@ from runtime.inference.probe import (
     probe_devices,
     torch_warnings,
 )
+from runtime.inference.segmentation_model import SegmentationModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -504,8 +505,7 @@ def test_a_real_torch_compile_on_the_cpu_is_guarded_and_matches_eager() -> None:
     small = InferenceOptions(patch_size=(8, 8, 8), batch_size=2)
     data = volume((10, 12, 9))
     eager = Segmenter(model, small).segment(data)
-    small.compile = True
-    segmenter = Segmenter(model, small)
+    segmenter = Segmenter(model, dataclasses.replace(small, compile=True))
     result = segmenter.segment(data)
     chosen = decision(segmenter, "compile")
     if shutil.which("c++") or shutil.which("g++") or shutil.which("gcc"):

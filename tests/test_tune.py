@@ -13,6 +13,7 @@ import tifffile
 
 from runtime.__main__ import main
 from runtime.contract.errors import InputError
+from runtime.contract.settings import EnsembleSettings
 from runtime.samples.sample import write_sample
 from runtime.volumes.evaluation import score_predictions
 from runtime.volumes.mask_settings import MaskSettings, apply_settings, read_postprocess_file
@@ -110,14 +111,16 @@ def test_fuse_weights_models_and_checks_their_volumes(tmp_path: Path) -> None:
         folder.mkdir()
         save_probability(folder / "v.npy", encode(np.full(SHAPE, value, np.float32), "uint8"))
         write_manifest(folder, "uint8", {"v": SHAPE}, {})
-    fused = fuse([tmp_path / "one", tmp_path / "two"], tmp_path / "out", weights=[3, 1])
+    fused = fuse(
+        [tmp_path / "one", tmp_path / "two"], tmp_path / "out", EnsembleSettings((0.75, 0.25))
+    )
     value = load_probability(fused.files["v"])
     assert int(value[0, 0, 0]) == round(255 * (0.75 * 51 / 255 + 0.25 * 204 / 255))
     assert find_probabilities(tmp_path / "out").encoding == "uint8"
     save_probability(tmp_path / "two" / "w.npy", encode(np.zeros(SHAPE, np.float32), "uint8"))
     write_manifest(tmp_path / "two", "uint8", {"v": SHAPE, "w": SHAPE}, {})
     with pytest.raises(InputError, match="different volumes"):
-        fuse([tmp_path / "one", tmp_path / "two"], tmp_path / "bad")
+        fuse([tmp_path / "one", tmp_path / "two"], tmp_path / "bad", EnsembleSettings((0.5, 0.5)))
     assert (
         main(
             [
@@ -134,13 +137,6 @@ def test_fuse_weights_models_and_checks_their_volumes(tmp_path: Path) -> None:
         )
         == 0
     )
-
-
-def test_the_commands_offer_the_probability_encodings_the_module_has() -> None:
-    from runtime.commands import predict
-    from runtime.volumes import probability
-
-    assert predict.PROBABILITY_ENCODINGS == probability.PROBABILITY_ENCODINGS
 
 
 # --- score -------------------------------------------------------------------------------------

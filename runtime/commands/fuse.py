@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from runtime.commands import log_to_stderr
-from runtime.commands.predict import ENSEMBLE_MODES, PROBABILITY_ENCODINGS
+from runtime.contract.settings import EnsembleMode, ProbabilityEncoding
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,20 +32,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--mode",
-        choices=ENSEMBLE_MODES,  # fusing saved probabilities is ensembling after the fact
-        default="probabilities",
+        choices=list(EnsembleMode),  # fusing saved probabilities is ensembling after the fact
+        default=EnsembleMode.PROBABILITIES,
         help="average probabilities (default) or log-odds",
     )
     parser.add_argument(
         "--encoding",
-        choices=PROBABILITY_ENCODINGS,
-        default="uint8",
+        choices=list(ProbabilityEncoding),
+        default=ProbabilityEncoding.UINT8,
         help="how the fused probabilities are stored (default: uint8)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from runtime.contract.errors import InputError
+    from runtime.contract.settings import resolve_ensemble
     from runtime.volumes.probability import fuse
 
     weights = None
@@ -56,13 +57,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--weights: give numbers separated by commas, got {args.weights!r}"
             ) from None
-    fused = fuse(
-        args.inputs,
-        args.output,
-        weights=weights,
-        mode=args.mode,
-        encoding=args.encoding,
-        log=log_to_stderr,
+    fusion = resolve_ensemble(
+        len(args.inputs), weights, args.mode, what="probability folders", weights_option="--weights"
     )
+    fused = fuse(args.inputs, args.output, fusion, encoding=args.encoding, log=log_to_stderr)
     print(f"wrote {len(fused.files)} fused volume(s) to {fused.folder}")
     return 0

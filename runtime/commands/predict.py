@@ -1,7 +1,10 @@
 """``python -m runtime predict INPUT --model PATH|demo -o submission.zip``.
 
 Only argparse runs at import: numpy and torch load when the command runs, so ``--help`` is
-instant and typos are reported before any model is loaded.
+instant and typos are reported before any model is loaded. Parsing ends in a
+:class:`~runtime.contract.settings.RunRequest` (:func:`request_from_args`); what applies and what
+conflicts is decided by :func:`runtime.contract.settings.resolve`, not here. The allowed values
+are the settings' enums.
 """
 
 from __future__ import annotations
@@ -10,19 +13,17 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from runtime.pipeline import PredictOptions
+from runtime.contract.settings import (
+    Amp,
+    Checkpoint,
+    EnsembleMode,
+    ProbabilityEncoding,
+    RunRequest,
+)
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
 _DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
-# runtime.inference.models.ENSEMBLE_MODES, repeated because that module imports torch
-# (tests/test_kernel.py checks that the two agree).
-ENSEMBLE_MODES = ("probabilities", "logits")
-# runtime.volumes.probability.PROBABILITY_ENCODINGS, repeated because the bundler imports this
-# module for its options alone, never the kernel's layers (tests/test_tune.py checks they agree).
-PROBABILITY_ENCODINGS = ("uint8", "float16")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "": 1.0}
 
 
@@ -65,8 +66,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         )
     model.add_argument(
         "--ensemble-mode",
-        default="probabilities",
-        choices=ENSEMBLE_MODES,
+        choices=list(EnsembleMode),
         metavar="MODE",
         help="how ensemble members are averaged: probabilities (default) or logits",
     )
@@ -93,8 +93,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     nnunet.add_argument(
         "--checkpoint",
-        choices=("final", "best"),
-        default="final",
+        choices=list(Checkpoint),
         help="checkpoint_final.pth (default) or checkpoint_best.pth",
     )
     nnunet.add_argument(
@@ -145,8 +144,8 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     engine.add_argument(
         "--amp",
-        default="auto",
-        choices=("auto", "fp16", "bf16", "off"),
+        default=Amp.AUTO,
+        choices=list(Amp),
         help="mixed precision (default: auto, decided by probing the device)",
     )
     engine.add_argument(
@@ -219,8 +218,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     saved.add_argument(
         "--probability-encoding",
-        choices=PROBABILITY_ENCODINGS,
-        default="uint8",
+        choices=list(ProbabilityEncoding),
         help="uint8 (default, ~33 MB per 320^3 volume, steps of 1/255) or float16 (~66 MB)",
     )
 
@@ -271,110 +269,50 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
 
 
-def ensemble_problem(model_count: int, weights: list[float] | None) -> str | None:
-    """What is wrong with --ensemble-weights for ``model_count`` models, or None."""
-    if weights is None:
-        return None
-    if len(weights) != model_count:
-        return f"{len(weights)} --ensemble-weights given for {model_count} model(s)"
-    if not all(w > 0 and w != float("inf") for w in weights):
-        return f"--ensemble-weights must be positive numbers, got {weights}"
-    return None
-
-
-def run(args: argparse.Namespace) -> int:
-    from runtime.contract.errors import ModelError
-    from runtime.inference.engine import InferenceOptions
-    from runtime.pipeline import PredictOptions, predict
-    from runtime.volumes.postprocess import PostprocessOptions
-
-    problem = ensemble_problem(len(args.models or ["demo"]), args.ensemble_weights)
-    if problem:
-        raise ModelError(problem)
-
-    inference = InferenceOptions(
+def request_from_args(args: argparse.Namespace, *, models: list[str] | None = None) -> RunRequest:
+    """The run as asked on the command line (``models``: instead of ``--model``, for callers
+    whose models come from elsewhere, such as ``bundler kernel``'s Kaggle sources)."""
+    specs = models if models is not None else (getattr(args, "models", None) or ["demo"])
+    return RunRequest(
+        models=tuple(specs),
+        ensemble_mode=args.ensemble_mode,
+        ensemble_weights=tuple(args.ensemble_weights) if args.ensemble_weights else None,
+        foreground_class=args.foreground_class,
+        folds=tuple(args.folds) if args.folds is not None else None,
+        checkpoint=args.checkpoint,
+        spacing=args.spacing,
         patch_size=args.patch_size,
+        overlap=args.overlap,
         batch_size=args.batch_size,
         tta_axes=args.tta,
         device=args.device,
         amp=args.amp,
         compile=args.compile,
         time_budget=args.time_budget,
-    )
-    options = PredictOptions(
-        models=args.models or ["demo"],
-        ensemble_mode=args.ensemble_mode,
-        ensemble_weights=args.ensemble_weights,
-        foreground_class=args.foreground_class,
-        folds=args.folds,
-        checkpoint=args.checkpoint,
-        spacing=args.spacing,
-        inference=inference,
-        overlap=args.overlap,  # None: the model's recommendation, else the engine's default
         threshold=args.threshold,
-        postprocess=PostprocessOptions(
-            min_component_voxels=args.min_component_voxels,
-            closing_radius=args.closing_radius,
-            fill_holes=args.fill_holes,
-        ),
-        strict=args.strict,
-        allow_missing=args.allow_missing,
+        hysteresis=args.hysteresis,
+        foreground_fraction=args.foreground_fraction,
+        postprocess_file=args.postprocess,
+        min_component_voxels=args.min_component_voxels,
+        closing_radius=args.closing_radius,
+        fill_holes=args.fill_holes,
+        save_probabilities=args.save_probabilities,
+        probability_encoding=args.probability_encoding,
         preview_dir=args.preview,
         metrics_path=args.metrics,
         workdir=args.workdir,
+        strict=args.strict,
+        allow_missing=args.allow_missing,
         prefetch=args.prefetch,
         progress_bar=args.progress,
-        save_probabilities=args.save_probabilities,
-        probability_encoding=args.probability_encoding,
     )
-    _choose_mask_settings(args, options)
-    predict(args.input, args.output, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from runtime.pipeline import predict
+
+    predict(args.input, args.output, request_from_args(args))
     return 0
-
-
-def _choose_mask_settings(args: argparse.Namespace, options: PredictOptions) -> None:
-    """--postprocess, --hysteresis or --foreground-fraction: masks decided from the probability."""
-    from runtime.contract.errors import InputError
-    from runtime.volumes.mask_settings import MaskSettings, read_postprocess_file
-
-    if args.postprocess is not None:
-        given = [
-            flag
-            for flag, value in (
-                ("--threshold", args.threshold),
-                ("--hysteresis", args.hysteresis),
-                ("--foreground-fraction", args.foreground_fraction),
-                ("--min-component-voxels", args.min_component_voxels or None),
-                ("--closing-radius", args.closing_radius or None),
-                ("--fill-holes", args.fill_holes or None),
-            )
-            if value is not None
-        ]
-        if given:
-            raise InputError(
-                f"--postprocess {args.postprocess} sets the threshold and post-processing; drop {', '.join(given)}"
-            )
-        settings, encoding = read_postprocess_file(args.postprocess)
-        options.mask_settings, options.mask_encoding = settings, encoding
-        options.mask_settings_file = args.postprocess
-        return
-    if args.hysteresis is None and args.foreground_fraction is None:
-        return
-    if args.threshold is not None:
-        raise InputError("--threshold does not combine with --hysteresis or --foreground-fraction")
-    try:
-        low, high = args.hysteresis if args.hysteresis else (0.5, None)
-        settings = MaskSettings(
-            threshold=low,
-            hysteresis_high=high,
-            foreground_fraction=args.foreground_fraction,
-            postprocess=options.postprocess,
-        )
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    options.mask_settings = settings
-    # compared as they will be saved, so that tune on the saved files sees the same masks
-    options.mask_encoding = args.probability_encoding if args.save_probabilities else "float32"
 
 
 # --- argument types: each error is one line naming the value ------------------------------------

@@ -38,9 +38,9 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
-from runtime.inference.models import Ensemble, SegmentationModel
+from runtime.contract.settings import Amp, EnsembleMode
+from runtime.fusion import Fusion, sigmoid
 from runtime.inference.probe import (
-    AMP_CHOICES,
     BatchForward,
     Decision,
     Platform,
@@ -51,6 +51,7 @@ from runtime.inference.probe import (
     probe_devices,
     torch_warnings,
 )
+from runtime.inference.segmentation_model import Ensemble, SegmentationModel
 from runtime.inference.sliding_window import (
     Blended,
     BlendSettings,
@@ -59,7 +60,6 @@ from runtime.inference.sliding_window import (
     blend,
     choose_accumulation,
     flip_combinations,
-    logit_threshold,
     plan_windows,
     source_itemsize,
 )
@@ -70,6 +70,7 @@ __all__ = [
     "DEFAULT_PATCH",
     "Decision",
     "InferenceOptions",
+    "ProbedForward",
     "Segmenter",
     "VolumeResult",
 ]
@@ -79,19 +80,25 @@ _ESTIMATED_FROM = 2**23  # window voxels (about 203^3) from which memory is esti
 _logger = logging.getLogger("runtime.inference.engine")
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceOptions:
-    """How to run inference; every field can be left at its default."""
+    """How to run inference; every field can be left at its default.
+
+    ``runtime.pipeline`` builds them from a run's resolved settings
+    (:func:`runtime.contract.settings.resolve`), which checked every value: the engine does not
+    check them again.
+    """
 
     patch_size: tuple[int, int, int] | None = None  # None -> model.recommended or DEFAULT_PATCH
-    overlap: float = 0.5
+    # One overlap for every model, or one per ensemble member in order (each its own windows).
+    overlap: float | tuple[float, ...] = 0.5
     batch_size: int = 2
     threshold: float = 0.5
     # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
     # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
     tta_axes: tuple[int, ...] | None = ()
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: str = "auto"  # "auto" | "fp16" | "bf16" | "off"
+    amp: Amp = Amp.AUTO
     compile: bool | None = None  # None = decided by the probe
     time_budget: float | None = None  # seconds for the whole run (segment_many)
     # time.monotonic() when the run began, which the budget counts from (None: when the
@@ -149,12 +156,25 @@ class _Attempt:
         return self.forward.device
 
 
+@dataclass(frozen=True)
+class ProbedForward:
+    """What the warm-up settled on one device, for benches and tests that time the bare forward
+    the engine runs (see :meth:`Segmenter.probed_forward`)."""
+
+    device: torch.device
+    forward: BatchForward
+    batch_size: int
+    batch_seconds: float
+    prefetch: bool | None  # a window thread on the CPU, as probed
+
+
 @dataclass
 class _Member:
     """One model of the run (the only one, or an ensemble member) and its workers per device."""
 
     model: SegmentationModel
     weight: float
+    overlap: float
     patch_size: tuple[int, int, int]
     batch_size: int
     tta_axes: tuple[int, ...]
@@ -190,15 +210,17 @@ class Segmenter:
         self.decisions: list[Decision] = []
         self._member: str | None = None  # the ensemble member whose decisions are being made
         self._cpu_lock = threading.Lock()
-        self._check_options()
         ensemble = model if isinstance(model, Ensemble) else None
-        models = ensemble.members if ensemble else [model]
-        weights = list(ensemble.weights or []) if ensemble else [1.0]
+        models = list(ensemble.members) if ensemble else [model]
+        weights = list(ensemble.weights) if ensemble else [1.0]
         self.ensemble_mode = ensemble.mode if ensemble else None
+        overlaps = self.options.overlap
+        if not isinstance(overlaps, tuple):
+            overlaps = (overlaps,) * len(models)
         devices, device_decision = probe_devices(self.options.device, self._platform)
         self._decide(device_decision)
         self._members: list[_Member] = []
-        for member, weight in zip(models, weights, strict=True):
+        for member, weight, overlap in zip(models, weights, overlaps, strict=True):
             self._member = member.name if ensemble else None
             if ensemble:
                 self._decide(Decision("member", member.name, f"weight {weight:.4g}"))
@@ -208,7 +230,7 @@ class Segmenter:
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
             axes = self._choose_tta(member)
-            self._members.append(_Member(member, weight, patch, batch, axes, workers))
+            self._members.append(_Member(member, weight, overlap, patch, batch, axes, workers))
             # Every member runs on the devices the first one could use.
             devices = [worker.device for worker in workers]
         self._member = None
@@ -250,6 +272,15 @@ class Segmenter:
     @property
     def _workers(self) -> list[_Worker]:
         return self._members[0].workers
+
+    def probed_forward(self, slot: int = 0, *, member: int = 0) -> ProbedForward:
+        """The forward the warm-up settled for one device (``slot``, in the order of
+        :attr:`devices`) of one model (``member``, for an ensemble): replica, precision, layout,
+        compilation, batch and the CPU window thread, as the engine runs it."""
+        worker = self._members[member].worker(slot)
+        return ProbedForward(
+            worker.device, worker.forward, worker.batch_size, worker.batch_seconds, worker.prefetch
+        )
 
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
@@ -322,7 +353,7 @@ class Segmenter:
         return result
 
     def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
-        windows = plan_windows(shape, member.patch_size, self.options.overlap).n_windows
+        windows = plan_windows(shape, member.patch_size, member.overlap).n_windows
         return math.ceil(windows / member.worker(slot).batch_size)
 
     def _segment(
@@ -332,7 +363,7 @@ class Segmenter:
         as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
-        fused: _Fusion | None = None
+        fused: Fusion | None = None
         used: tuple[int, ...] = ()
         replaced = 0
         for member in self._members:
@@ -342,7 +373,7 @@ class Segmenter:
             finite, replaced = self._finite(member.model, volume, notes)
             prepared = member.model.prepare_volume(finite)
             del finite
-            plan = plan_windows(prepared.data.shape, member.patch_size, self.options.overlap)
+            plan = plan_windows(prepared.data.shape, member.patch_size, member.overlap)
             flips = flip_combinations(member_axes)
             # An ensemble fuses its members' log-odds, and a resampled volume's logits go back
             # to the volume's grid before thresholding; otherwise one model gives its mask.
@@ -371,12 +402,14 @@ class Segmenter:
             logits = prepared.restore(blended.logits, -math.inf)
             del blended
             if fused is None:
-                # One model alone: its logits, thresholded as the direct path does.
-                fused = _Fusion(self.ensemble_mode or "logits", volume.shape)
-            fused.add(logits, member.weight)
+                fused = Fusion(self.ensemble_mode or EnsembleMode.PROBABILITIES, volume.shape)
+            fused.add(sigmoid(logits), member.weight)
+            del logits
         assert fused is not None
-        mask, probability = fused.finish(self.options.threshold, self.options.keep_probability)
-        return _volume_result(attempt, accumulate, mask, probability, used, notes, start, replaced)
+        probability = fused.probability()
+        mask = (probability > np.float32(self.options.threshold)).astype(np.uint8)
+        kept = probability if self.options.keep_probability else None
+        return _volume_result(attempt, accumulate, mask, kept, used, notes, start, replaced)
 
     def _finite(
         self, model: SegmentationModel, volume: np.ndarray, notes: list[str]
@@ -427,7 +460,7 @@ class Segmenter:
                 self._log(note)
             settings = BlendSettings(
                 patch=member.patch_size,
-                overlap=self.options.overlap,
+                overlap=member.overlap,
                 batch_size=attempt.batch_size,
                 flips=flips,
                 threshold=self.options.threshold,
@@ -622,12 +655,7 @@ class Segmenter:
         static = model.static_input_shape
         fixed = static[2:] if static and all(isinstance(d, int) for d in static[2:]) else None
         asked = self.options.patch_size
-        if fixed:
-            if asked and tuple(asked) != tuple(fixed):
-                raise InferenceError(
-                    f"model {model.name} was exported for windows of {tuple(fixed)} only, "
-                    f"not {tuple(asked)}; drop the patch size or re-export with dynamic shapes"
-                )
+        if fixed:  # a different --patch-size was refused by the settings (ModelFacts.fixed_patch)
             patch = tuple(int(d) for d in fixed)  # type: ignore[arg-type]
             self._decide(
                 Decision("patch_size", _shape_text(patch), "fixed by the exported program")
@@ -704,28 +732,6 @@ class Segmenter:
             why = "asked with tta_axes" if axes else "no mirror axes asked"
         self._decide(Decision("tta", _axes_text(axes), why))
         return axes
-
-    def _check_options(self) -> None:
-        o = self.options
-        problems = []
-        if not 0.0 <= o.overlap < 1.0:
-            problems.append(f"overlap must be in [0, 1), got {o.overlap}")
-        if not 0.0 < o.threshold < 1.0:
-            problems.append(f"threshold must be in (0, 1), got {o.threshold}")
-        if not isinstance(o.batch_size, int) or o.batch_size < 1:
-            problems.append(f"batch size must be a positive integer, got {o.batch_size}")
-        if o.tta_axes is not None and any(axis not in (0, 1, 2) for axis in o.tta_axes):
-            problems.append(f"TTA axes must be among 0, 1, 2 (z, y, x), got {o.tta_axes}")
-        if o.amp not in AMP_CHOICES:
-            problems.append(f"amp must be one of {', '.join(AMP_CHOICES)}, got {o.amp!r}")
-        if o.patch_size is not None and (
-            len(o.patch_size) != 3 or any(int(d) < 1 for d in o.patch_size)
-        ):
-            problems.append(f"patch size must be 3 positive integers, got {o.patch_size}")
-        if o.time_budget is not None and not o.time_budget > 0:
-            problems.append(f"time budget must be positive seconds, got {o.time_budget}")
-        if problems:
-            raise InferenceError("invalid inference options: " + "; ".join(problems))
 
     def _decide(self, decision: Decision) -> None:
         member = self._member
@@ -807,33 +813,3 @@ def _volume_result(
         accumulation=accumulation,
         nonfinite_voxels=replaced,
     )
-
-
-class _Fusion:
-    """The running weighted mean of an ensemble's per-volume probabilities or log-odds."""
-
-    def __init__(self, mode: str, shape: tuple[int, ...]) -> None:
-        self.mode = mode
-        self.total = np.zeros(shape, dtype=np.float32)
-
-    def add(self, logits: np.ndarray, weight: float) -> None:
-        if self.mode == "logits":
-            self.total += np.float32(weight) * logits
-        else:
-            # sigmoid, written so that -inf (outside an nnU-Net crop) gives exactly 0
-            with np.errstate(over="ignore"):
-                self.total += np.float32(weight) / (1.0 + np.exp(-logits, dtype=np.float32))
-
-    def finish(
-        self, threshold: float, keep_probability: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.mode == "logits":
-            mask = self.total > logit_threshold(threshold)
-            probability = None
-            if keep_probability:
-                with np.errstate(over="ignore"):
-                    probability = 1.0 / (1.0 + np.exp(-self.total, dtype=np.float32))
-        else:
-            mask = self.total > np.float32(threshold)
-            probability = self.total if keep_probability else None
-        return mask.astype(np.uint8), probability

@@ -29,11 +29,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from runtime.contract.errors import DeviceError, InferenceError, ModelError, first_line
-from runtime.inference.models import SegmentationModel
+from runtime.contract.settings import Amp
+from runtime.inference.segmentation_model import SegmentationModel
 from runtime.inference.sliding_window import prefetch_pays
 
 __all__ = [
-    "AMP_CHOICES",
     "BatchForward",
     "Decision",
     "Platform",
@@ -47,7 +47,6 @@ __all__ = [
     "torch_warnings",
 ]
 
-AMP_CHOICES = ("auto", "fp16", "bf16", "off")
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # A faster compiled forward is only worth its recompile risk if it is clearly faster.
 _COMPILE_MIN_GAIN = 0.05
@@ -337,7 +336,7 @@ def prepare_forward(
     device: torch.device,
     batch_shape: tuple[int, ...],
     *,
-    amp: str = "auto",
+    amp: Amp | str = Amp.AUTO,
     compile: bool | None = None,
     platform: Platform | None = None,
 ) -> PreparedForward:
@@ -349,8 +348,7 @@ def prepare_forward(
     eager and, unless forced, be faster), and on the CPU whether a window thread helps.
     """
     platform = platform or Platform()
-    if amp not in AMP_CHOICES:
-        raise InferenceError(f"unknown --amp {amp!r}: use one of {', '.join(AMP_CHOICES)}")
+    amp = Amp(amp)  # one of the settings' values (runtime.contract.settings)
     capability = platform.capability(device.index or 0) if device.type == "cuda" else None
     cpu_bf16 = platform.cpu_bf16_instructions() if device.type == "cpu" else None
     precision, precision_reason = planned_precision(device, amp, capability, cpu_bf16=cpu_bf16)

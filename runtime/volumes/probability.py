@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.contract.errors import InputError, VolumeError, first_line
+from runtime.contract.settings import EnsembleSettings, ProbabilityEncoding
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +39,7 @@ __all__ = [
 
 MANIFEST_NAME = "probabilities.json"
 PROBABILITY_FORMAT = "kaggle-offline-probabilities"
-PROBABILITY_ENCODINGS = ("uint8", "float16")
+PROBABILITY_ENCODINGS = tuple(ProbabilityEncoding)
 
 
 @dataclasses.dataclass
@@ -191,33 +192,20 @@ def find_probabilities(folder: Path | str) -> ProbabilitySet:
 def fuse(
     inputs: Sequence[Path | str],
     output: Path | str,
+    fusion: EnsembleSettings,
     *,
-    weights: Sequence[float] | None = None,
-    mode: str = "probabilities",
-    encoding: str = "uint8",
+    encoding: ProbabilityEncoding | str = ProbabilityEncoding.UINT8,
     log: Callable[[str], None] | None = None,
 ) -> ProbabilitySet:
-    """Weighted fusion of several models' saved probabilities, volume by volume.
-
-    ``mode="probabilities"`` averages probabilities; ``"logits"`` averages their log-odds and
-    maps back (sharper where the models agree). Every volume must be in every input, with one
-    shape; weights are normalised.
+    """Fusion of several models' saved probabilities, volume by volume, with the engine's maths
+    (:class:`runtime.fusion.Fusion`) and ``fusion``'s weights and mode (resolved by
+    :func:`runtime.contract.settings.resolve_ensemble`, one weight per input). Every volume
+    must be in every input, with one shape.
     """
-    import numpy as np
+    from runtime.fusion import Fusion
 
     log = log or (lambda message: None)
-    if len(inputs) < 2:
-        raise InputError("fusing needs at least two probability folders")
-    if mode not in ("probabilities", "logits"):
-        raise InputError(f"unknown fusion mode {mode!r}: probabilities or logits")
-    if encoding not in PROBABILITY_ENCODINGS:
-        raise InputError(f"unknown encoding {encoding!r}: {', '.join(PROBABILITY_ENCODINGS)}")
-    weights = list(weights) if weights is not None else [1.0] * len(inputs)
-    if len(weights) != len(inputs) or any(not w > 0 for w in weights):
-        raise InputError(
-            f"give one positive weight per input folder ({len(inputs)}), got {weights}"
-        )
-    total = float(sum(weights))
+    encoding = ProbabilityEncoding(encoding)
     sets = [find_probabilities(folder) for folder in inputs]
     for found in sets:
         for note in found.notes:
@@ -246,22 +234,16 @@ def fuse(
                 f"{found.files[volume_id]} {a.shape}" for found, a in zip(sets, arrays, strict=True)
             )
             raise InputError(f"{volume_id}: shapes differ ({listed})")
-        fused = np.zeros(arrays[0].shape, dtype=np.float32)
-        for weight, array in zip(weights, arrays, strict=True):
-            value = decode(array)
-            if mode == "logits":
-                value = np.clip(value, 1e-4, 1 - 1e-4)
-                value = np.log(value) - np.log1p(-value)
-            fused += np.float32(weight / total) * value
-        if mode == "logits":
-            fused = 1.0 / (1.0 + np.exp(-fused))
-        save_probability(output / f"{volume_id}.npy", encode(fused, encoding))
+        fused = Fusion(fusion.mode, arrays[0].shape)
+        for weight, array in zip(fusion.weights, arrays, strict=True):
+            fused.add(decode(array), weight)
+        save_probability(output / f"{volume_id}.npy", encode(fused.probability(), encoding))
         shapes[volume_id] = arrays[0].shape
         log(f"{volume_id}: fused {len(arrays)} inputs")
     source = {
         "fused": [str(Path(p)) for p in inputs],
-        "weights": [w / total for w in weights],
-        "mode": mode,
+        "weights": list(fusion.weights),
+        "mode": str(fusion.mode),
     }
     write_manifest(output, encoding, shapes, source)
     return ProbabilitySet(output, encoding, {i: output / f"{i}.npy" for i in ids})

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from runtime.contract.errors import ModelError
-from runtime.inference.models import _load_state_dict
-from runtime.inference.models import _read_json as read_json
+from runtime.contract.settings import Checkpoint as CheckpointChoice
+from runtime.inference.checkpoints import load_state_dict, read_json
 from runtime.inference.nnunet.checkpoint import Checkpoint, read_checkpoint
 from runtime.inference.nnunet.folder import (
     CHECKPOINTS,
@@ -48,7 +48,7 @@ def load_nnunet_model(
     path: Path | str,
     *,
     folds: Sequence[int | str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: CheckpointChoice | str = CheckpointChoice.FINAL,
     spacing: Sequence[float] | None = None,
     foreground_class: int | None = None,
 ) -> NNUNetModel:
@@ -124,7 +124,7 @@ def _load_weights(
     configuration: str,
 ) -> None:
     trainer = state.trainer_name or folder.trainer or "its trainer"
-    _load_state_dict(
+    load_state_dict(
         network,
         state.weights,
         folder.checkpoints[fold],

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from runtime.contract.errors import ModelError, first_line
-from runtime.inference.models import _refusal
+from runtime.inference.checkpoints import refusal
 
 __all__ = ["Checkpoint", "read_checkpoint"]
 
@@ -43,7 +43,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with torch.serialization.safe_globals(_numpy_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ModelError(_refusal(path, error, _HINT)) from None
+        raise ModelError(refusal(path, error, _HINT)) from None
     except Exception as error:  # torch raises RuntimeError/EOFError/... for unreadable files
         raise ModelError(f"{path}: not a readable torch checkpoint ({first_line(error)})") from None
     if not isinstance(data, dict) or "network_weights" not in data:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.contract.errors import ModelError
+from runtime.contract.settings import Checkpoint
 
 __all__ = [
     "CHECKPOINTS",
@@ -25,7 +26,7 @@ __all__ = [
     "refuse_a_part",
 ]
 
-CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth"}
+CHECKPOINTS = {choice: f"checkpoint_{choice}.pth" for choice in Checkpoint}
 _FOLD = re.compile(r"fold_(\d+|all)")
 _REQUIRED_FILES = ("dataset.json", "plans.json")
 # A Kaggle model mount puts the upload 4 levels down (models/OWNER/NAME/FRAMEWORK/VARIATION/VERSION);
@@ -88,12 +89,14 @@ def refuse_a_part(path: Path) -> None:
 
 
 def open_trained_model_folder(
-    path: Path, *, folds: Sequence[int | str] | None = None, checkpoint: str = "final"
+    path: Path,
+    *,
+    folds: Sequence[int | str] | None = None,
+    checkpoint: Checkpoint | str = Checkpoint.FINAL,
 ) -> TrainedModelFolder:
-    """Check the folder is complete and pick the checkpoints; a one-line error otherwise."""
-    if checkpoint not in CHECKPOINTS:
-        raise ModelError(f"--checkpoint must be final or best, got {checkpoint!r}")
-    filename = CHECKPOINTS[checkpoint]
+    """Check the folder is complete and pick the checkpoints; a one-line error otherwise
+    (``checkpoint`` is one of the resolved settings' values)."""
+    filename = CHECKPOINTS[Checkpoint(checkpoint)]
     present = _contents(path)
     missing = [name for name in _REQUIRED_FILES if not (path / name).is_file()]
     fold_dirs = _fold_folders(path)
@@ -217,7 +220,7 @@ def _fold_summary(fold_dirs: dict[str, Path]) -> str:
 
 
 def _hint(filename: str) -> str:
-    other = "best" if filename == CHECKPOINTS["final"] else "final"
+    other = Checkpoint.BEST if filename == CHECKPOINTS[Checkpoint.FINAL] else Checkpoint.FINAL
     return f"; choose other folds with --folds, or --checkpoint {other}"
 
 

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from runtime.inference.models import PreparedVolume, SegmentationModel
+from runtime.contract.settings import ModelFormat
 from runtime.inference.nnunet.plans import Labels
 from runtime.inference.nnunet.preprocessing import Preprocessing
+from runtime.inference.segmentation_model import PreparedVolume, SegmentationModel
 
 __all__ = ["FoldAverage", "NNUNetModel"]
 
@@ -54,6 +55,7 @@ class NNUNetModel(SegmentationModel):
 
     importance = "nnunet"
     padding = "constant"
+    format = ModelFormat.NNUNET
 
     def __init__(
         self,

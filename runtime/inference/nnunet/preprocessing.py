@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.contract.errors import ModelError, VolumeError
-from runtime.inference.models import PreparedVolume
 from runtime.inference.nnunet.plans import Configuration
 from runtime.inference.nnunet.resampling import ResamplingRule, new_shape, resample
+from runtime.inference.segmentation_model import PreparedVolume
 
 __all__ = ["NORMALIZATIONS", "Preprocessing"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from bundler import dataset
+from bundler.kaggle import dataset
 from runtime.contract.files import load_json
 from runtime.contract.manifest import MANIFEST_FILENAME
 

@@ -16,8 +16,8 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 
 from bundler.errors import ResolutionError
-from bundler.preinstalled import Replacement
-from bundler.resolve import ResolvedItem
+from bundler.resolution.preinstalled import Replacement
+from bundler.resolution.resolve import ResolvedItem
 from runtime.contract.manifest import MissingOptional, SkippedRequirement
 from runtime.contract.profile import TargetProfile, canonical_name
 

@@ -1,4 +1,7 @@
-"""Downloads through pip's own session, in the shim's subprocess (``SPEC["mode"] == "fetch"``).
+"""Downloads through pip's own session: ``python -m bundler.wheelhouse.transport SPEC -- ARGS``.
+
+Run by :func:`bundler.resolution.resolve.run_shim` for ``SPEC["mode"] == "fetch"``, in a subprocess
+of its own, as the resolver shim is; :mod:`bundler.resolution.pip_protocol` is what they share.
 
 The session is the one ``pip download`` would build from the same arguments and configuration:
 index credentials (also those pip strips from the URLs in its report: its auth handler finds them
@@ -15,7 +18,7 @@ enters the store only whole and verified:
 - a resumed file whose hash is wrong is fetched whole once more before that is an error.
 
 Progress goes to stderr: one bar redrawn in place on a terminal, plain lines otherwise.
-Standard library and pip only; pip's internals are looked up with the shim's ``_require``.
+Standard library and pip only; pip's internals are looked up with :func:`bundler.resolution.pip_protocol.require`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from bundler.blobs import BlobStore
-from bundler.pip_shim import _require
+from bundler.resolution.pip_protocol import main, require
 from runtime.contract.files import sha256_file
 
 _CHUNK = 1 << 16
@@ -51,7 +54,7 @@ def _session_factory(pip_args: list[str]) -> Callable[[], Any]:
     from pip._internal.cli.req_command import SessionCommandMixin
     from pip._internal.commands import create_command
 
-    build_session = _require(SessionCommandMixin, "_build_session")
+    build_session = require(SessionCommandMixin, "_build_session")
     command = create_command("download")
     options, _ = command.parse_args([*pip_args, "--no-cache-dir"])
 
@@ -280,3 +283,7 @@ def fetch_with_pip(spec: dict[str, Any], pip_args: list[str]) -> int:
     progress.close()
     Path(spec["result"]).write_text(json.dumps(results), encoding="utf-8")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:], "fetch", fetch_with_pip))

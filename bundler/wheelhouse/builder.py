@@ -23,9 +23,11 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from bundler import dataset, resolve, updates
 from bundler.blobs import BlobStore
-from bundler.bundle_plan import (
+from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
+from bundler.kaggle import dataset
+from bundler.resolution import resolve
+from bundler.resolution.bundle_plan import (
     BundledWheel,
     BundlePlan,
     chains_to,
@@ -33,16 +35,11 @@ from bundler.bundle_plan import (
     parse_requirements,
     with_built_wheel,
 )
-from bundler.downloads import Fetch, fetch_all, progress_mode
-from bundler.errors import BundlerError, NoWheelForTargetError, ResolutionError
-from bundler.output import OWN_ENTRIES, check_output_dir, sync_wheels, write_wheelhouse_files
-from bundler.preinstalled import Replacement, check_replacements, kernel_pins, listed
-from bundler.profiles import get_profile, unconfirmed_reason
-from bundler.requirement_files import RequirementLine, read_requirement_files
-from bundler.resolve import IndexSettings, Resolution, ResolvedItem, ResolverOptions
-from bundler.sdists import build_wheel_from_sdist
-from bundler.self_wheel import own_wheel
-from bundler.wheels import (
+from bundler.resolution.preinstalled import Replacement, check_replacements, kernel_pins, listed
+from bundler.resolution.profiles import get_profile, unconfirmed_reason
+from bundler.resolution.requirement_files import RequirementLine, read_requirement_files
+from bundler.resolution.resolve import IndexSettings, Resolution, ResolvedItem, ResolverOptions
+from bundler.resolution.wheels import (
     describe_target,
     fits_python,
     fits_tags,
@@ -50,6 +47,16 @@ from bundler.wheels import (
     read_wheel,
     wheel_tags,
 )
+from bundler.wheelhouse import updates
+from bundler.wheelhouse.downloads import Fetch, fetch_all, progress_mode
+from bundler.wheelhouse.output import (
+    OWN_ENTRIES,
+    check_output_dir,
+    sync_wheels,
+    write_wheelhouse_files,
+)
+from bundler.wheelhouse.sdists import build_wheel_from_sdist
+from bundler.wheelhouse.self_wheel import own_wheel
 from runtime import __version__
 from runtime.contract.files import write_json_atomically
 from runtime.contract.manifest import Manifest, MissingOptional, WheelEntry
@@ -180,7 +187,7 @@ def build(
     )
     metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
     write_wheelhouse_files(output_dir, manifest, metadata)
-    from bundler.verification import verify
+    from bundler.wheelhouse.verification import verify
 
     problems = verify(output_dir, known_hashes=sync.hashes)
 

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from bundler.blobs import BlobStore
-from bundler.dataset import FILENAME as DATASET_FILENAME
 from bundler.errors import BundlerError
+from bundler.kaggle.dataset import FILENAME as DATASET_FILENAME
 from runtime.contract.files import sha256_file, write_json_atomically, write_text_atomically
 from runtime.contract.manifest import MANIFEST_FILENAME, WHEEL_DIRNAME, Manifest
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bundler import kaggle_refs
+from bundler.kaggle import refs
 
 _USAGE_EXAMPLE = (
     "example: python -m bundler kernel -o kernel --id alice/vesuvius-offline "
@@ -99,10 +99,9 @@ def _add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
     machine = kernel.add_mutually_exclusive_group()
     machine.add_argument(
         "--accelerator",
-        default=kaggle_refs.DEFAULT_ACCELERATOR,
+        default=refs.DEFAULT_ACCELERATOR,
         metavar="ID",
-        help=f"GPU: {', '.join(kaggle_refs.GPU_ACCELERATORS)} "
-        f"(default {kaggle_refs.DEFAULT_ACCELERATOR})",
+        help=f"GPU: {', '.join(refs.GPU_ACCELERATORS)} (default {refs.DEFAULT_ACCELERATOR})",
     )
     machine.add_argument("--cpu", action="store_true", help="run without a GPU")
     kernel.add_argument("--public", action="store_true", help="make the notebook public")
@@ -124,7 +123,7 @@ def predict_tokens(argv: Sequence[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bundler.kernel import KernelRequest, write_kernel
+    from bundler.kaggle.kernel import KernelRequest, write_kernel
 
     options = predict_tokens(args.argv)
     request = KernelRequest(

@@ -1,7 +1,7 @@
 """The submission notebook: install from the wheelhouse, predict, validate; written with nbformat.
 
 Its cells, in order: the settings (the only values that came from the command line), the input
-finder copied verbatim from :mod:`bundler.notebook_inputs`, locating every input, the offline
+finder copied verbatim from :mod:`bundler.kaggle.notebook_inputs`, locating every input, the offline
 install (the wheelhouse's own ``bootstrap.py``) and the doctor's summary, predict, and an
 independent check of ``submission.zip`` against the test set with the timings. Every code cell
 is plain Python (no ``!`` or ``%`` magics), so the same code runs in Jupyter and, for the
@@ -144,9 +144,9 @@ def _literal(value: object) -> str:
 
 
 def _finder_source() -> str:
-    source = resources.files("bundler").joinpath("notebook_inputs.py")
+    source = resources.files("bundler.kaggle").joinpath("notebook_inputs.py")
     if not source.is_file():
-        raise BundlerError("bundler/notebook_inputs.py is missing from this kaggle-offline")
+        raise BundlerError("bundler/kaggle/notebook_inputs.py is missing from this kaggle-offline")
     return source.read_text(encoding="utf-8").rstrip() + "\n"
 
 

@@ -3,7 +3,7 @@
 ``kernel-metadata.json`` is written with every field explicit, because the kaggle CLI's own code
 defaults what is left out in ways a code-competition submission cannot afford
 (``enable_internet`` defaults to *true* in ``kernels_push``). Everything is checked before
-anything is written: the references as the CLI checks them (:mod:`bundler.kaggle_refs`), the
+anything is written: the references as the CLI checks them (:mod:`bundler.kaggle.refs`), the
 predict options by predict's own argument definitions, the finished metadata by
 :func:`metadata_problems` (the CLI's rules and ours) and the notebook by nbformat's schema.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bundler import kaggle_refs
 from bundler.errors import BundlerError
-from bundler.notebook import NotebookModel, NotebookPlan, make_notebook, notebook_text
+from bundler.kaggle import refs
+from bundler.kaggle.notebook import NotebookModel, NotebookPlan, make_notebook, notebook_text
 from runtime.contract.files import load_json, write_json_atomically, write_text_atomically
 
 METADATA_FILENAME = "kernel-metadata.json"
@@ -40,7 +40,7 @@ class KernelRequest:
     competition: str
     models: Sequence[tuple[str, str]]  # ("model", "o/m/f/v/N") or ("dataset", "o/d[/path]")
     predict_options: Sequence[str] = ()
-    accelerator: str | None = kaggle_refs.DEFAULT_ACCELERATOR  # None: no GPU
+    accelerator: str | None = refs.DEFAULT_ACCELERATOR  # None: no GPU
     private: bool = True
     docker_image_pinning: str = "original"
 
@@ -60,10 +60,10 @@ class KernelFolder:
 def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> KernelFolder:
     """Check ``request`` completely, then write the notebook and ``kernel-metadata.json``."""
     folder = Path(folder)
-    kernel = kaggle_refs.kernel_id(request.kernel_id)
-    warnings = kaggle_refs.kernel_title(request.title, kernel)
-    wheelhouse = kaggle_refs.owned_slug(request.wheelhouse, "--wheelhouse", "wheelhouse dataset")
-    competition = kaggle_refs.competition_slug(request.competition)
+    kernel = refs.kernel_id(request.kernel_id)
+    warnings = refs.kernel_title(request.title, kernel)
+    wheelhouse = refs.owned_slug(request.wheelhouse, "--wheelhouse", "wheelhouse dataset")
+    competition = refs.competition_slug(request.competition)
     models = [_model(kind, text) for kind, text in request.models]
     if not models:
         raise BundlerError(
@@ -71,12 +71,8 @@ def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> 
             "VERSION or --model-dataset OWNER/DATASET[/PATH] (repeat either for an ensemble)"
         )
     parsed = parse_predict_options(request.predict_options)
-    from runtime.commands.predict import ensemble_problem
-
-    problem = ensemble_problem(len(models), parsed.ensemble_weights)
-    if problem:
-        raise BundlerError(problem)
-    gpu = kaggle_refs.accelerator(request.accelerator) if request.accelerator else None
+    _resolve_predict_options(parsed, models)
+    gpu = refs.accelerator(request.accelerator) if request.accelerator else None
     if request.docker_image_pinning not in PINNING_TYPES:
         raise BundlerError(
             f"--docker-image-pinning {request.docker_image_pinning!r}: use "
@@ -85,7 +81,7 @@ def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> 
 
     code_file = f"{kernel.slug}.ipynb"
     datasets = [str(wheelhouse)] + [
-        str(m.dataset) for m in models if isinstance(m, kaggle_refs.DatasetPath)
+        str(m.dataset) for m in models if isinstance(m, refs.DatasetPath)
     ]
     metadata = {
         "id": str(kernel),
@@ -103,7 +99,7 @@ def write_kernel(folder: Path, request: KernelRequest, *, command: str = "") -> 
         "competition_sources": [competition],
         "kernel_sources": [],
         "model_sources": list(dict.fromkeys(
-            str(m) for m in models if isinstance(m, kaggle_refs.ModelInstanceVersion))),
+            str(m) for m in models if isinstance(m, refs.ModelInstanceVersion))),
         "keywords": [],
         "docker_image_pinning_type": request.docker_image_pinning,
     }  # fmt: skip
@@ -144,11 +140,11 @@ def metadata_problems(data: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     where = METADATA_FILENAME
     try:
-        kaggle_refs.kernel_id(str(data.get("id", "")))
+        refs.kernel_id(str(data.get("id", "")))
     except BundlerError as error:
         problems.append(f"{where}: {error}")
     title = data.get("title")
-    if not isinstance(title, str) or len(title.strip()) < kaggle_refs.MIN_KERNEL_TITLE:
+    if not isinstance(title, str) or len(title.strip()) < refs.MIN_KERNEL_TITLE:
         problems.append(f"{where}: title {title!r} needs at least 5 characters")
     if not isinstance(data.get("code_file"), str) or not data["code_file"]:
         problems.append(f"{where}: code_file must name the notebook")
@@ -164,9 +160,9 @@ def metadata_problems(data: dict[str, Any]) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             problems.append(f"{where}: {name} must be a list of strings")
     checks = (
-        ("dataset_sources", lambda s: kaggle_refs.owned_slug(s, "dataset source", "dataset")),
-        ("competition_sources", kaggle_refs.competition_slug),
-        ("model_sources", kaggle_refs.model_instance_version),
+        ("dataset_sources", lambda s: refs.owned_slug(s, "dataset source", "dataset")),
+        ("competition_sources", refs.competition_slug),
+        ("model_sources", refs.model_instance_version),
     )
     for name, check in checks:
         for source in data.get(name) or []:
@@ -177,7 +173,7 @@ def metadata_problems(data: dict[str, Any]) -> list[str]:
     shape = data.get("machine_shape")
     if shape != "":
         try:
-            kaggle_refs.accelerator(str(shape))
+            refs.accelerator(str(shape))
         except BundlerError as error:
             problems.append(f"{where}: machine_shape: {error}")
     if bool(shape) != (data.get("enable_gpu") is True):
@@ -187,18 +183,18 @@ def metadata_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _model(kind: str, text: str) -> kaggle_refs.ModelInstanceVersion | kaggle_refs.DatasetPath:
+def _model(kind: str, text: str) -> refs.ModelInstanceVersion | refs.DatasetPath:
     if kind == "model":
-        return kaggle_refs.model_instance_version(text)
+        return refs.model_instance_version(text)
     if kind == "dataset":
-        return kaggle_refs.dataset_path(text)
+        return refs.dataset_path(text)
     raise BundlerError(f"unknown model kind {kind!r}")
 
 
 def _notebook_model(
-    model: kaggle_refs.ModelInstanceVersion | kaggle_refs.DatasetPath,
+    model: refs.ModelInstanceVersion | refs.DatasetPath,
 ) -> NotebookModel:
-    if isinstance(model, kaggle_refs.ModelInstanceVersion):
+    if isinstance(model, refs.ModelInstanceVersion):
         return NotebookModel("model", str(model))
     return NotebookModel("dataset", str(model.dataset), model.path)
 
@@ -213,6 +209,19 @@ def _previous_code_file(folder: Path) -> str | None:
     if isinstance(code_file, str) and code_file.endswith(".ipynb") and "/" not in code_file:
         return code_file
     return None
+
+
+def _resolve_predict_options(parsed: argparse.Namespace, models: Sequence[object]) -> None:
+    """The run's settings resolved as predict will resolve them (the models' formats are known
+    only in the kernel, where predict checks those rules): a refusal here is a BundlerError."""
+    from runtime.commands.predict import request_from_args
+    from runtime.contract.errors import InputError
+    from runtime.contract.settings import resolve
+
+    try:
+        resolve(request_from_args(parsed, models=[str(model) for model in models]))
+    except InputError as error:
+        raise BundlerError(f"predict options: {error}") from None
 
 
 class _RaisingParser(argparse.ArgumentParser):

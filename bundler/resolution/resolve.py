@@ -22,15 +22,15 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from bundler import pip_shim
 from bundler.errors import (
     MetadataBuildError,
     NoWheelForTargetError,
     PipVersionError,
     ResolutionError,
 )
-from bundler.requirement_files import RequirementLine
-from bundler.wheels import python_full_version
+from bundler.resolution import pip_protocol
+from bundler.resolution.requirement_files import RequirementLine
+from bundler.resolution.wheels import python_full_version
 from runtime.contract.profile import TargetProfile, canonical_name
 
 # The pip releases whose internals the shim's patch points were read from and tested with: the
@@ -39,7 +39,7 @@ SUPPORTED_PIP = SpecifierSet(">=24.2,<26.4")
 
 # Transport settings survive an isolated run: they say how to reach an index, not which one.
 _TRANSPORT_ENV = {
-    "PIP_" + option.upper().replace("-", "_") for option in pip_shim.TRANSPORT_OPTIONS
+    "PIP_" + option.upper().replace("-", "_") for option in pip_protocol.TRANSPORT_OPTIONS
 } | {"PIP_DISABLE_PIP_VERSION_CHECK"}
 
 
@@ -57,7 +57,7 @@ class IndexSettings:
     def isolated(self) -> bool:
         # An explicit index means "exactly these sources": pip.conf's extra indexes and
         # find-links must not leak in, or the result would depend on the machine. Its transport
-        # settings (certificates, proxy, keyring) still apply: see pip_shim.isolate_sources.
+        # settings (certificates, proxy, keyring) still apply: see pip_protocol.isolate_sources.
         return self.index_url is not None or self.no_index
 
     def pip_args(self) -> list[str]:
@@ -140,14 +140,16 @@ def run_shim(
     *,
     progress: str = "none",
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m bundler.pip_shim SPEC -- PIP_ARGS`` with the index's environment.
+    """``python -m MODULE SPEC -- PIP_ARGS`` with the index's environment (MODULE: the mode's,
+    :data:`~bundler.resolution.pip_protocol.ENTRY_MODULES`).
 
     A download shows its progress on this process's stderr; everything else is captured.
     """
     spec_path = scratch / "spec.json"
     full = {**spec, "scratch": str(scratch), "isolate_sources": index.isolated}
     spec_path.write_text(json.dumps(full), encoding="utf-8")
-    command = [sys.executable, "-m", "bundler.pip_shim", str(spec_path), "--", *pip_args]
+    module = pip_protocol.ENTRY_MODULES[spec["mode"]]
+    command = [sys.executable, "-m", module, str(spec_path), "--", *pip_args]
     return subprocess.run(
         command,
         stdout=subprocess.PIPE,
@@ -280,7 +282,7 @@ def resolve(
         log(f"resolving {len(requirements)} requirement(s) for {profile.name} with pip")
         completed = run_shim(spec, scratch_dir, pip_args, index)
         record = _read_record(scratch_dir / "record.json")
-        if completed.returncode == pip_shim.EXIT_UNPATCHABLE:
+        if completed.returncode == pip_protocol.EXIT_UNPATCHABLE:
             raise PipVersionError(_unpatchable_message(completed.stderr))
         if completed.returncode != 0:
             output = f"{completed.stdout}\n{completed.stderr}"
@@ -292,11 +294,13 @@ def resolve(
 
 
 def _unpatchable_message(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith(pip_shim.UNPATCHABLE_PREFIX)]
+    lines = [
+        line for line in stderr.splitlines() if line.startswith(pip_protocol.UNPATCHABLE_PREFIX)
+    ]
     detail = (lines or stderr.strip().splitlines() or ["no message"])[-1]
     version = metadata.version("pip")
     return (
-        f"{detail.removeprefix(pip_shim.UNPATCHABLE_PREFIX)} (pip {version}); "
+        f"{detail.removeprefix(pip_protocol.UNPATCHABLE_PREFIX)} (pip {version}); "
         f'run `{sys.executable} -m pip install "pip{SUPPORTED_PIP}"`'
     )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.errors import BundlerError
-from bundler.kaggle_refs import OWNER, SLUG, slugify
+from bundler.kaggle.refs import OWNER, SLUG, slugify
 
 FILENAME = "dataset-metadata.json"
 PLACEHOLDER_OWNER = "INSERT_OWNER"

@@ -1,6 +1,6 @@
 """What the kernel keeps: its versions as resolver constraints, and replacements checked against it.
 
-Every preinstalled distribution becomes a ``name==version`` constraint (``bundler.pip_shim`` adds
+Every preinstalled distribution becomes a ``name==version`` constraint (``bundler.resolution.pip_shim`` adds
 them to pip's own constraints), so pip's resolver can only
 pick versions of everything else that work with the kernel as it is, and backtracks to older ones
 where the newest would need another torch, numpy or timm. Two things lift a constraint:

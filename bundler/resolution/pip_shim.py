@@ -1,4 +1,4 @@
-"""Run pip's resolver *for a target kernel*: ``python -m bundler.pip_shim SPEC.json -- ARGS``.
+"""Run pip's resolver *for a target kernel*: ``python -m bundler.resolution.pip_shim SPEC -- ARGS``.
 
 pip's ``--platform``/``--python-version`` change only which wheel tags it accepts; markers are
 still evaluated for the interpreter running pip (pip issues #11664, #13442) and the packages
@@ -21,14 +21,11 @@ It also records each link pip rejected and why (to name the versions and tags se
 fits). Each patch counts its calls: a patched name that pip no longer calls means the resolution
 was the host's, so that is an error (exit ``EXIT_UNPATCHABLE``), never a silent wrong answer.
 
-With ``SPEC["mode"] == "fetch"`` it resolves nothing: it downloads ``SPEC["files"]`` into the
-store through pip's own session, built from the same options and configuration pip would use
-(index credentials, netrc, keyring, proxies, certificates, trusted hosts, retries), see
-:mod:`bundler.transport`.
-
-SPEC.json is written by :mod:`bundler.resolve`; the record goes to ``SPEC["record"]``. Only pip's
-internals are touched, and only here and in :mod:`bundler.transport`: both run in this subprocess,
-never imported by the bundler itself.
+SPEC.json (``SPEC["mode"] == "resolve"``) is written by :mod:`bundler.resolution.resolve`; the
+record goes to ``SPEC["record"]``. Downloads run in their own subprocess
+(:mod:`bundler.wheelhouse.transport`); what both agree on with the bundler is
+:mod:`bundler.resolution.pip_protocol`. Only pip's internals are touched, and only in these
+subprocesses, never imported by the bundler itself.
 """
 
 from __future__ import annotations
@@ -39,9 +36,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Exit status for "this pip cannot be patched"; the bundler turns it into PipVersionError.
-EXIT_UNPATCHABLE = 86
-UNPATCHABLE_PREFIX = "kaggle-offline: cannot patch pip: "
+from bundler.resolution.pip_protocol import (
+    EXIT_UNPATCHABLE,
+    UNPATCHABLE_PREFIX,
+    Unpatchable,
+    main,
+    require,
+)
+
 # Patches that every resolution must go through, and the pip module that must call each (None:
 # any); no such call means pip bypassed the patch and resolved for this machine.
 REQUIRED_CALLS = {
@@ -51,25 +53,6 @@ REQUIRED_CALLS = {
     "target-python": None,
     "requires-python": None,
 }
-# pip settings that say how to reach an index, not which one: kept when the sources are isolated.
-TRANSPORT_OPTIONS = frozenset(
-    {
-        "cert", "client-cert", "proxy", "trusted-host", "timeout", "default-timeout", "retries",
-        "resume-retries", "keyring-provider", "cache-dir", "no-cache-dir", "use-feature",
-        "use-deprecated",
-    }
-)  # fmt: skip
-
-
-class _Unpatchable(Exception):
-    pass
-
-
-def _require(module: Any, attribute: str) -> Any:
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise _Unpatchable(f"{module.__name__}.{attribute} is missing") from None
 
 
 def _write_fake_installed(folder: Path, preinstalled: dict[str, str]) -> None:
@@ -160,7 +143,7 @@ def bypassed_patches(calls: dict[str, int]) -> list[str]:
 def _patch_markers(markers: dict[str, str], record: _Record) -> None:
     from pip._vendor.packaging import markers as vendored_markers
 
-    original = _require(vendored_markers, "default_environment")
+    original = require(vendored_markers, "default_environment")
 
     def default_environment() -> dict[str, str]:
         record.count("markers")
@@ -175,7 +158,7 @@ def _patch_tags(tag_strings: list[str], record: _Record) -> None:
     from pip._vendor.packaging.tags import Tag
 
     tags = [Tag(*text.split("-", 2)) for text in tag_strings]
-    original = _require(compatibility_tags, "get_supported")
+    original = require(compatibility_tags, "get_supported")
 
     def get_supported(*args: Any, **kwargs: Any) -> list[Any]:
         record.count("tags")
@@ -198,7 +181,7 @@ def _patch_python_version(version_info: tuple[int, ...], record: _Record) -> Non
         original_init = cls.__init__
         signature = inspect.signature(original_init)
         if "py_version_info" not in signature.parameters:
-            raise _Unpatchable(f"{cls.__name__}.__init__ has no py_version_info parameter")
+            raise Unpatchable(f"{cls.__name__}.__init__ has no py_version_info parameter")
 
         def patched_init(
             self: Any,
@@ -220,8 +203,8 @@ def _patch_python_version(version_info: tuple[int, ...], record: _Record) -> Non
 def _patch_installed(folder: Path, record: _Record) -> None:
     from pip._internal import metadata
 
-    original = _require(metadata, "get_default_environment")
-    backend = _require(metadata, "select_backend")()
+    original = require(metadata, "get_default_environment")
+    backend = require(metadata, "select_backend")()
     environment = backend.Environment.from_paths([str(folder)])
 
     def get_default_environment() -> Any:
@@ -240,8 +223,8 @@ def _patch_kernel_constraints(pins: dict[str, str], record: _Record) -> None:
     from pip._internal.resolution.resolvelib.factory import Factory
     from pip._vendor.packaging.specifiers import SpecifierSet
 
-    original = _require(Factory, "collect_root_requirements")
-    empty = _require(Constraint, "empty")
+    original = require(Factory, "collect_root_requirements")
+    empty = require(Constraint, "empty")
 
     class KernelConstraints(dict):  # type: ignore[type-arg]
         """The user's constraints, with the kernel's version of each name joined in on lookup."""
@@ -286,8 +269,8 @@ def _patch_fetching(blob_dir: Path, serving_dir: Path, record: _Record) -> None:
     from bundler.blobs import BlobStore
 
     store = BlobStore(blob_dir)
-    original = _require(prepare, "get_http_url")
-    file_class = _require(prepare, "File")
+    original = require(prepare, "get_http_url")
+    file_class = require(prepare, "File")
 
     def get_http_url(
         link: Any, download: Any, download_dir: str | None = None, hashes: Any = None
@@ -314,8 +297,8 @@ def _patch_fetching(blob_dir: Path, serving_dir: Path, record: _Record) -> None:
 def _patch_link_evaluation(record: _Record) -> None:
     from pip._internal.index.package_finder import LinkEvaluator, LinkType
 
-    original = _require(LinkEvaluator, "evaluate_link")
-    candidate = _require(LinkType, "candidate")
+    original = require(LinkEvaluator, "evaluate_link")
+    candidate = require(LinkType, "candidate")
 
     def evaluate_link(self: Any, link: Any) -> Any:
         result = original(self, link)
@@ -343,30 +326,6 @@ def _patch_index_failures(record: _Record) -> None:
     collector._handle_get_simple_fail = handle_get_simple_fail
 
 
-def isolate_sources() -> None:
-    """Keep pip's configured transport (certificates, proxy, credentials' keyring...) but none of
-    its configured sources: the bundler was told exactly which index to use.
-
-    The transport settings found in pip's configuration files become environment variables (which
-    pip reads after the files), and then the files are switched off.
-    """
-    from pip._internal.configuration import Configuration
-
-    configuration = Configuration(isolated=False)
-    configuration.load()
-    found: dict[str, str] = {}
-    for key, value in configuration.items():
-        # Some pip releases yield ("section.option", value), others (origin, {"section.option":
-        # value}); in both, files come in pip's order of precedence, the strongest last.
-        for name, setting in value.items() if isinstance(value, dict) else [(key, value)]:
-            section, _, option = name.partition(".")
-            if section in ("global", "install", "download") and option in TRANSPORT_OPTIONS:
-                found["PIP_" + option.upper().replace("-", "_")] = str(setting)
-    for variable, setting in found.items():
-        os.environ.setdefault(variable, setting)  # the environment beats the files, as in pip
-    os.environ["PIP_CONFIG_FILE"] = os.devnull
-
-
 def _assert_in_effect(spec: dict[str, Any]) -> None:
     """Each patch changes what pip's own objects say, checked through them before pip runs."""
     from pip._internal.metadata import get_default_environment
@@ -377,20 +336,20 @@ def _assert_in_effect(spec: dict[str, Any]) -> None:
     target = TargetPython()
     tags = [str(tag) for tag in target.get_sorted_tags()]
     if tags != list(spec["tags"]):
-        raise _Unpatchable(
+        raise Unpatchable(
             f"TargetPython gives {len(tags)} wheel tags starting {tags[:1]}, not the target's"
         )
     version = _python_version_info(spec["python_full_version"])
     if tuple(target.py_version_info[: len(version)]) != version:
-        raise _Unpatchable(f"TargetPython's Python is {target.py_version_info}, not {version}")
+        raise Unpatchable(f"TargetPython's Python is {target.py_version_info}, not {version}")
     full = spec["markers"]["python_full_version"]
     if not Marker(f'python_full_version == "{full}"').evaluate():
-        raise _Unpatchable("markers are still evaluated for this machine's Python")
+        raise Unpatchable("markers are still evaluated for this machine's Python")
     if dict(default_environment()) != dict(spec["markers"]):
-        raise _Unpatchable("the install report would show this machine's marker environment")
+        raise Unpatchable("the install report would show this machine's marker environment")
     names = {dist.canonical_name for dist in get_default_environment().iter_all_distributions()}
     if names != set(spec["preinstalled"]):
-        raise _Unpatchable("the installed environment is not the kernel's preinstalled set")
+        raise Unpatchable("the installed environment is not the kernel's preinstalled set")
 
 
 def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
@@ -411,7 +370,7 @@ def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
 
         _assert_in_effect(spec)
         record.calls.clear()  # count pip's own calls only
-    except (_Unpatchable, ImportError) as error:
+    except (Unpatchable, ImportError) as error:
         print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
         return EXIT_UNPATCHABLE
     # pip must not mistake the host's site-packages for the kernel's: user site too.
@@ -431,23 +390,5 @@ def _resolve(spec: dict[str, Any], pip_args: list[str]) -> int:
     return status
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] != "--":
-        print("usage: python -m bundler.pip_shim SPEC.json -- PIP-ARGS", file=sys.stderr)
-        return 2
-    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    if spec.get("isolate_sources"):
-        isolate_sources()
-    if spec.get("mode") == "fetch":
-        from bundler.transport import fetch_with_pip
-
-        try:
-            return fetch_with_pip(spec, argv[2:])
-        except _Unpatchable as error:
-            print(f"{UNPATCHABLE_PREFIX}{error}", file=sys.stderr)
-            return EXIT_UNPATCHABLE
-    return _resolve(spec, argv[2:])
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:], "resolve", _resolve))

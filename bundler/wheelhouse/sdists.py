@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bundler.blobs import BlobStore
 from bundler.errors import SdistBuildError
-from bundler.wheels import describe_target, fits_tags, wheel_tags
+from bundler.resolution.wheels import describe_target, fits_tags, wheel_tags
 from runtime.contract.profile import TargetProfile
 
 

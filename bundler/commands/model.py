@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bundler.model_upload import prepare_model
+    from bundler.kaggle.model_upload import prepare_model
 
     log = None if args.quiet else (lambda line: print(f"  {line}", file=sys.stderr))
     upload = prepare_model(

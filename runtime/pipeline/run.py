@@ -39,7 +39,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,58 +50,22 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
+from runtime.contract.settings import RunRequest, RunSettings, resolve
 from runtime.volumes.postprocess import PostprocessOptions
 from runtime.volumes.run_metrics import VolumeRecord
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from runtime.inference.engine import InferenceOptions, Segmenter
+    from runtime.inference.engine import Segmenter
+    from runtime.volumes.export import Export
     from runtime.volumes.inputs import VolumeInputs
     from runtime.volumes.mask_settings import MaskSettings
     from runtime.volumes.outputs import Output
 
-__all__ = ["PredictOptions", "PredictReport", "predict"]
+__all__ = ["PredictReport", "predict"]
 
 Log = Callable[[str], None]
-
-
-@dataclasses.dataclass
-class PredictOptions:
-    """Everything ``predict`` needs besides the input and the output path."""
-
-    models: Sequence[str] = ("demo",)  # one spec, or several for an ensemble
-    ensemble_mode: str = "probabilities"
-    ensemble_weights: Sequence[float] | None = None
-    foreground_class: int | None = None
-    # nnU-Net trained-model folders: folds ("0", ..., "all"; None: every numbered one with the
-    # checkpoint), which checkpoint, and the volumes' spacing (None: 1, 1, 1; TIFFs carry none)
-    folds: Sequence[str] | None = None
-    checkpoint: str = "final"
-    spacing: tuple[float, float, float] | None = None
-    inference: InferenceOptions | None = None  # the engine's options (None: its defaults)
-    # None: the model's recommendation (config.json "inference"), else ``inference``'s value
-    overlap: float | None = None
-    threshold: float | None = None
-    postprocess: PostprocessOptions = dataclasses.field(default_factory=PostprocessOptions)
-    strict: bool = False
-    allow_missing: bool = False
-    preview_dir: Path | None = None
-    metrics_path: Path | None = None  # None: metrics.json beside the zip
-    workdir: Path | None = None  # None: a temporary folder beside the zip, removed afterwards
-    prefetch: int = 1  # volumes read ahead of (and masks queued behind) the engine
-    progress_bar: bool | None = None  # None: a tqdm bar when installed and on a terminal
-    save_probabilities: Path | None = None  # a folder for each volume's <id>.npy probability
-    probability_encoding: str = "uint8"  # how they are saved: "uint8" or "float16"
-    # Masks decided from the probability (threshold, hysteresis or per-volume rule, then clean-up),
-    # compared in ``mask_encoding`` as tune compared them; replaces threshold and postprocess.
-    mask_settings: MaskSettings | None = None
-    mask_encoding: str = "float32"
-    mask_settings_file: Path | None = None  # the postprocess.json they came from, if any
-
-    @property
-    def keeps_probability(self) -> bool:
-        return self.save_probabilities is not None or self.mask_settings is not None
 
 
 @dataclasses.dataclass
@@ -122,35 +86,42 @@ class PredictReport:
 def predict(
     input_path: Path | str,
     output: Path | str,
-    options: PredictOptions | None = None,
+    request: RunRequest | None = None,
     *,
     log: Log | None = None,
     segmenter: Segmenter | None = None,
 ) -> PredictReport:
     """Segment every volume under ``input_path`` and write a validated submission zip.
 
-    ``segmenter`` reuses an engine that is already set up (its model and options win over
-    ``options.models`` and ``options.inference``). Raises :class:`InputError` for unusable
-    inputs, :class:`OutputError` for outputs that would overwrite an input or each other or
-    cannot be written, :class:`SubmissionError` when the zip would be incomplete or ``strict``
-    saw errors, and :class:`ModelError` from model loading. metrics.json is written in every
-    case that got past the checks of the inputs and outputs.
+    ``request`` is resolved into the run's settings by :func:`runtime.contract.settings.resolve`
+    twice: before anything is read (every rule that does not depend on the models) and once the
+    models are loaded (their formats and recommendations). ``segmenter`` reuses an engine that
+    is already set up (its model and engine options win over the request's). Raises
+    :class:`OptionError` for options that do not apply or conflict, :class:`InputError` for
+    unusable inputs, :class:`OutputError` for outputs that would overwrite an input or each
+    other or cannot be written, :class:`SubmissionError` when the zip would be incomplete or
+    ``strict`` saw errors, and :class:`ModelError` from model loading. metrics.json is written
+    in every case that got past the checks of the inputs and outputs.
     """
+    # torch first: without it the run stops before anything is read, moved or written
+    from runtime.inference.engine import Segmenter  # noqa: F401
     from runtime.volumes.inputs import find_volumes
     from runtime.volumes.outputs import check_outputs
     from runtime.volumes.submission import id_problem
 
-    options = options or PredictOptions()
+    request = request or RunRequest()
+    settings = resolve(request)
+    masks = _masks(settings)  # a tuned postprocess.json is read before anything else
     log = log or _print_line
     output = Path(output)
     if output.is_dir():  # a folder to write into, like `cp FILE DIR`
         output = output / "submission.zip"
-    metrics_path = options.metrics_path or output.with_name("metrics.json")
+    metrics_path = settings.metrics_path or output.with_name("metrics.json")
     started = time.perf_counter()
     budget_start = time.monotonic()  # --time-budget counts from here: loading included
 
     inputs = find_volumes(input_path)
-    check_outputs(_outputs(output, metrics_path, options, inputs), _read_files(inputs, options))
+    check_outputs(_outputs(output, metrics_path, settings, inputs), _read_files(inputs, settings))
     for note in inputs.notes:
         log(note)
     records = [VolumeRecord(id=s.id, path=str(s.path) if s.path else None) for s in inputs.sources]
@@ -165,29 +136,30 @@ def predict(
     run: dict[str, Any] = {
         "input": str(input_path),
         "output": str(output),
-        "options": _options_summary(options),
+        "options": _options_summary(settings, masks),
         "outcome": "failed",
     }
     previous = _set_aside_earlier_submission(output, log)
     if previous is not None:
         run["previous_submission"] = str(previous)
-    workdir, own_workdir = _workdir(options.workdir, output)
-    if options.save_probabilities is not None:
+    workdir, own_workdir = _workdir(settings.workdir, output)
+    export = _export(settings, masks, workdir)
+    if settings.save_probabilities is not None:
         from runtime.volumes.probability import MANIFEST_NAME
 
         # Files of an earlier run must never pass for this run's: the manifest comes back at the end.
-        options.save_probabilities.mkdir(parents=True, exist_ok=True)
-        (options.save_probabilities / MANIFEST_NAME).unlink(missing_ok=True)
+        settings.save_probabilities.mkdir(parents=True, exist_ok=True)
+        (settings.save_probabilities / MANIFEST_NAME).unlink(missing_ok=True)
     from runtime.volumes.run_metrics import PeakMemory
 
     with PeakMemory() as memory:
         try:
-            if inputs.missing and options.strict:  # the run would fail: fail before the work
+            if inputs.missing and settings.strict:  # the run would fail: fail before the work
                 raise InputError(_missing_message(inputs.missing, inputs.csv_path))
-            if segmenter is None:
-                segmenter = _build_segmenter(options, log, budget_start)
-            _run_pipeline(records, segmenter, options, workdir, log)
-            report = _assemble(records, output, metrics_path, options, workdir, log, run)
+            settings, segmenter = _set_up(request, settings, segmenter, log, budget_start)
+            run["options"] = _options_summary(settings, masks)
+            _run_pipeline(records, segmenter, settings.prefetch, settings.progress_bar, export, log)
+            report = _assemble(records, output, metrics_path, settings, workdir, log, run)
             report.seconds = time.perf_counter() - started
             return report
         except BaseException as error:
@@ -197,8 +169,8 @@ def predict(
             decisions = getattr(segmenter, "decisions", None) or []
             run["decisions"] = [_plain(decision) for decision in decisions]
             run["seconds"] = round(time.perf_counter() - started, 3)
-            if options.save_probabilities is not None:
-                _write_probability_manifest(options, records, run, log)
+            if settings.save_probabilities is not None:
+                _write_probability_manifest(settings, records, run, log)
             _write_run_metrics(metrics_path, run, records, memory, log)
             if own_workdir:
                 _clean_workdir(
@@ -218,21 +190,22 @@ class _Item:
     volume: np.ndarray | None = None  # dropped once handed to the engine
     preview_slice: np.ndarray | None = None  # the input's middle z slice, kept for the preview
     mask: np.ndarray | None = None  # None with a known shape: the writer writes zeros
-    probability: np.ndarray | None = None  # the engine's, when options.keeps_probability
+    probability: np.ndarray | None = None  # the engine's, when the run keeps it
 
 
 def _run_pipeline(
     records: list[VolumeRecord],
     segmenter: Segmenter,
-    options: PredictOptions,
-    workdir: Path,
+    prefetch: int,
+    progress_bar: bool | None,
+    export: Export,
     log: Log,
 ) -> None:
     readable = [record for record in records if record.status != "no-mask"]
     stop = threading.Event()
-    read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
-    write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, options.prefetch))
-    progress = _Progress(len(records), options.progress_bar, log)
+    read_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    write_queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
+    progress = _Progress(len(records), progress_bar, log)
     log = progress.log
     for record in records:
         if record.status == "no-mask":
@@ -240,13 +213,13 @@ def _run_pipeline(
 
     reader = threading.Thread(
         target=_guarded(_read_all, stop),
-        args=(readable, read_queue, stop, options.preview_dir is not None),
+        args=(readable, read_queue, stop, export.preview_dir is not None),
         name="predict-reader",
         daemon=True,
     )
     writer = threading.Thread(
         target=_guarded(_write_all, stop),
-        args=(write_queue, stop, options, workdir, progress, log),
+        args=(write_queue, stop, export, progress, log),
         name="predict-writer",
         daemon=True,
     )
@@ -394,12 +367,13 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
 def _write_all(
     source: queue.Queue[Any],
     stop: threading.Event,
-    options: PredictOptions,
-    workdir: Path,
+    export: Export,
     progress: _Progress,
     log: Log,
 ) -> None:
-    """Writer thread: post-process, write the mask TIFF and the preview, report progress."""
+    """Writer thread: each volume's outputs (see :mod:`runtime.volumes.export`), then progress."""
+    from runtime.volumes.export import export_volume
+
     warned: set[str] = set()
 
     def warn_once(message: str) -> None:
@@ -413,7 +387,10 @@ def _write_all(
             return
         record: VolumeRecord = item.record
         try:
-            _write_one(item, options, workdir, warn_once, log)
+            probability, item.probability = item.probability, None
+            export_volume(
+                record, item.mask, probability, item.preview_slice, export, warn=warn_once, log=log
+            )
         except Exception as error:  # memory included: this volume's failure, not the run's
             item.mask = None
             _fail(record, f"{record.id}: no mask written: {_problem(error)}", log)
@@ -421,100 +398,22 @@ def _write_all(
         progress.done(record)
 
 
-def _write_one(
-    item: _Item, options: PredictOptions, workdir: Path, warn: Callable[[str], None], log: Log
-) -> None:
-    """Post-process and write one volume's mask (all zeros if it failed but has a shape)."""
-    import numpy as np
-
-    from runtime.volumes.postprocess import postprocess
-    from runtime.volumes.tiff import write_mask
-
-    record = item.record
-    if record.shape is None:
-        record.status = "no-mask"
-        return
-    mask = item.mask
-    if mask is not None:
-        started = time.perf_counter()
-        try:
-            if options.keeps_probability:
-                mask = _from_probability(item, mask, options, warn)
-            else:
-                mask = postprocess(mask, options.postprocess, warn=warn)
-        except Exception as error:  # keep the raw mask rather than lose the volume
-            _fail(record, f"{record.path}: post-processing failed: {first_line(error)}", log)
-        record.postprocess_seconds = time.perf_counter() - started
-    else:
-        try:
-            mask = np.zeros(record.shape, dtype=np.uint8)
-        except MemoryError:
-            _fail(record, f"{record.id}: its all-zero stand-in does not fit in memory", log)
-            record.status = "no-mask"
-            return
-    record.foreground_fraction = float(np.count_nonzero(mask)) / max(mask.size, 1)
-    started = time.perf_counter()
-    try:
-        write_mask(workdir / f"{record.id}.tif", mask)
-        record.status = "zero-mask" if item.mask is None else "ok"
-    except (VolumeError, OSError) as error:
-        _fail(record, f"{record.id}: cannot write its mask: {first_line(error)}", log)
-        record.status = "no-mask"
-    record.write_seconds = time.perf_counter() - started
-    if options.preview_dir is not None and item.preview_slice is not None:
-        _preview(options.preview_dir, record, item.preview_slice, mask, log)
-
-
-def _from_probability(
-    item: _Item, mask: np.ndarray, options: PredictOptions, warn: Log
-) -> np.ndarray:
-    """Save the probability and/or decide the mask from it with tuned settings."""
-    from runtime.volumes.postprocess import postprocess
-    from runtime.volumes.probability import finish_with_probability
-
-    probability, item.probability = item.probability, None
-    decided, saved, threshold = finish_with_probability(
-        item.record.id,
-        probability,
-        save_dir=options.save_probabilities,
-        save_encoding=options.probability_encoding,
-        settings=options.mask_settings,
-        settings_encoding=options.mask_encoding,
-        warn=warn,
-    )
-    item.record.probability_file = str(saved) if saved else None
-    item.record.threshold = threshold
-    return decided if decided is not None else postprocess(mask, options.postprocess, warn=warn)
-
-
 def _write_probability_manifest(
-    options: PredictOptions, records: list[VolumeRecord], run: dict[str, Any], log: Log
+    settings: RunSettings, records: list[VolumeRecord], run: dict[str, Any], log: Log
 ) -> None:
     from runtime.volumes.probability import write_manifest
 
     saved = {r.id: r.shape for r in records if r.probability_file and r.shape and not r.errors}
     try:
         path = write_manifest(
-            options.save_probabilities,
-            options.probability_encoding,
+            settings.save_probabilities,
+            str(settings.probability_encoding),
             saved,
-            {"input": run.get("input"), "models": [str(m) for m in options.models]},
+            {"input": run.get("input"), "models": [choice.spec for choice in settings.models]},
         )
         run["probabilities_manifest"] = str(path)
     except OSError as error:
         log(f"warning: probability manifest not written: {error}")
-
-
-def _preview(
-    folder: Path, record: VolumeRecord, plane: np.ndarray, mask: np.ndarray, log: Log
-) -> None:
-    from runtime.volumes.preview import write_preview
-
-    middle = mask.shape[0] // 2
-    try:
-        write_preview(folder / f"{record.id}.png", plane[None], mask[middle : middle + 1])
-    except Exception as error:  # a preview is a nicety; never fail a volume for it
-        log(f"warning: {record.id}: preview not written: {first_line(error)}")
 
 
 # --- the zip -------------------------------------------------------------------------------------
@@ -522,7 +421,7 @@ def _assemble(
     records: list[VolumeRecord],
     output: Path,
     metrics_path: Path,
-    options: PredictOptions,
+    settings: RunSettings,
     workdir: Path,
     log: Log,
     run: dict[str, Any],
@@ -536,9 +435,9 @@ def _assemble(
     shapes = {r.id: r.shape for r in masked if r.shape is not None}
 
     blockers: list[str] = []
-    if without and not options.allow_missing:
+    if without and not settings.allow_missing:
         blockers.append(f"no mask for {len(without)} id(s): {_ids(without)}")
-    if failed and options.strict:
+    if failed and settings.strict:
         blockers.append(f"--strict: {len(failed)} volume(s) failed: {_ids(failed)}")
     if blockers:
         if not members:
@@ -640,45 +539,92 @@ def _zip_seconds(records: list[VolumeRecord]) -> float:
     return _ZIP_SECONDS_PER_VOXEL * sum(sizes) / len(sizes) * masks
 
 
-def _build_segmenter(options: PredictOptions, log: Log, budget_start: float) -> Segmenter:
+def _set_up(
+    request: RunRequest,
+    settings: RunSettings,
+    segmenter: Segmenter | None,
+    log: Log,
+    budget_start: float,
+) -> tuple[RunSettings, Segmenter]:
+    """Load the models (unless an engine is given), resolve the settings again with what they
+    are and recommend, and set up the engine; every choice is logged."""
     from runtime.inference.engine import InferenceOptions, Segmenter
-    from runtime.inference.models import load_ensemble, load_model
+    from runtime.pipeline.models import load_run_models, model_facts
 
-    specs = list(options.models) or ["demo"]
-    loading = {
-        "foreground_class": options.foreground_class,
-        "folds": options.folds,
-        "checkpoint": options.checkpoint,
-        "spacing": options.spacing,
-    }
-    if len(specs) == 1:
-        model = load_model(specs[0], **loading)
-    else:
-        model = load_ensemble(
-            specs, weights=options.ensemble_weights, mode=options.ensemble_mode, **loading
-        )
-    log(f"model: {getattr(model, 'name', specs)}")
+    model = segmenter.model if segmenter is not None else load_run_models(settings)
+    settings = resolve(request, model_facts(model))
+    log(f"model: {model.name}")
     for member in getattr(model, "members", [model]):
         summary = getattr(member, "summary", None)
         if summary:  # what an nnU-Net folder was read as: trainer, folds, foreground, mirroring
             log(f"model {member.name}: {summary}")
-    inference = options.inference or InferenceOptions()
-    recommended = getattr(model, "recommended", {}) or {}
-    chosen = {}
-    for key in ("overlap", "threshold"):
-        given = getattr(options, key)
-        if given is not None:
-            chosen[key] = float(given)
-        elif recommended.get(key) is not None:
-            chosen[key] = float(recommended[key])
-            log(f"{key} = {chosen[key]:g} (recommended by the model)")
-    if inference.time_budget_start is None:
-        chosen["time_budget_start"] = budget_start
-    if options.keeps_probability:
-        chosen["keep_probability"] = True
-    if options.mask_settings is not None:
-        log(f"masks: {options.mask_settings.describe()} (on {options.mask_encoding} probabilities)")
-    return Segmenter(model, dataclasses.replace(inference, **chosen), log=log)
+    for note in settings.notes:
+        log(note)
+    rule = settings.mask
+    _, decided, encoding = _masks(settings)
+    if decided is not None:
+        log(f"masks: {decided.describe()} (on {encoding} probabilities)")
+    if segmenter is not None:
+        return settings, segmenter
+    overlaps = tuple(choice.overlap for choice in settings.models)
+    options = InferenceOptions(
+        patch_size=settings.patch_size,
+        overlap=overlaps if len(overlaps) > 1 else overlaps[0],
+        batch_size=settings.batch_size,
+        threshold=rule.threshold,
+        tta_axes=settings.tta_axes,
+        device=settings.device,
+        amp=settings.amp,
+        compile=settings.compile,
+        time_budget=settings.time_budget,
+        time_budget_start=budget_start,
+        keep_probability=settings.keeps_probability,
+    )
+    return settings, Segmenter(model, options, log=log)
+
+
+Masks = tuple[PostprocessOptions, "MaskSettings | None", str]
+
+
+def _masks(settings: RunSettings) -> Masks:
+    """The settings' mask rule as the volumes layer applies it: the clean-up after the engine's
+    threshold, or the rule that decides masks from probabilities and the encoding it compares
+    them in (a tuned postprocess.json is read here)."""
+    from runtime.volumes.mask_settings import MaskSettings, read_postprocess_file
+
+    rule = settings.mask
+    postprocess = PostprocessOptions(
+        min_component_voxels=rule.min_component_voxels,
+        closing_radius=rule.closing_radius,
+        fill_holes=rule.fill_holes,
+    )
+    if rule.postprocess_file is not None:
+        tuned, encoding = read_postprocess_file(rule.postprocess_file)
+        return tuned.postprocess, tuned, encoding
+    if rule.rule == "threshold":
+        return postprocess, None, "float32"
+    decided = MaskSettings(
+        threshold=rule.threshold,
+        hysteresis_high=rule.hysteresis_high,
+        foreground_fraction=rule.foreground_fraction,
+        postprocess=postprocess,
+    )
+    return postprocess, decided, settings.mask_encoding
+
+
+def _export(settings: RunSettings, masks: Masks, workdir: Path) -> Export:
+    from runtime.volumes.export import Export
+
+    postprocess, decided, encoding = masks
+    return Export(
+        workdir=workdir,
+        postprocess=postprocess,
+        mask_settings=decided,
+        mask_encoding=encoding,
+        save_probabilities=settings.save_probabilities,
+        probability_encoding=str(settings.probability_encoding),
+        preview_dir=settings.preview_dir,
+    )
 
 
 def _write_run_metrics(
@@ -701,43 +647,40 @@ def _write_run_metrics(
         log(f"warning: metrics not written to {path}: {error}")
 
 
-def _options_summary(options: PredictOptions) -> dict[str, Any]:
-    inference = options.inference
-    return {
-        "models": [str(m) for m in options.models],
-        "ensemble_mode": options.ensemble_mode,
-        "ensemble_weights": list(options.ensemble_weights) if options.ensemble_weights else None,
-        "foreground_class": options.foreground_class,
-        "nnunet": {
-            "folds": list(options.folds) if options.folds is not None else None,
-            "checkpoint": options.checkpoint,
-            "spacing": list(options.spacing) if options.spacing is not None else None,
-        },
-        "overlap": options.overlap,
-        "threshold": options.threshold,
-        "inference": dataclasses.asdict(inference) if dataclasses.is_dataclass(inference) else None,
-        "postprocess": dataclasses.asdict(options.postprocess),
-        "strict": options.strict,
-        "allow_missing": options.allow_missing,
-        "save_probabilities": (
-            {"dir": str(options.save_probabilities), "encoding": options.probability_encoding}
-            if options.save_probabilities is not None
-            else None
-        ),
-        "mask_settings": (
-            {
-                **options.mask_settings.to_dict(),
-                "encoding": options.mask_encoding,
-                "file": str(options.mask_settings_file) if options.mask_settings_file else None,
-            }
-            if options.mask_settings is not None
-            else None
-        ),
-    }
+def _options_summary(settings: RunSettings, masks: Masks) -> dict[str, Any]:
+    """The resolved settings, for metrics.json."""
+    summary = _plain(settings)
+    summary["models"] = [_plain(choice) for choice in settings.models]
+    encoding = summary.pop("probability_encoding")
+    if settings.save_probabilities is not None:
+        summary["save_probabilities"] = {"dir": settings.save_probabilities, "encoding": encoding}
+    postprocess, decided, mask_encoding = masks
+    summary["postprocess"] = dataclasses.asdict(postprocess)
+    summary["mask_settings"] = (
+        {
+            **decided.to_dict(),
+            "encoding": mask_encoding,
+            "file": str(settings.mask.postprocess_file) if settings.mask.postprocess_file else None,
+        }
+        if decided is not None
+        else None
+    )
+    return _json_ready(summary)
+
+
+def _json_ready(value: Any) -> Any:
+    """Paths as text, tuples as lists (enums are text already): what metrics.json holds."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _outputs(
-    output: Path, metrics_path: Path, options: PredictOptions, inputs: VolumeInputs
+    output: Path, metrics_path: Path, settings: RunSettings, inputs: VolumeInputs
 ) -> list[Output]:
     """Every path the run writes: one line here per new output."""
     from runtime.volumes.outputs import Output
@@ -750,26 +693,26 @@ def _outputs(
         Output("-o (the earlier zip set aside)", _previous_path(output)),
         Output("--metrics", metrics_path),
     ]
-    if options.workdir is not None:
+    if settings.workdir is not None:
         outputs.append(
-            Output("--workdir", options.workdir, tuple(f"{i}{MASK_SUFFIX}" for i in ids))
+            Output("--workdir", settings.workdir, tuple(f"{i}{MASK_SUFFIX}" for i in ids))
         )
-    if options.preview_dir is not None:
-        outputs.append(Output("--preview", options.preview_dir, tuple(f"{i}.png" for i in ids)))
-    if options.save_probabilities is not None:
+    if settings.preview_dir is not None:
+        outputs.append(Output("--preview", settings.preview_dir, tuple(f"{i}.png" for i in ids)))
+    if settings.save_probabilities is not None:
         from runtime.volumes.probability import MANIFEST_NAME
 
         files = (*(f"{i}.npy" for i in ids), MANIFEST_NAME)
-        outputs.append(Output("--save-probabilities", options.save_probabilities, files))
+        outputs.append(Output("--save-probabilities", settings.save_probabilities, files))
     return outputs
 
 
-def _read_files(inputs: VolumeInputs, options: PredictOptions) -> list[Path]:
+def _read_files(inputs: VolumeInputs, settings: RunSettings) -> list[Path]:
     """Every file the run reads: the volumes, test.csv, and the files of each model given."""
     files = [source.path for source in inputs.sources if source.path is not None]
     if inputs.csv_path is not None:
         files.append(inputs.csv_path)
-    for spec in options.models:
+    for spec in (choice.spec for choice in settings.models):
         path = Path(spec)
         if str(spec) != "demo" and path.is_dir():
             files.extend(p for p in path.iterdir() if p.is_file())

@@ -7,7 +7,7 @@
 # So no path is written down here: each input is found by a bounded breadth-first search for the
 # folder whose path ends the way its Kaggle reference says (the most specific form first). This
 # cell runs before anything is installed, so it uses the standard library only. `python -m
-# bundler kernel` copies it verbatim from bundler/notebook_inputs.py into every notebook it makes.
+# bundler kernel` copies it verbatim from bundler/kaggle/notebook_inputs.py into every notebook it makes.
 import subprocess
 from collections import deque
 from pathlib import Path

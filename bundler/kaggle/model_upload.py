@@ -1,6 +1,6 @@
 """``prepare_model()``: a model checked on the CPU, then a folder for a Kaggle model or dataset upload.
 
-The model is loaded with :func:`runtime.inference.models.load_model`, the loader ``--model``
+The model is loaded with :func:`runtime.pipeline.models.load_model`, the loader ``--model``
 uses in the kernel (every format it accepts, with no special case here), and one window of the
 shape the engine will use is segmented on the CPU through the engine itself. Only then is the
 folder written, so a model that cannot load or run is refused before anything is uploaded.
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bundler import dataset, kaggle_refs
 from bundler.errors import BundlerError
+from bundler.kaggle import dataset, refs
 from runtime.contract.errors import KaggleOfflineError, first_line
 from runtime.contract.files import load_json, write_json_atomically
 
@@ -93,7 +93,7 @@ def check_model(
         import numpy as np
 
         from runtime.inference.engine import InferenceOptions, Segmenter
-        from runtime.inference.models import load_model
+        from runtime.pipeline.models import load_model
     except ImportError as error:
         raise BundlerError(
             f"checking a model needs torch and numpy here ({error}); install them, e.g. "
@@ -157,15 +157,15 @@ def prepare_model(
     output = Path(output)
     in_place = source.is_dir() and output.resolve() == source.resolve()
     if as_dataset:
-        owned = kaggle_refs.owned_slug(model_id, "--id", "dataset")
+        owned = refs.owned_slug(model_id, "--id", "dataset")
         metadata = _dataset_metadata(owned, title)
         problems = dataset.metadata_problems(metadata)  # before the (slower) model check
         if problems:
             raise BundlerError(problems[0].removeprefix(f"{dataset.FILENAME}: "))
     else:
-        owned = kaggle_refs.owned_slug(model_id, "--id", "model", min_slug=1)
-        framework = kaggle_refs.model_framework(framework)
-        variation = kaggle_refs.variation_slug(variation)
+        owned = refs.owned_slug(model_id, "--id", "model", min_slug=1)
+        framework = refs.model_framework(framework)
+        variation = refs.variation_slug(variation)
         if licence not in MODEL_LICENCES:
             raise BundlerError(f"--license {licence!r}: use one of {', '.join(MODEL_LICENCES)}")
     previous = _previous_upload(output)
@@ -292,7 +292,7 @@ def _previous_upload(output: Path) -> dict[str, object] | None:
     return None
 
 
-def _card_of(path: Path, owned: kaggle_refs.OwnedSlug) -> bool:
+def _card_of(path: Path, owned: refs.OwnedSlug) -> bool:
     """``path`` is a model-metadata.json for this very model (not for another id)."""
     try:
         data = load_json(path, kind="model metadata", error=ValueError)
@@ -335,7 +335,7 @@ def _replace(output: Path, staged: Path) -> None:
 
 
 def _instance_metadata(
-    owned: kaggle_refs.OwnedSlug, framework: str, variation: str, licence: str, check: ModelCheck
+    owned: refs.OwnedSlug, framework: str, variation: str, licence: str, check: ModelCheck
 ) -> dict[str, object]:
     return {
         "ownerSlug": owned.owner,
@@ -359,7 +359,7 @@ def _instance_metadata(
     }
 
 
-def _model_metadata(owned: kaggle_refs.OwnedSlug, title: str | None) -> dict[str, object]:
+def _model_metadata(owned: refs.OwnedSlug, title: str | None) -> dict[str, object]:
     return {
         "ownerSlug": owned.owner,
         "title": title or owned.slug,
@@ -372,7 +372,7 @@ def _model_metadata(owned: kaggle_refs.OwnedSlug, title: str | None) -> dict[str
     }
 
 
-def _dataset_metadata(owned: kaggle_refs.OwnedSlug, title: str | None) -> dict[str, object]:
+def _dataset_metadata(owned: refs.OwnedSlug, title: str | None) -> dict[str, object]:
     return {
         "title": title or f"{owned.slug} model"[:50],
         "id": str(owned),

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 
 from bundler.errors import BundlerError
 
-# Kaggle's alphabets, shared with bundler.dataset: an owner name, and a slug as URLs spell it.
+# Kaggle's alphabets, shared with bundler.kaggle.dataset: an owner name, and a slug as URLs spell it.
 SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 MIN_KERNEL_SLUG = 5  # validate_kernel_string: "Kernel slug must be at least five characters"

@@ -19,11 +19,10 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from bundler.dataset import FILENAME as DATASET_FILENAME
-from bundler.dataset import metadata_problems, top_level_problems
-from bundler.output import BOOTSTRAP_FILENAME, LOCK_FILENAME
-from bundler.profiles import get_profile
-from bundler.wheels import (
+from bundler.kaggle.dataset import FILENAME as DATASET_FILENAME
+from bundler.kaggle.dataset import metadata_problems, top_level_problems
+from bundler.resolution.profiles import get_profile
+from bundler.resolution.wheels import (
     WheelInfo,
     describe_target,
     fits_python,
@@ -31,6 +30,7 @@ from bundler.wheels import (
     python_full_version,
     read_wheel,
 )
+from bundler.wheelhouse.output import BOOTSTRAP_FILENAME, LOCK_FILENAME
 from runtime.contract.errors import KaggleOfflineError
 from runtime.contract.files import load_json, sha256_file
 from runtime.contract.manifest import MANIFEST_FILENAME, Manifest, locate_wheel

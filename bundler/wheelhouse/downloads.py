@@ -1,6 +1,6 @@
 """Fetch files into the blob store: local files copied here, remote ones through pip's transport.
 
-Remote files are downloaded by :mod:`bundler.transport` in the shim's subprocess, with the very
+Remote files are downloaded by :mod:`bundler.wheelhouse.transport` in the shim's subprocess, with the very
 session pip builds from the same index arguments and configuration, so whatever lets pip reach an
 index (credentials, netrc, keyring, proxies, certificates, trusted hosts) lets the download reach
 it too. Every file enters the store only whole and verified; an interrupted download resumes.
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from bundler.blobs import BlobStore
 from bundler.errors import DownloadError
-from bundler.resolve import IndexSettings, run_shim
+from bundler.resolution.resolve import IndexSettings, run_shim
 
 
 @dataclass(frozen=True)
