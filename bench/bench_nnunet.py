@@ -339,6 +339,7 @@ def _nnunet(volume: np.ndarray, config: dict[str, Any], *, exact: bool) -> dict[
 def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from runtime.contract.tta import IDENTITY
     from runtime.inference.engine import InferenceOptions, Segmenter
     from runtime.inference.models import load_model
 
@@ -346,7 +347,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     model = load_model(config["folder"])
     options = InferenceOptions(
         batch_size=config["batch"],
-        tta_axes=None if config["mirroring"] else (),
+        tta=None if config["mirroring"] else (IDENTITY,),
         device=config["device"],
         amp=config["amp"],
         compile=config["compile"],
@@ -356,7 +357,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     setup = time.perf_counter() - start
     worker = segmenter.probed_forward()  # replica, precision, layout, compile, as probed
     device = worker.device
-    flips = 2 ** len(segmenter.tta_axes)
+    flips = len(segmenter.tta)
     batches = math.ceil(_windows(model, volume) * flips / worker.batch_size)
     patch = segmenter.patch_size
     batch = torch.randn(worker.batch_size, 1, *patch, device=device)

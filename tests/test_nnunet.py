@@ -20,6 +20,7 @@ import torch
 
 from runtime.contract.errors import ModelError
 from runtime.contract.settings import OptionError, RunRequest, resolve, resolve_ensemble
+from runtime.contract.tta import mirror_transforms
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import load_model
 from runtime.inference.nnunet import NNUNetModel
@@ -171,7 +172,7 @@ def test_plain_unet_two_folds_zscore_match_nnunet_with_and_without_mirroring(tmp
     mask, probability = run(model, image)
     assert probability[:2].max() == 0 and mask[:, -2:].max() == 0  # outside the crop
     assert_matches(probability, mask, label_probabilities(image, networks))
-    mask, probability = run(model, image, tta_axes=None, threshold=0.3)  # auto: (0, 1, 2)
+    mask, probability = run(model, image, tta=None, threshold=0.3)  # auto: (0, 1, 2)
     expected = label_probabilities(image, networks, mirror_axes=(0, 1, 2))
     assert_matches(probability, mask, expected, threshold=0.3)
 
@@ -221,7 +222,7 @@ def test_more_than_two_labels_blend_every_rival(tmp_path) -> None:
     model = load_model(folder, foreground_class=2)
     assert model.window_channels == 2 and "label 2 'verso' (3 heads)" in model.summary
     image = volume(seed=5)
-    mask, probability = run(model, image, tta_axes=(1,), threshold=0.4)
+    mask, probability = run(model, image, tta=mirror_transforms((1,)), threshold=0.4)
     expected = label_probabilities(image, networks, head=2, mirror_axes=(1,))
     assert_matches(probability, mask, expected, threshold=0.4)
     with pytest.raises(

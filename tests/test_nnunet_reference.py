@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("nnunetv2")
 
+from runtime.contract.tta import IDENTITY
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import load_model
 from tests.support.nnunet_folders import (
@@ -68,7 +69,7 @@ def test_probabilities_and_masks_agree_with_nnunets_predictor(tmp_path, mirrorin
     image = _volume()
     for folder, folds in _folders(tmp_path):
         model = load_model(folder)
-        options = InferenceOptions(tta_axes=None if mirroring else (), keep_probability=True)
+        options = InferenceOptions(tta=None if mirroring else (IDENTITY,), keep_probability=True)
         ours = Segmenter(model, options).segment(image)
         predictor = nnunet_predictor(folder, [_fold(f) for f in folds], mirroring=mirroring)
         head = model.labels.foreground_head
@@ -109,7 +110,7 @@ def test_resampling_configurations_agree_with_nnunets_predictor(tmp_path) -> Non
     for folder in _resampling_folders(tmp_path):
         model = load_model(folder)
         assert model.preprocessing.resamples()
-        options = InferenceOptions(tta_axes=(), keep_probability=True)
+        options = InferenceOptions(keep_probability=True)
         ours = Segmenter(model, options).segment(image)
         predictor = nnunet_predictor(folder, [0], mirroring=False)
         head = model.labels.foreground_head

@@ -136,7 +136,7 @@ def test_metrics_record_every_stage_and_the_run(tiny_model: Path, tmp_path: Path
     for volume in metrics["volumes"]:
         assert volume["status"] == "ok" and volume["shape"] == list(SMALL)
         assert volume["device"] == "cpu" and volume["precision"] == "fp32"
-        assert volume["compiled"] is False and volume["tta_axes"] == []
+        assert volume["compiled"] is False and volume["tta"] == ["identity"]
         assert volume["infer_seconds"] > 0 and volume["errors"] == []
         assert 0.0 <= volume["foreground_fraction"] <= 1.0
         assert volume["compression"] == "LZW"
@@ -472,7 +472,7 @@ def test_command_line_writes_submission_metrics_previews_and_masks(
     metrics = _metrics(tmp_path / "m.json")
     assert metrics["run"]["options"]["mask"]["threshold"] == 0.4
     assert metrics["run"]["options"]["postprocess"]["closing_radius"] == 1
-    assert all(v["tta_axes"] == [0, 2] for v in metrics["volumes"])
+    assert all(v["tta"] == ["identity", "flip_z", "flip_x", "flip_zx"] for v in metrics["volumes"])
     assert f"wrote {out}" in completed.stderr
     assert sum(line.startswith("[") for line in completed.stderr.splitlines()) == 2
 

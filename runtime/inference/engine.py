@@ -38,7 +38,8 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
-from runtime.contract.settings import Amp, EnsembleMode
+from runtime.contract.settings import Amp, EnsembleMode, OptionError
+from runtime.contract.tta import IDENTITY, Transform, check_patch, describe, mirror_transforms
 from runtime.fusion import Fusion, sigmoid
 from runtime.inference.probe import (
     BatchForward,
@@ -59,7 +60,6 @@ from runtime.inference.sliding_window import (
     WindowPlan,
     blend,
     choose_accumulation,
-    flip_combinations,
     plan_windows,
     source_itemsize,
 )
@@ -94,9 +94,10 @@ class InferenceOptions:
     overlap: float | tuple[float, ...] = 0.5
     batch_size: int = 2
     threshold: float = 0.5
-    # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
-    # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
-    tta_axes: tuple[int, ...] | None = ()
+    # Test-time transforms, the identity first (runtime.contract.tta); a time budget drops them
+    # from the end. None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others
+    # have none), every flip combination of them.
+    tta: tuple[Transform, ...] | None = (IDENTITY,)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: Amp = Amp.AUTO
     compile: bool | None = None  # None = decided by the probe
@@ -116,7 +117,7 @@ class VolumeResult:
     device: str
     precision: str  # "fp32" | "fp16" | "bf16"
     compiled: bool
-    tta_axes: tuple[int, ...]  # what was actually used (the time budget may reduce it)
+    tta: tuple[Transform, ...]  # what was actually used (the time budget may reduce it)
     notes: list[str] = field(default_factory=list)  # fallbacks taken
     probability: np.ndarray | None = None  # float32 foreground probability, if kept
     batch_size: int = 0  # windows per forward this volume ended with (after any back-off)
@@ -177,7 +178,7 @@ class _Member:
     overlap: float
     patch_size: tuple[int, int, int]
     batch_size: int
-    tta_axes: tuple[int, ...]
+    tta: tuple[Transform, ...]
     workers: list[_Worker]  # one per device, in the order of Segmenter.devices
     cpu_fallback: BatchForward | None = None  # the last resort, made once when first needed
 
@@ -229,8 +230,10 @@ class Segmenter:
             self._check_patch_fits(member, patch, devices)
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
-            axes = self._choose_tta(member)
-            self._members.append(_Member(member, weight, overlap, patch, batch, axes, workers))
+            transforms = self._choose_tta(member, patch)
+            self._members.append(
+                _Member(member, weight, overlap, patch, batch, transforms, workers)
+            )
             # Every member runs on the devices the first one could use.
             devices = [worker.device for worker in workers]
         self._member = None
@@ -245,7 +248,7 @@ class Segmenter:
         if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
         # What the time budget cuts: dropping axis k from the end drops it from every member.
-        self.tta_axes = max((m.tta_axes for m in self._members), key=len)
+        self.tta = max((m.tta for m in self._members), key=len)
         version, cudnn = self._platform.torch_version(), self._platform.cudnn_version()
         warnings = {
             warning.reason: warning
@@ -284,7 +287,7 @@ class Segmenter:
 
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
-        return self._segment(0, volume, self.tta_axes, [])
+        return self._segment(0, volume, self.tta, [])
 
     def segment_many(
         self,
@@ -304,7 +307,7 @@ class Segmenter:
         start = self.options.time_budget_start
         budget = TimeBudget(
             self.options.time_budget,
-            self.tta_axes,
+            self.tta,
             total=total,
             workers=len(self._workers),
             # One "batch" of the budget is one batch of every member, one after the other.
@@ -318,7 +321,7 @@ class Segmenter:
             if not budget.active:
                 reason = "the number of volumes is unknown"
                 self._decide(Decision("time_budget", "inactive", reason))
-            elif self.tta_axes:
+            elif len(self.tta) > 1:
                 reason = "mirror TTA is cut for the remaining volumes if the pace would overrun"
                 self._decide(Decision("time_budget", seconds, reason))
             else:
@@ -340,16 +343,16 @@ class Segmenter:
         _check_volume(volume)
         # The budget counts forward batches, of every member, per mirror pass.
         batches = sum(self._batches(member, slot, volume.shape) for member in self._members)
-        axes, message = budget.axes_for(batches, 1)
+        transforms, message = budget.transforms_for(batches, 1)
         if message:
-            name = "tta" if self.tta_axes else "time_budget"
-            self.decisions.append(Decision(name, _axes_text(axes), message))
+            name = "tta" if len(self.tta) > 1 else "time_budget"
+            self.decisions.append(Decision(name, describe(transforms), message))
         try:
-            result = self._segment(slot, volume, axes, [message] if message else [])
+            result = self._segment(slot, volume, transforms, [message] if message else [])
         except Exception:
-            budget.finished(batches, 2 ** len(axes), 1, None)
+            budget.finished(batches, len(transforms), 1, None)
             raise
-        budget.finished(batches, 2 ** len(axes), 1, result.seconds)
+        budget.finished(batches, len(transforms), 1, result.seconds)
         return result
 
     def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
@@ -357,24 +360,23 @@ class Segmenter:
         return math.ceil(windows / member.worker(slot).batch_size)
 
     def _segment(
-        self, slot: int, volume: np.ndarray, axes: tuple[int, ...], notes: list[str]
+        self, slot: int, volume: np.ndarray, transforms: tuple[Transform, ...], notes: list[str]
     ) -> VolumeResult:
-        """``axes``: the run's mirror axes now (a budget may have cut them); each member keeps
-        as many of its own."""
+        """``transforms``: the run's test-time transforms now (a budget may have cut them); each
+        member keeps as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
         fused: Fusion | None = None
-        used: tuple[int, ...] = ()
+        used: tuple[Transform, ...] = ()
         replaced = 0
         for member in self._members:
             worker = member.worker(slot)
-            member_axes = member.tta_axes[: len(axes)]
-            used = max(used, member_axes, key=len)
+            member_tta = member.tta[: len(transforms)]
+            used = max(used, member_tta, key=len)
             finite, replaced = self._finite(member.model, volume, notes)
             prepared = member.model.prepare_volume(finite)
             del finite
             plan = plan_windows(prepared.data.shape, member.patch_size, member.overlap)
-            flips = flip_combinations(member_axes)
             # An ensemble fuses its members' log-odds, and a resampled volume's logits go back
             # to the volume's grid before thresholding; otherwise one model gives its mask.
             direct = len(self._members) == 1 and prepared.resample_back is None
@@ -387,7 +389,7 @@ class Segmenter:
             attempt = _Attempt.starting(worker)
             with _on(worker.device):
                 blended, accumulate = self._blend_with_backoff(
-                    member, attempt, prepared.data, plan, flips, notes, output
+                    member, attempt, prepared.data, plan, member_tta, notes, output
                 )
             if direct:
                 assert blended.mask is not None
@@ -442,7 +444,7 @@ class Segmenter:
         attempt: _Attempt,
         volume: np.ndarray,
         plan: WindowPlan,
-        flips: tuple[tuple[int, ...], ...],
+        transforms: tuple[Transform, ...],
         notes: list[str],
         output: str,
     ) -> tuple[Blended, str]:
@@ -462,7 +464,7 @@ class Segmenter:
                 patch=member.patch_size,
                 overlap=member.overlap,
                 batch_size=attempt.batch_size,
-                flips=flips,
+                transforms=transforms,
                 threshold=self.options.threshold,
                 normalization=model.normalization,
                 accumulate=accumulate,
@@ -717,21 +719,27 @@ class Segmenter:
         self._decide(Decision("batch_size", str(batch), "windows per forward, fixed shape"))
         return batch
 
-    def _choose_tta(self, model: SegmentationModel) -> tuple[int, ...]:
-        """In the order given: a time budget drops axes from the end."""
-        asked = self.options.tta_axes
+    def _choose_tta(
+        self, model: SegmentationModel, patch: tuple[int, int, int]
+    ) -> tuple[Transform, ...]:
+        """In the order given, the identity first: a time budget drops transforms from the end."""
+        asked = self.options.tta
         if asked is None:
-            axes = tuple(dict.fromkeys(model.mirror_axes or ()))
+            transforms = mirror_transforms(model.mirror_axes or ())
             why = (
                 f"auto: the mirror axes model {model.name} was trained with"
                 if model.mirror_axes
                 else f"auto: model {model.name} names no mirror axes"
             )
         else:
-            axes = tuple(dict.fromkeys(asked))
-            why = "asked with tta_axes" if axes else "no mirror axes asked"
-        self._decide(Decision("tta", _axes_text(axes), why))
-        return axes
+            transforms = asked
+            why = "asked with --tta" if len(asked) > 1 else "no test-time transforms asked"
+        try:
+            check_patch(transforms, patch)
+        except ValueError as error:
+            raise OptionError(f"model {model.name}: {error}") from None
+        self._decide(Decision("tta", describe(transforms), why))
+        return transforms
 
     def _decide(self, decision: Decision) -> None:
         member = self._member
@@ -769,10 +777,6 @@ def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def _axes_text(axes: tuple[int, ...]) -> str:
-    return f"axes {axes} ({2 ** len(axes)} passes)" if axes else "off"
-
-
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
@@ -794,7 +798,7 @@ def _volume_result(
     accumulation: str,
     mask: np.ndarray,
     probability: np.ndarray | None,
-    axes: tuple[int, ...],
+    transforms: tuple[Transform, ...],
     notes: list[str],
     start: float,
     replaced: int,
@@ -807,7 +811,7 @@ def _volume_result(
         device=str(attempt.device),
         precision=attempt.forward.precision,
         compiled=attempt.forward.compiled,
-        tta_axes=axes,
+        tta=transforms,
         notes=notes,
         batch_size=attempt.batch_size,
         accumulation=accumulation,
