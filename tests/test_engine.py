@@ -578,7 +578,7 @@ def test_a_budget_without_tta_to_cut_says_so_and_warns_once_when_over(
     segmenter = Segmenter(simulated, small_options(time_budget=3600.0))
     list(segmenter.segment_many([("a", volume((12, 12, 12)))]))
     (decision,) = [d for d in segmenter.decisions if d.name == "time_budget"]
-    assert decision.value == "3600 s, warning only" and "no mirror TTA to cut" in decision.reason
+    assert decision.value == "3600 s, warning only" and "no TTA to cut" in decision.reason
 
 
 # --- windows too big for any memory, and models that return probabilities -------------------

@@ -454,7 +454,7 @@ def test_predict_runs_an_nnunet_folder_from_the_command_line(tmp_path) -> None:
         assert len(archive.namelist()) == 2
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     decisions = {d["name"]: d for d in metrics["run"]["decisions"]}
-    assert decisions["tta"]["value"] == "axes (0, 1, 2) (8 passes)"
+    assert decisions["tta"]["value"] == "mirror8 (8 passes)"
     assert decisions["normalization"]["value"].startswith("ZScoreNormalization")
     assert metrics["run"]["options"]["nnunet"] == {
         "folds": ["0", "1"],

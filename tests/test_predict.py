@@ -26,6 +26,7 @@ from PIL import Image
 import runtime.volumes.tiff
 from runtime.contract.errors import InputError, OutputError, SubmissionError
 from runtime.contract.settings import RunRequest
+from runtime.contract.tta import IDENTITY, PRESETS
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
 from runtime.pipeline import predict
@@ -500,7 +501,7 @@ def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> N
     assert "Traceback" not in completed.stderr
 
     bad = _cli(str(root), "--tta", "0,5")
-    assert bad.returncode == 2 and "axes are 0, 1 or 2" in bad.stderr
+    assert bad.returncode == 2 and "mirror axes must be distinct among 0, 1, 2" in bad.stderr
 
 
 def test_predict_without_imagecodecs_reads_the_lzw_inputs_with_pillow(
@@ -571,11 +572,12 @@ def test_command_line_values_parse_into_engine_options() -> None:
             "0.7,0.3",
         ]
     )
-    assert args.patch_size == (96, 96, 96) and args.tta == (0, 1, 2)
+    assert args.patch_size == (96, 96, 96) and args.tta == PRESETS["mirror8"]
     assert args.time_budget == 5400.0 and args.compile is False
     assert args.models == ["a", "b"] and args.ensemble_weights == [0.7, 0.3]
     assert parser.parse_args(["in", "--patch-size", "64,128,128"]).patch_size == (64, 128, 128)
-    assert parser.parse_args(["in", "--tta", "none"]).tta == ()
+    assert parser.parse_args(["in", "--tta", "none"]).tta == (IDENTITY,)
+    assert parser.parse_args(["in", "--tta", "rot7"]).tta == PRESETS["rot7"]
     assert parser.parse_args(["in", "--time-budget", "90"]).time_budget == 90.0
     for bad in (
         ["--patch-size", "1,2"],
@@ -884,7 +886,7 @@ def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
     log = _Lines()
     predict(root, tmp_path / "submission.zip", options, log=log)
     warnings = [line for line in log.lines if line.startswith("warning: time budget: ")]
-    assert len(warnings) == 1 and "there is no mirror TTA to cut" in warnings[0]
+    assert len(warnings) == 1 and "there is no TTA to cut" in warnings[0]
     used = float(warnings[0].split("time budget: ")[1].split(" s used")[0])
     assert used >= 2  # the 2 s of loading (and the warm-ups) are in the count
     decisions = _metrics(tmp_path / "metrics.json")["run"]["decisions"]

@@ -162,7 +162,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         type=_duration,
         metavar="T",
         help="time for the whole run from its start (model loading and zipping included), e.g. "
-        "8h, 90m or 3600 (seconds); mirror TTA is reduced to fit it, else a warning",
+        "8h, 90m or 3600 (seconds); TTA transforms are dropped to fit it, else a warning",
     )
 
     post = parser.add_argument_group(

@@ -5,7 +5,7 @@ forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inferenc
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
 CPU; that back-off is the volume's own, and the next volume starts again from the probed settings
 on its device. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in
-input order, and reduces mirror TTA when the measured pace would overrun the time budget.
+input order, and reduces test-time augmentation when the measured pace would overrun the time budget.
 
 Non-finite numbers: NaN and inf input voxels are replaced by the model's normalization mean (what
 the model reads as "no information"), counted, and noted on the volume; non-finite model outputs
@@ -322,11 +322,11 @@ class Segmenter:
                 reason = "the number of volumes is unknown"
                 self._decide(Decision("time_budget", "inactive", reason))
             elif len(self.tta) > 1:
-                reason = "mirror TTA is cut for the remaining volumes if the pace would overrun"
+                reason = "TTA transforms are cut for the remaining volumes if the pace would overrun"
                 self._decide(Decision("time_budget", seconds, reason))
             else:
                 reason = (
-                    "no mirror TTA to cut (--tta): the budget can only warn when the run is "
+                    "no TTA to cut (--tta): the budget can only warn when the run is "
                     "predicted to overrun it"
                 )
                 self._decide(Decision("time_budget", f"{seconds}, warning only", reason))
