@@ -322,7 +322,9 @@ class Segmenter:
                 reason = "the number of volumes is unknown"
                 self._decide(Decision("time_budget", "inactive", reason))
             elif len(self.tta) > 1:
-                reason = "TTA transforms are cut for the remaining volumes if the pace would overrun"
+                reason = (
+                    "TTA transforms are cut for the remaining volumes if the pace would overrun"
+                )
                 self._decide(Decision("time_budget", seconds, reason))
             else:
                 reason = (
