@@ -353,7 +353,10 @@ def build_kaggle_image(
     stamp = image / ".complete"
     python = _python_of(image)
     if not (stamp.exists() and stamp.read_text() == wanted and python.exists()):
-        log(f"building the simulated Kaggle image in {image} ({torch_source}, once)")
+        log(
+            f"building the simulated Kaggle image once, in {image}: {torch_source} and "
+            f"{', '.join(packages) or 'nothing else'} (about a minute; pip's progress follows)"
+        )
         # No pip or setuptools of its own: a second setuptools on the kernels' sys.path confuses
         # distutils, which torch.compile's C++ toolchain imports. The host's pip installs into it.
         run([str(host_python), "-m", "venv", "--clear", "--without-pip", str(image)])
@@ -368,7 +371,8 @@ def build_kaggle_image(
             if os.environ.get(TORCH_INDEX_VARIABLE):
                 extra = ["--extra-index-url", os.environ[TORCH_INDEX_VARIABLE]]
         if requirements:
-            run([str(host_python), "-m", "pip", "--python", str(python), "install", "-q",
+            # Not -q: torch alone is hundreds of MB, and a minute of silence looks like a hang.
+            run([str(host_python), "-m", "pip", "--python", str(python), "install",
                  *extra, *requirements])  # fmt: skip
         stamp.write_text(wanted)
     output = subprocess.run(

@@ -7,14 +7,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from bundler.commands import COMMANDS, EXIT_ERROR
+from bundler.commands import COMMANDS, EXIT_ERROR, missing_extra_message
 from runtime import __version__
+from runtime.commands.parsing import HelpfulParser
 from runtime.contract.errors import KaggleOfflineError
 
 
 def _build_parser(chosen: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The parser, and the chosen command's own (``build`` parses its arguments intermixed)."""
-    parser = argparse.ArgumentParser(
+    parser = HelpfulParser(
         prog="python -m bundler",
         description="Vendor a hash-locked wheelhouse dataset for an offline Kaggle kernel.",
     )
@@ -34,6 +35,18 @@ def _build_parser(chosen: str | None) -> tuple[argparse.ArgumentParser, argparse
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as error:
+        # A bundler without its extras (even for --help): one line with the command, no traceback.
+        message = missing_extra_message(error.name)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _main(argv: list[str]) -> int:
     # The command is the first word that is not an option (the only options before it are -h and
     # --version): a requirement or a title named like a command does not count.
     first = next((arg for arg in argv if not arg.startswith("-")), None)

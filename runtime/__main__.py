@@ -9,11 +9,12 @@ from collections.abc import Sequence
 
 from runtime import __version__
 from runtime.commands import COMMANDS
+from runtime.commands.parsing import HelpfulParser
 from runtime.contract.errors import KaggleOfflineError
 
 
 def _build_parser(chosen: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = HelpfulParser(
         prog="python -m runtime",
         description="kaggle-offline in the kernel: offline installs, segmentation, submissions.",
     )

@@ -162,6 +162,13 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
     assert completed.stderr.startswith("error: unknown target profile 'kaggle-py27'")
     assert len(completed.stderr.strip().splitlines()) == 1
     completed = _cli("verify", str(tmp_path / "nothing"))
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        f"error: {tmp_path / 'nothing'} does not exist: give the wheelhouse folder that "
+        "python -m bundler build -o DIR wrote\n"
+    )
+    (tmp_path / "empty").mkdir()
+    completed = _cli("verify", str(tmp_path / "empty"))
     assert completed.returncode == 1
     assert "manifest not found" in completed.stdout
 
@@ -271,6 +278,9 @@ def test_a_bad_output_path_is_a_one_line_error(tmp_path: Path) -> None:
 def test_build_refuses_a_folder_that_would_exceed_fifty_top_level_files(tmp_path: Path) -> None:
     house = tmp_path / "house"
     house.mkdir()
+    # A folder a build wrote (any other non-empty folder is refused before counting).
+    (house / "manifest.json").write_text('{"wheels": []}')
+    (house / "dataset-metadata.json").write_text('{"id": "tester/ko-wheels"}')
     for number in range(46):
         (house / f"note-{number}.txt").write_text("x")
     with pytest.raises(BundlerError, match=r"holds 46 other top-level files, 51 with"):

@@ -207,3 +207,14 @@ def test_a_missing_self_wheel_is_refused_before_resolving(tmp_path: Path) -> Non
             dataset_id="tester/ko-wheels",
         )  # fmt: skip
     assert not (tmp_path / "cache" / "plans").exists()
+
+
+def test_a_checkout_is_recognised_as_the_source_of_the_own_wheel() -> None:
+    """From a clone (editable install or PYTHONPATH) the own wheel is built from the checkout.
+
+    A bundler module moved one folder deeper once made this None, and a fresh clone's
+    `nox -s kaggle` then failed: an editable install has no files in its RECORD to rebuild from.
+    """
+    from bundler.wheelhouse.self_wheel import project_root
+
+    assert project_root() == Path(__file__).resolve().parents[1]

@@ -149,9 +149,10 @@ def test_doctor_checks_what_predict_needs_and_exits_by_its_findings(
     assert result.returncode == 1, result.stderr
     found = json.loads(result.stdout)
     assert found["ok"] is False
-    assert "predict: numpy not installed: pip install 'kaggle-offline[predict]'" in " ".join(
-        found["problems"]
-    )
+    # Outside a clone: the exact pip command, and bootstrap.py for a kernel.
+    problems = " ".join(found["problems"])
+    assert "predict: numpy not installed: python -m pip install 'numpy>=1.26'" in problems
+    assert "bootstrap.py" in problems
     assert any(p.startswith("predict: torch not installed") for p in found["problems"])
     assert any(n.startswith("predict: imagecodecs not installed") for n in found["notes"])
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import noxfile
+from tests.support.packages import make_wheel
 from tests.support.venvs import Venv, copy_venv, run_checked, session_template
 
 
@@ -71,3 +72,24 @@ def test_the_image_built_by_a_venv_python_has_that_venvs_torch(
         == paths
     )
     assert logged == []
+
+
+def test_the_image_install_shows_pips_progress(host_with_torch: Venv, tmp_path: Path) -> None:
+    """The image's packages install with pip's own output, not a minute of `pip -q` silence."""
+    links = tmp_path / "links"
+    make_wheel(links, "ko-image-package", "1.0")
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links)}
+    said: list[str] = []
+    logged: list[str] = []
+
+    def run(argv: list[str]) -> None:
+        result = run_checked(argv, env=env)
+        said.append(result.stdout)
+
+    noxfile.build_kaggle_image(
+        tmp_path / "image", host_with_torch.python, run=run, log=logged.append,
+        packages=("ko-image-package",),
+    )  # fmt: skip
+
+    assert "ko-image-package" in logged[0] and "pip's progress follows" in logged[0]
+    assert "Successfully installed ko-image-package-1.0" in "".join(said)

@@ -18,6 +18,7 @@ from bundler.errors import BundlerError
 from bundler.kaggle import notebook_inputs
 from bundler.kaggle.kernel import KernelRequest, metadata_problems, write_kernel
 from bundler.kaggle.notebook import INPUT_ROOT_VARIABLE, WORKING_DIR_VARIABLE
+from runtime.installer import mounts
 from tests.support.netns import offline, require_netns
 from tests.support.notebooks import code_cells
 from tests.support.wheelhouses import kernel_profile, write_wheelhouse
@@ -254,7 +255,17 @@ def test_the_notebook_is_valid_nbformat_4_without_outputs_or_mount_paths(tmp_pat
     nbformat.validate(notebook)
     assert notebook.nbformat == 4
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert len(code) == 6
+    assert len(code) == 7
+    # A markdown cell per step, saying what it does and (but for the settings) what to do when
+    # it fails; every code cell short enough to read; nothing about how this project tests it.
+    steps = [c.source for c in notebook.cells if c.cell_type == "markdown"][1:]
+    assert [s.splitlines()[0] for s in steps] == [
+        "## 1. Settings", "## 2. Install from the wheelhouse, offline", "## 3. Check the kernel",
+        "## 4. Find the competition and the models", "## 5. Predict", "## 6. Check submission.zip",
+    ]  # fmt: skip
+    assert all("**If it fails**" in step for step in steps[1:])
+    assert max(len(cell.source.splitlines()) for cell in code) <= 35
+    assert "noxfile" not in text and "simulation" not in text
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
     sources = "\n".join(cell.source for cell in code)
     # No input is hard-coded: /kaggle/input appears only as the root that is searched.
@@ -304,19 +315,31 @@ def test_the_finder_locates_every_input_in_both_layouts(tmp_path: Path, layout: 
     assert notebook_inputs.wheelhouse_bootstrap(root, "alice/kaggle-offline-wheels") == (
         places["wheelhouse"] / "bootstrap.py"
     )
-    assert notebook_inputs.competition_root(root, COMPETITION) == places["competition"]
-    assert notebook_inputs.model_path(root, "model", MODEL_SOURCE) == places["model"]
+    assert mounts.competition_root(root, COMPETITION) == places["competition"]
+    assert mounts.model_path(root, "model", MODEL_SOURCE) == places["model"]
     with pytest.raises(FileNotFoundError, match=r"dataset alice/other-weights is not attached"):
-        notebook_inputs.dataset_mount(root, "alice/other-weights")
-    with pytest.raises(FileNotFoundError, match="holds no bootstrap.py beside a manifest.json"):
+        mounts.dataset_mount(root, "alice/other-weights")
+    with pytest.raises(FileNotFoundError, match="not attached: no bootstrap.py beside a manifest"):
         (places["wheelhouse"] / "manifest.json").unlink()
         notebook_inputs.wheelhouse_bootstrap(root, "alice/kaggle-offline-wheels")
+
+
+def test_the_wheelhouse_search_finds_a_wheelhouse_folder_inside_its_dataset(
+    tmp_path: Path,
+) -> None:
+    inner = tmp_path / "datasets" / "alice" / "kaggle-offline-wheels" / "wheelhouse"
+    inner.mkdir(parents=True)
+    for name in ("bootstrap.py", "manifest.json"):
+        (inner / name).write_text("")
+    assert notebook_inputs.wheelhouse_bootstrap(tmp_path, "alice/kaggle-offline-wheels") == (
+        inner / "bootstrap.py"
+    )
 
 
 def test_the_finder_never_lists_data_folders(tmp_path: Path) -> None:
     images = tmp_path / "competitions" / COMPETITION / "test_images"
     (images / "deep" / "demo-unet" / "pytorch" / "default" / "1").mkdir(parents=True)
-    seen = [folder for folder, _ in notebook_inputs.input_folders(tmp_path)]
+    seen = [folder for folder, _ in mounts.input_folders(tmp_path)]
     assert images.parent in seen and not any(
         images in folder.parents or folder == images for folder in seen
     )
@@ -336,7 +359,13 @@ def test_the_notebook_locates_its_inputs_in_both_layouts(tmp_path: Path, layout:
     (places["model"] / "model.pt2").write_bytes(b"")
     result = write_kernel(tmp_path / "kernel", _request())
     env = {**os.environ, INPUT_ROOT_VARIABLE: str(root), WORKING_DIR_VARIABLE: str(tmp_path)}
-    cells = code_cells(json.loads(result.notebook.read_text()))[:3]
+    cells = code_cells(json.loads(result.notebook.read_text()))
+    # The settings, the wheelhouse search and the locating cell (the install is left out here).
+    cells = [
+        *cells[:2],
+        "print(f'wheelhouse   {wheelhouse_bootstrap(INPUT_ROOT, WHEELHOUSE).parent}')",
+        cells[4],
+    ]
     completed = subprocess.run(
         [sys.executable, "-c", "import sys; from tests.support.notebooks import run_cells; "
          "run_cells(sys.argv[1:])", *cells],
@@ -388,7 +417,7 @@ def test_the_notebook_runs_in_a_simulated_offline_kernel(
     assert f"{working / 'submission.zip'}: valid, 2 masks" in out
     metrics = json.loads((working / "metrics.json").read_text())
     assert metrics["run"]["options"]["postprocess"]["min_component_voxels"] == 4
-    assert len(code_cells(json.loads(result.notebook.read_text()))) == 6
+    assert len(code_cells(json.loads(result.notebook.read_text()))) == 7
 
 
 def test_predict_itself_refuses_weights_that_do_not_match_its_models(
@@ -412,3 +441,14 @@ def test_settings_hold_the_options_exactly_whatever_their_characters(tmp_path: P
     assert namespace["PREDICT_OPTIONS"] == options
     assert namespace["MODELS"] == [["model", MODEL_SOURCE, ""]]
     assert namespace["METRICS"] == Path("/kaggle/working/runs/m.json")
+
+
+def test_generated_with_names_the_output_folder_not_this_machines_path(tmp_path: Path) -> None:
+    out = tmp_path / "build" / ".nox" / "kernel"
+    completed = _cli("kernel", "-o", str(out), *BASE, "--model-source", MODEL_SOURCE)
+    assert completed.returncode == 0, completed.stderr
+    text = next(out.glob("*.ipynb")).read_text()
+    assert str(tmp_path) not in text
+    assert (
+        "Generated with `python -m bundler kernel -o kernel --id alice/offline-submission" in text
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bundler.commands.model import kernel_handoff
 from bundler.errors import BundlerError
-from bundler.kaggle.model_upload import prepare_model
+from bundler.kaggle.model_upload import MODEL_CHECK_INSTALL, prepare_model
 from runtime.inference.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +102,9 @@ def test_a_second_upload_is_a_new_version_and_keeps_the_model_card(
     )
     assert upload.kernel_option == "--model-source alice/tiny-unet/pyTorch/default/VERSION"
     assert json.loads(card.read_text())["title"] == "My edited card"
-    assert (out / "notes.txt").is_file()
+    assert (out / "notes.txt").is_file() and not upload.unchanged
+    # Nothing changed since: nothing to upload.
+    assert prepare_model(good_model, out, model_id="alice/tiny-unet").unchanged
     # Another model into the same folder: a new model, with a card of its own.
     other = prepare_model(good_model, out, model_id="alice/other-unet")
     assert not other.update and other.commands[0] == f"kaggle models create -p {out}"
@@ -169,3 +175,55 @@ def test_in_place_writes_only_the_metadata(good_model: Path) -> None:
     upload = prepare_model(good_model, good_model, model_id="alice/tiny-unet")
     assert (good_model / "model-instance-metadata.json").is_file()
     assert upload.files == ["__pycache__/x.pyc", "config.json", "model.pt"]
+
+
+def test_an_unchanged_model_says_there_is_nothing_to_upload(
+    tmp_path: Path, good_model: Path
+) -> None:
+    out = tmp_path / "upload"
+    args = (str(good_model), "-o", str(out), "--id", "alice/tiny-unet", "-q")
+    assert _cli(*args).returncode == 0
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "next: " not in again.stdout
+    assert f"nothing to upload: {out} holds the same files as before this run" in again.stdout
+
+
+def test_the_hand_off_to_kernel_fills_what_is_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner, a notebook id and title from the model's, the wheelhouse built beside it."""
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    (house / "manifest.json").write_text(
+        json.dumps({"wheels": [{"name": "a", "version": "1", "sha256": "0" * 64}]})
+    )
+    (house / "dataset-metadata.json").write_text(json.dumps({"id": "alice/vesuvius-wheels"}))
+    monkeypatch.chdir(tmp_path)
+    option = "--model-source alice/vesuvius-unet/pyTorch/default/1"
+
+    command = kernel_handoff("alice/vesuvius-unet", option, tmp_path / "model-upload")
+
+    assert command == (
+        "python -m bundler kernel -o kernel --id alice/vesuvius-unet-submission "
+        "--title 'vesuvius unet submission' --wheelhouse alice/vesuvius-wheels "
+        "--competition vesuvius-challenge-surface-detection " + option
+    )
+    # It runs as printed: the kernel command accepts it (a title whose slug is the id's).
+    completed = subprocess.run(
+        [sys.executable, "-m", *shlex.split(command)[2:]], capture_output=True, text=True,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0 and "warning" not in completed.stderr, completed.stderr
+    # No wheelhouse beside it: only that stays a placeholder.
+    shutil.rmtree(house)
+    assert "--wheelhouse alice/WHEELHOUSE " in kernel_handoff(
+        "alice/vesuvius-unet", option, tmp_path / "model-upload"
+    )
+
+
+def test_the_missing_torch_message_is_the_guides_command() -> None:
+    """README.md's step 4 installs exactly what the model check's error asks for."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    step = readme.split("### 4.", 1)[1].split("### 5.", 1)[0]
+    assert MODEL_CHECK_INSTALL in step

@@ -145,5 +145,6 @@ def test_sample_without_numpy_says_which_extra_it_needs(
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (
         "error: `runtime sample` needs numpy, which is not installed in this environment: "
-        "pip install 'kaggle-offline[predict]' (or pip install numpy)\n"
+        "python -m pip install 'numpy>=1.26'; in a Kaggle kernel the image has it: run the "
+        "attached wheelhouse's bootstrap.py first, then python -m runtime doctor\n"
     )

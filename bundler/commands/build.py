@@ -70,6 +70,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--find-links", action="append", default=[], metavar="URL")
     parser.add_argument("--dataset-id", metavar="OWNER/SLUG", help="Kaggle dataset id")
     parser.add_argument("--title", help="Kaggle dataset title (6-50 characters)")
+    parser.add_argument(
+        "--license",
+        metavar="NAME",
+        help="the dataset's licence as Kaggle names it, e.g. CC0-1.0, CC-BY-4.0, apache-2.0, "
+        "other (default: the last build's, else CC0-1.0)",
+    )
     self_group = parser.add_mutually_exclusive_group()
     self_group.add_argument(
         "--self-wheel",
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         find_links=args.find_links,
         dataset_id=args.dataset_id,
         title=args.title,
+        licence=args.license,
         include_self=include_self,
         cache_dir=args.cache_dir,
         refresh=args.refresh,
@@ -164,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return EXIT_PROBLEMS
     dataset_id = result.dataset_id
-    print(f"next: {upload_command(result.output_dir, dataset_id, previous, changes)}")
+    upload = upload_command(
+        result.output_dir, dataset_id, previous, changes, unchanged=result.unchanged
+    )
+    print(upload if result.unchanged else f"next: {upload}")
     owner = dataset_id.partition("/")[0]
     print(f"then: python -m bundler model MODEL_PATH -o model-upload --id {owner}/MODEL "
           "--framework pyTorch --variation default")  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.kaggle import refs
+from runtime.commands.parsing import add_option_hint
 
 _USAGE_EXAMPLE = (
     "example: python -m bundler kernel -o kernel --id alice/vesuvius-offline "
@@ -41,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _USAGE_EXAMPLE
     _add_kernel_arguments(parser)
     add_predict_options(parser, model_option=False)
+    add_option_hint(
+        parser,
+        "--model",
+        "a kernel's models are Kaggle inputs, not paths: --model-source "
+        "OWNER/MODEL/FRAMEWORK/VARIATION/VERSION (python -m bundler model prints it) or "
+        "--model-dataset OWNER/DATASET[/PATH]",
+    )
 
 
 def _add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +130,22 @@ def predict_tokens(argv: Sequence[str]) -> list[str]:
     return extras
 
 
+def shown_command(argv: Sequence[str]) -> list[str]:
+    """``argv`` for the notebook to show: the output folder by its name, not this machine's path."""
+    shown, output_next = [], False
+    for token in argv:
+        if output_next:
+            token, output_next = Path(token).name or token, False
+        elif token in ("-o", "--output"):
+            output_next = True
+        elif token.startswith("--output="):
+            token = "--output=" + (Path(token.partition("=")[2]).name)
+        elif token.startswith("-o") and len(token) > 2 and not token.startswith("--"):
+            token = "-o" + Path(token[2:]).name
+        shown.append(token)
+    return shown
+
+
 def run(args: argparse.Namespace) -> int:
     from bundler.kaggle.kernel import KernelRequest, write_kernel
 
@@ -138,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
         docker_image_pinning=args.docker_image_pinning,
     )
     command = "python -m bundler " + shlex.join(
-        args.argv[args.argv.index("kernel") :] if "kernel" in args.argv else args.argv
+        shown_command(
+            args.argv[args.argv.index("kernel") :] if "kernel" in args.argv else args.argv
+        )
     )
     result = write_kernel(args.output, request, command=command)
     meta = result.metadata

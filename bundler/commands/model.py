@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -79,11 +80,51 @@ def run(args: argparse.Namespace) -> int:
           + ", ".join(upload.files[:8]) + (" ..." if len(upload.files) > 8 else ""))  # fmt: skip
     for note in upload.notes:
         print(f"note: {note}")
-    for command in upload.commands:
-        print(f"next: {command}")
+    if upload.unchanged:
+        print(
+            f"nothing to upload: {upload.folder} holds the same files as before this run (if "
+            f"they never reached Kaggle: {' && '.join(upload.commands)})"
+        )
+    else:
+        for command in upload.commands:
+            print(f"next: {command}")
     print(f"kernel: {upload.kernel_option}")
-    print(
-        "then: python -m bundler kernel -o kernel --id OWNER/NOTEBOOK --title TITLE "
-        f"--wheelhouse OWNER/WHEELHOUSE --competition COMPETITION {upload.kernel_option}"
-    )
+    print(f"then: {kernel_handoff(args.model_id, upload.kernel_option, args.output)}")
     return 0
+
+
+# The competition this project's predict is made for (its kernels are written for it).
+COMPETITION = "vesuvius-challenge-surface-detection"
+
+
+def kernel_handoff(model_id: str, model_option: str, output: Path) -> str:
+    """The `bundler kernel` command for this model, with what is known filled in: the owner, a
+    notebook id and title made from the model's, a wheelhouse built beside it, the competition."""
+    from bundler.kaggle.refs import slugify
+
+    owner, _, slug = model_id.partition("/")
+    notebook = slugify(f"{slug}-submission")[:50].strip("-")
+    title = notebook.replace("-", " ")
+    wheelhouse = _wheelhouse_near(Path.cwd(), output.resolve().parent) or f"{owner}/WHEELHOUSE"
+    return shlex.join(
+        ["python", "-m", "bundler", "kernel", "-o", "kernel", "--id", f"{owner}/{notebook}",
+         "--title", title, "--wheelhouse", wheelhouse, "--competition", COMPETITION,
+         *model_option.split()]
+    )  # fmt: skip
+
+
+def _wheelhouse_near(*places: Path) -> str | None:
+    """The dataset id of the one wheelhouse built in a folder of ``places`` (e.g. ./wheelhouse)."""
+    from bundler.wheelhouse.updates import previous_build
+
+    found = set()
+    for place in dict.fromkeys(places):
+        try:
+            folders = [p for p in place.iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        for folder in folders:
+            previous = previous_build(folder)
+            if previous is not None and previous.dataset_id and previous.hashes:
+                found.add(previous.dataset_id)
+    return found.pop() if len(found) == 1 else None

@@ -17,8 +17,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bundler.errors import BundlerError
     from bundler.wheelhouse.verification import verify
 
+    if not args.wheelhouse.is_dir():
+        state = "is not a folder" if args.wheelhouse.exists() else "does not exist"
+        raise BundlerError(
+            f"{args.wheelhouse} {state}: give the wheelhouse folder that "
+            "python -m bundler build -o DIR wrote"
+        )
     problems = verify(args.wheelhouse, args.target)
     for problem in problems:
         print(problem)

@@ -20,7 +20,15 @@ from bundler.kaggle.refs import OWNER, SLUG, slugify
 FILENAME = "dataset-metadata.json"
 PLACEHOLDER_OWNER = "INSERT_OWNER"
 MAX_TOP_LEVEL_FILES = 50
-_LICENCE = "CC0-1.0"
+DEFAULT_LICENCE = "CC0-1.0"
+# The names `kaggle datasets create` accepts (the kaggle CLI's docs/datasets_metadata.md).
+LICENCES = (
+    "CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0",
+    "DbCL-1.0", "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL",
+    "CC-BY-3.0", "CC-BY-3.0-IGO", "US-Government-Works", "CC-BY-NC-SA-3.0-IGO",
+    "CDLA-Permissive-1.0", "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0",
+    "LGPL-3.0", "AGPL-3.0", "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0",
+)  # fmt: skip
 
 
 def default_slug(profile_name: str) -> str:
@@ -33,16 +41,20 @@ def default_title(profile_name: str) -> str:
 
 
 def dataset_metadata(
-    profile_name: str, dataset_id: str | None, title: str | None, summary: str
+    profile_name: str,
+    dataset_id: str | None,
+    title: str | None,
+    summary: str,
+    licence: str = DEFAULT_LICENCE,
 ) -> dict[str, Any]:
-    """The metadata for a wheelhouse; a bad ``dataset_id`` or ``title`` is refused here."""
+    """The metadata for a wheelhouse; a bad ``dataset_id``, ``title`` or licence is refused here."""
     if dataset_id is None:
         owner = os.environ.get("KAGGLE_USERNAME") or PLACEHOLDER_OWNER
         dataset_id = f"{owner}/{default_slug(profile_name)}"
     data = {
         "title": title if title is not None else default_title(profile_name),
         "id": dataset_id,
-        "licenses": [{"name": _LICENCE}],
+        "licenses": [{"name": licence}],
         "subtitle": "Offline wheels for a Kaggle kernel, made by kaggle-offline",
         "description": summary,
         "keywords": ["python", "wheels", "offline"],
@@ -53,13 +65,15 @@ def dataset_metadata(
     return data
 
 
-def check_id_and_title(profile_name: str, dataset_id: str | None, title: str | None) -> None:
+def check_id_and_title(
+    profile_name: str, dataset_id: str | None, title: str | None, licence: str = DEFAULT_LICENCE
+) -> None:
     """Refuse a bad ``dataset_id`` or ``title`` now, before a build spends time resolving.
 
     The same rules as :func:`dataset_metadata`, which needs the finished wheel list only for the
     description, a field with no rule to break.
     """
-    dataset_metadata(profile_name, dataset_id, title, summary="")
+    dataset_metadata(profile_name, dataset_id, title, summary="", licence=licence)
 
 
 def metadata_problems(data: Mapping[str, Any]) -> list[str]:
@@ -85,8 +99,20 @@ def metadata_problems(data: Mapping[str, Any]) -> list[str]:
             "the kaggle CLI requires (--dataset-id)"
         )
     licences = data.get("licenses")
-    if not isinstance(licences, list) or len(licences) != 1 or "name" not in licences[0]:
-        problems.append(f"{FILENAME}: needs exactly one licence, e.g. [{{'name': '{_LICENCE}'}}]")
+    if (
+        not isinstance(licences, list)
+        or len(licences) != 1
+        or not isinstance(licences[0], dict)
+        or "name" not in licences[0]
+    ):
+        problems.append(
+            f"{FILENAME}: needs exactly one licence, e.g. [{{'name': '{DEFAULT_LICENCE}'}}]"
+        )
+    elif licences[0]["name"] not in LICENCES:
+        problems.append(
+            f"{FILENAME}: licence {licences[0]['name']!r} is not one Kaggle accepts (--license): "
+            + ", ".join(LICENCES)
+        )
     return problems
 
 

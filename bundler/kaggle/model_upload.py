@@ -16,6 +16,7 @@ exactly the model's files.
 
 from __future__ import annotations
 
+import filecmp
 import shlex
 import shutil
 import tempfile
@@ -60,6 +61,10 @@ MODEL_LICENCES = (
 _SKIPPED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints"})
 
 
+# The command README.md's step 4 shows, kept equal by tests/test_model_upload.py.
+MODEL_CHECK_INSTALL = "python -m pip install numpy torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu"
+
+
 @dataclass(frozen=True)
 class ModelCheck:
     """What the CPU check saw: the model loads and segments one window of this shape."""
@@ -80,6 +85,7 @@ class ModelUpload:
     commands: list[str]  # the upload, in order
     notes: list[str] = field(default_factory=list)
     update: bool = False  # the folder held an earlier upload of the same id
+    unchanged: bool = False  # ... with the very same files: there is nothing to upload
 
 
 def check_model(
@@ -96,8 +102,8 @@ def check_model(
         from runtime.pipeline.models import load_model
     except ImportError as error:
         raise BundlerError(
-            f"checking a model needs torch and numpy here ({error}); install them, e.g. "
-            "pip install torch==2.13.0 numpy"
+            f"checking a model runs it, so it needs torch and numpy here ({error}); install "
+            f"them (the CPU build of torch is enough): {MODEL_CHECK_INSTALL}"
         ) from None
     say = log or (lambda line: None)
     label = shown or Path(path)
@@ -205,6 +211,7 @@ def prepare_model(
                 previous.get(key) == instance[key]
                 for key in ("ownerSlug", "modelSlug", "instanceSlug", "framework")
             )
+        unchanged = update and not in_place and _same_files(output, staged)
         if not in_place:
             _replace(output, staged)
     finally:
@@ -246,7 +253,19 @@ def prepare_model(
             ]
             option = f"--model-source {instance_ref}/1"
             notes.append(f"skip `kaggle models create` if the model {owned} exists already")
-    return ModelUpload(output, check, files, size, option, commands, notes, update)
+    return ModelUpload(output, check, files, size, option, commands, notes, update, unchanged)
+
+
+def _same_files(one: Path, other: Path) -> bool:
+    """Whether two folders hold the same files with the same bytes."""
+
+    def listing(root: Path) -> list[str]:
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    names = listing(one)
+    return names == listing(other) and all(
+        filecmp.cmp(one / name, other / name, shallow=False) for name in names
+    )
 
 
 def _source(path: Path) -> Path:

@@ -1,12 +1,15 @@
 """The submission notebook: install from the wheelhouse, predict, validate; written with nbformat.
 
-Its cells, in order: the settings (the only values that came from the command line), the input
-finder copied verbatim from :mod:`bundler.kaggle.notebook_inputs`, locating every input, the offline
-install (the wheelhouse's own ``bootstrap.py``) and the doctor's summary, predict, and an
-independent check of ``submission.zip`` against the test set with the timings. Every code cell
-is plain Python (no ``!`` or ``%`` magics), so the same code runs in Jupyter and, for the
-simulation in ``noxfile.py``, cell by cell in a bare interpreter. No outputs, deterministic cell
-ids: generating twice gives the same file.
+One markdown cell per step says what the step does and what to do when it fails; its code cells
+stay short. 1: the settings (the only values that came from the command line). 2: the search for
+the wheelhouse's ``bootstrap.py`` (copied verbatim from :mod:`bundler.kaggle.notebook_inputs`,
+standard library, the one piece of logic that must live in the notebook since nothing is installed
+yet), then the offline install. 3: the doctor. 4: locating the competition and each model
+(:mod:`runtime.installer.mounts`, which the wheelhouse installed). 5: predict. 6: the independent
+check of ``submission.zip`` (:mod:`runtime.volumes.submission_report`) and the timings. Every
+code cell is plain Python (no ``!`` or ``%`` magics), so the same code runs in Jupyter and cell by
+cell in a bare interpreter. No outputs, deterministic cell ids: generating twice gives the same
+file.
 """
 
 from __future__ import annotations
@@ -48,15 +51,18 @@ class NotebookPlan:
 def make_notebook(plan: NotebookPlan) -> Any:
     """The notebook for ``plan``, validated against the nbformat v4 schema."""
     nbformat = _nbformat()
-    cells = [
-        nbformat.v4.new_markdown_cell(_introduction(plan)),
-        nbformat.v4.new_code_cell(_settings(plan)),
-        nbformat.v4.new_code_cell(_finder_source()),
-        nbformat.v4.new_code_cell(_LOCATE),
-        nbformat.v4.new_code_cell(_INSTALL),
-        nbformat.v4.new_code_cell(_PREDICT),
-        nbformat.v4.new_code_cell(_SUMMARY),
+    steps = [
+        (_STEP_SETTINGS, [_settings(plan)]),
+        (_STEP_INSTALL, [_finder_source(), _INSTALL]),
+        (_STEP_DOCTOR, [_DOCTOR]),
+        (_STEP_LOCATE, [_LOCATE]),
+        (_STEP_PREDICT, [_PREDICT]),
+        (_STEP_CHECK, [_CHECK]),
     ]
+    cells = [nbformat.v4.new_markdown_cell(_introduction(plan))]
+    for markdown, codes in steps:
+        cells.append(nbformat.v4.new_markdown_cell(markdown))
+        cells += [nbformat.v4.new_code_cell(code) for code in codes]
     for number, cell in enumerate(cells):
         cell.id = f"kaggle-offline-{number}"
     notebook = nbformat.v4.new_notebook(
@@ -102,7 +108,9 @@ def _introduction(plan: NotebookPlan) -> str:
         f"`{plan.wheelhouse}` (internet off), segments the test volumes of `{plan.competition}` "
         "and writes a validated `/kaggle/working/submission.zip`.\n\n"
         f"Models:\n{models}\n\nPredict options: `{options}`\n\n"
-        "Inputs are found by searching `/kaggle/input`, so both of Kaggle's mount layouts work."
+        "Run the cells in order (a pushed version runs them all): each step below says what it "
+        "does and what to do when it fails. Inputs are found under `/kaggle/input` in both of "
+        "Kaggle's mount layouts."
         + (f"\n\nGenerated with `{plan.command}`." if plan.command else "")
     )
 
@@ -126,8 +134,7 @@ WHEELHOUSE = {_literal(plan.wheelhouse)}  # the wheelhouse dataset
 COMPETITION = {_literal(plan.competition)}
 MODELS = {models}  # (kind, Kaggle reference, path inside a dataset)
 PREDICT_OPTIONS = {_literal(list(plan.predict_options))}
-# The simulation in kaggle-offline's noxfile.py points these at its fake tree; on Kaggle they
-# are unset and the real folders are used.
+# Kaggle's folders; the variables move them, to try this notebook on another machine.
 INPUT_ROOT = Path(os.environ.get({_literal(INPUT_ROOT_VARIABLE)}) or "/kaggle/input")
 WORKING = Path(os.environ.get({_literal(WORKING_DIR_VARIABLE)}) or "/kaggle/working")
 SUBMISSION = WORKING / "submission.zip"
@@ -150,28 +157,96 @@ def _finder_source() -> str:
     return source.read_text(encoding="utf-8").rstrip() + "\n"
 
 
-_LOCATE = """\
-# Where Kaggle mounted each input (the search is in the cell above).
-print(f"python {sys.version.split()[0]}; input root {INPUT_ROOT}")
+_STEP_SETTINGS = """\
+## 1. Settings
+
+The wheelhouse, the competition, the models and predict's options this notebook was generated
+with. To change them, generate the notebook again with `python -m bundler kernel` (it checks them
+as predict will) rather than editing this cell."""
+
+_STEP_INSTALL = """\
+## 2. Install from the wheelhouse, offline
+
+Finds the wheelhouse dataset's `bootstrap.py` (the first cell: nothing of kaggle-offline is
+installed yet, so this is the only search the notebook carries) and runs it: it checks every
+wheel's sha256 against the wheelhouse's manifest and installs only what this kernel lacks,
+kaggle-offline itself included, without the network.
+
+**If it fails**: *not attached*: add the wheelhouse dataset as an input of the notebook (it is in
+`kernel-metadata.json`). *built for another Python*: rebuild the wheelhouse with
+`python -m bundler build ... --target` for this kernel (a profile captured with
+`python -m runtime profile`). *sha256 ... does not match*: a wheel changed after the build;
+rebuild and upload the wheelhouse again. Nothing is installed when it fails."""
+
+_STEP_DOCTOR = """\
+## 3. Check the kernel
+
+`runtime doctor` lists the wheelhouses found, what is installed, what predict needs and the GPU.
+It fails when something predict needs is missing.
+
+**If it fails**: the lines marked as problems name the package and how to get it; a package the
+image lacks goes into the wheelhouse (`python -m bundler build NAME`). A GPU that is not listed:
+check the notebook's accelerator (predict runs on the CPU without one)."""
+
+_STEP_LOCATE = """\
+## 4. Find the competition and the models
+
+Locates the competition's data and each model under `/kaggle/input`. A model that is not found
+stops the notebook here, before anything is written: predict never falls back to another model.
+
+**If it fails**: add the input it names (competition, model or dataset) to the notebook; a model's
+version must be one that exists (`kaggle models instances versions list OWNER/MODEL/FRAMEWORK/
+VARIATION`)."""
+
+_STEP_PREDICT = """\
+## 5. Predict
+
+Segments every test volume and writes `/kaggle/working/submission.zip` (validated after writing)
+and `metrics.json` beside it. The log says which device, precision and settings were chosen, and
+why.
+
+**If it fails**: the last lines name the cause. One volume's failure never costs the others (it
+gets an empty mask and a logged error); out of GPU memory falls back step by step; a run that
+would overrun `--time-budget` reduces test-time augmentation."""
+
+_STEP_CHECK = """\
+## 6. Check submission.zip
+
+Reads `submission.zip` back against the test volumes on disk, prints one line per volume from
+`metrics.json` and the timings of the notebook.
+
+**If it fails**: it names each missing or malformed mask; `metrics.json` has each volume's error.
+Do not submit a version whose check failed."""
+
+_INSTALL = """\
+install_started = time.perf_counter()
 BOOTSTRAP = wheelhouse_bootstrap(INPUT_ROOT, WHEELHOUSE)
+print(f"python {sys.version.split()[0]}; input root {INPUT_ROOT}")
+print(f"wheelhouse   {BOOTSTRAP.parent}")
+run(sys.executable, BOOTSTRAP, "--input-root", INPUT_ROOT, cwd=WORKING)
+INSTALL_SECONDS = time.perf_counter() - install_started
+"""
+
+_DOCTOR = """\
+run(sys.executable, "-m", "runtime", "doctor", "--input-root", INPUT_ROOT, cwd=WORKING)
+"""
+
+_LOCATE = """\
+import importlib
+
+importlib.invalidate_caches()  # kaggle-offline was installed after this kernel started
+from runtime.installer.mounts import competition_root, model_path
+
 COMPETITION_ROOT = competition_root(INPUT_ROOT, COMPETITION)
 MODEL_PATHS = [model_path(INPUT_ROOT, kind, ref, inner) for kind, ref, inner in MODELS]
-print(f"wheelhouse   {BOOTSTRAP.parent}")
+if not MODEL_PATHS:  # predict would run its demo model, which is not a real model
+    raise RuntimeError("MODELS is empty: give the notebook a model (python -m bundler kernel)")
 print(f"competition  {COMPETITION_ROOT}")
 for (_, ref, _), path in zip(MODELS, MODEL_PATHS):
     print(f"model        {path}  ({ref})")
 """
 
-_INSTALL = """\
-# Install what this kernel lacks, offline and hash-checked, then show what the kernel has.
-install_started = time.perf_counter()
-run(sys.executable, BOOTSTRAP, "--input-root", INPUT_ROOT, cwd=WORKING)
-run(sys.executable, "-m", "runtime", "doctor", "--input-root", INPUT_ROOT, cwd=WORKING)
-INSTALL_SECONDS = time.perf_counter() - install_started
-"""
-
 _PREDICT = """\
-# Segment every test volume and write submission.zip (validated by predict after writing).
 predict_started = time.perf_counter()
 model_arguments = [argument for path in MODEL_PATHS for argument in ("--model", path)]
 run(
@@ -181,34 +256,11 @@ run(
 PREDICT_SECONDS = time.perf_counter() - predict_started
 """
 
-_SUMMARY = """\
-# Check submission.zip again, independently, against the test volumes on disk; then the timings.
-import importlib
-import json
+_CHECK = """\
+from runtime.volumes.submission_report import submission_report
 
-importlib.invalidate_caches()  # the runtime was installed after this kernel started
-from runtime.contract.errors import VolumeError
-from runtime.volumes.inputs import find_volumes
-from runtime.volumes.submission import validate_submission
-from runtime.volumes.tiff import read_volume_header
-
-expected = {}
-for source in find_volumes(COMPETITION_ROOT).sources:
-    try:
-        expected[source.id] = read_volume_header(source.path).shape if source.path else None
-    except VolumeError as error:
-        print(f"note: {error}")
-expected = {key: shape for key, shape in expected.items() if shape is not None}
-problems = validate_submission(SUBMISSION, expected)
-metrics = json.loads(METRICS.read_text(encoding="utf-8"))
-for volume in metrics["volumes"]:
-    shape = "x".join(map(str, volume.get("shape") or [])) or "?"
-    print(f"{volume['id']:>12} {shape:>13} {volume['status']:>9}  infer {volume['infer_seconds']:.1f}s"
-          f"  {volume.get('device') or ''} {volume.get('precision') or ''}")
-if problems:
-    raise RuntimeError(f"{SUBMISSION} is not a valid submission: " + "; ".join(problems))
-print(f"{SUBMISSION}: valid, {len(expected)} masks, {SUBMISSION.stat().st_size} bytes, "
-      f"sha256 {metrics['run'].get('submission_sha256', '?')[:12]}")
+for line in submission_report(SUBMISSION, COMPETITION_ROOT, METRICS):
+    print(line)
 print(f"seconds: install {INSTALL_SECONDS:.1f}, predict {PREDICT_SECONDS:.1f}, "
       f"notebook {time.perf_counter() - STARTED:.1f}")
 """

@@ -84,8 +84,31 @@ class DatasetPath:
         return f"{self.dataset}/{self.path}" if self.path else str(self.dataset)
 
 
+# https://www.kaggle.com/competitions/<slug>/..., /c/<slug>, /datasets/<owner>/<slug>,
+# /models/<owner>/<model>/<framework>/<variation>/<version>, /code/<owner>/<slug>
+_KAGGLE_URL = re.compile(r"(?:https?://)?(?:www\.)?kaggle\.com/([A-Za-z]+)/?([^?#]*)", re.I)
+
+
+def _refuse_url(text: str, option: str) -> None:
+    """A Kaggle page's URL where a reference belongs: say which reference to give instead."""
+    match = _KAGGLE_URL.match(text.strip())
+    if not match:
+        return
+    section, parts = match.group(1).lower(), [p for p in match.group(2).split("/") if p]
+    take = {"c": 1, "competitions": 1, "datasets": 2, "code": 2, "models": 5}.get(section, 0)
+    if option == "--model-dataset":
+        take = 2
+    reference = "/".join(parts[:take]) if take and len(parts) >= take else ""
+    instead = f": {option} {reference}" if reference else ""
+    what = "slug" if section in ("c", "competitions") else "reference"
+    raise BundlerError(
+        f"{option} {text!r} is a URL: give the {what}, not the page's address{instead}"
+    )
+
+
 def owned_slug(text: str, option: str, what: str, *, min_slug: int = 3) -> OwnedSlug:
     """``owner/slug`` with a lower-case slug of ``min_slug``-50 characters."""
+    _refuse_url(text, option)
     owner, _, slug = text.partition("/")
     if not owner or not slug or "/" in slug or not OWNER.fullmatch(owner):
         raise BundlerError(f"{option} {text!r}: give OWNER/SLUG, the {what}'s id")
@@ -117,12 +140,14 @@ def kernel_title(title: str, kernel: OwnedSlug) -> list[str]:
 
 
 def competition_slug(text: str) -> str:
+    _refuse_url(text, "--competition")
     _check_slug(text, "--competition", text, min_length=3)
     return text
 
 
 def model_instance_version(text: str) -> ModelInstanceVersion:
     """``owner/model/framework/variation/version`` with an integer version, as model_sources needs."""
+    _refuse_url(text, "--model-source")
     parts = text.split("/")
     form = "OWNER/MODEL/FRAMEWORK/VARIATION/VERSION, e.g. alice/vesuvius-unet/pyTorch/default/1"
     if len(parts) != 5 or not all(parts):
@@ -141,6 +166,7 @@ def model_instance_version(text: str) -> ModelInstanceVersion:
 
 def dataset_path(text: str) -> DatasetPath:
     """``owner/dataset[/path]``; the path must stay inside the dataset."""
+    _refuse_url(text, "--model-dataset")
     owner, _, rest = text.partition("/")
     slug, _, inner = rest.partition("/")
     dataset = owned_slug(f"{owner}/{slug}", "--model-dataset", "dataset")

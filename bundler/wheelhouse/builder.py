@@ -51,7 +51,10 @@ from bundler.wheelhouse import updates
 from bundler.wheelhouse.downloads import Fetch, fetch_all, progress_mode
 from bundler.wheelhouse.output import (
     OWN_ENTRIES,
+    check_not_foreign,
     check_output_dir,
+    foreign_entries,
+    shown_names,
     sync_wheels,
     write_wheelhouse_files,
 )
@@ -82,6 +85,9 @@ class BuildResult:
     problems: tuple[str, ...] = ()  # what verify() found in the finished folder
     previous: updates.PreviousBuild | None = None  # the build this one replaced in output_dir
     dataset_id: str = ""  # the id written to dataset-metadata.json
+    # The same wheels (byte for byte), title and licence as the previous build for this id:
+    # there is nothing to upload.
+    unchanged: bool = False
 
 
 def default_cache_dir() -> Path:
@@ -107,6 +113,7 @@ def build(
     pre: bool = False,
     dataset_id: str | None = None,
     title: str | None = None,
+    licence: str | None = None,
     include_self: bool | Path = True,
     cache_dir: Path | None = None,
     refresh: bool = False,
@@ -138,17 +145,25 @@ def build(
         raise BundlerError("nothing to bundle: give requirements, -r FILE or --optional NAME")
     # A rebuild into the same folder goes to the same dataset unless told otherwise.
     previous = updates.previous_build(output_dir)
+    if previous is None:
+        check_not_foreign(output_dir)  # everything in -o is uploaded: never a folder of others'
     if previous is not None and dataset_id in (None, previous.dataset_id):
         dataset_id = previous.dataset_id
         title = title or previous.title
+        licence = licence or previous.licence
+    licence = licence or dataset.DEFAULT_LICENCE
     # Every input that can be refused without the index is checked here, before resolving and
     # downloading (minutes, gigabytes) make a typo expensive.
-    dataset.check_id_and_title(profile.name, dataset_id, title)
+    dataset.check_id_and_title(profile.name, dataset_id, title, licence)
     dataset.check_top_level_count(output_dir, OWN_ENTRIES)
     allowed = sorted({canonical_name(name) for name in allow_replace})
     kernel_pins(profile, [], allowed)  # an --allow-replace naming no kernel package
     self_entry = _own_entry(include_self, cache_root, store, profile, say)
     warnings = [reason] if (reason := unconfirmed_reason(profile)) else []
+    if previous is not None and (foreign := foreign_entries(output_dir)):
+        warnings.append(
+            f"{output_dir} also holds {shown_names(foreign)}, which the upload would carry too"
+        )
 
     constraints = [line.text for line in files.constraints]
     key = _resolution_key(lines, optional_names, profile, index, constraints, allowed, options)
@@ -185,7 +200,9 @@ def build(
         if plan.replacements
         else {},
     )
-    metadata = dataset.dataset_metadata(profile.name, dataset_id, title, _summary_line(manifest))
+    metadata = dataset.dataset_metadata(
+        profile.name, dataset_id, title, _summary_line(manifest), licence
+    )
     write_wheelhouse_files(output_dir, manifest, metadata)
     from bundler.wheelhouse.verification import verify
 
@@ -211,6 +228,11 @@ def build(
         problems=tuple(problems),
         previous=previous,
         dataset_id=str(metadata["id"]),
+        unchanged=previous is not None
+        and previous.dataset_id == metadata["id"]
+        and updates.unchanged_since(
+            previous, {e.name: e.sha256 for e in entries}, str(metadata["title"]), licence
+        ),
     )
 
 

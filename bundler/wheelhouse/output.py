@@ -43,6 +43,37 @@ def check_output_dir(folder: Path) -> None:
         )
 
 
+def foreign_entries(folder: Path) -> list[str]:
+    """What ``folder`` holds besides a wheelhouse's own entries (and our temporary files)."""
+    try:
+        return sorted(
+            path.name
+            for path in folder.iterdir()
+            if path.name not in OWN_ENTRIES
+            and not (path.name.startswith(".") and path.name.endswith(_TEMP_SUFFIX))
+        )
+    except FileNotFoundError:
+        return []
+
+
+def shown_names(names: Sequence[str]) -> str:
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
+
+
+def check_not_foreign(folder: Path) -> None:
+    """Refuse a non-empty ``-o`` that no build wrote: everything in it would be uploaded.
+
+    A folder holding only the wheelhouse's own entries (an interrupted first build) is taken.
+    """
+    foreign = foreign_entries(folder)
+    if foreign:
+        raise BundlerError(
+            f"{folder}: holds {shown_names(foreign)} and is not a wheelhouse a build wrote; "
+            "everything in -o is uploaded with the dataset, so give -o a new or empty folder"
+        )
+
+
 @dataclass(frozen=True)
 class WheelSync:
     placed: list[str]  # copied into wheels/ in this run

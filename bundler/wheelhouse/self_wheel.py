@@ -38,7 +38,7 @@ _FALLBACK = "pass --self-wheel PATH (a kaggle-offline wheel) or --no-self"
 
 def project_root() -> Path | None:
     """The source tree holding this bundler, or None when it runs from an installed wheel."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # <root>/bundler/wheelhouse/self_wheel.py
     pyproject = root / "pyproject.toml"
     if pyproject.is_file() and f'name = "{DISTRIBUTION}"' in pyproject.read_text(encoding="utf-8"):
         return root

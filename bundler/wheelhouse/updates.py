@@ -28,6 +28,8 @@ class PreviousBuild:
     dataset_id: str | None  # None: a placeholder id, which was never uploaded
     title: str | None
     wheels: dict[str, str] = field(default_factory=dict)  # name -> version
+    hashes: dict[str, str] = field(default_factory=dict)  # name -> sha256 of its wheel
+    licence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,20 @@ def previous_build(folder: Path | str) -> PreviousBuild | None:
     dataset_id = metadata.get("id")
     if not isinstance(dataset_id, str) or dataset.PLACEHOLDER_OWNER in dataset_id:
         dataset_id = None
+    hashes = {
+        str(entry["name"]): str(entry["sha256"])
+        for entry in manifest.get("wheels") or []
+        if isinstance(entry, dict) and "name" in entry and "sha256" in entry
+    }
     title = metadata.get("title")
-    return PreviousBuild(dataset_id, title if isinstance(title, str) else None, wheels)
+    licences = metadata.get("licenses")
+    licence = None
+    if isinstance(licences, list) and licences and isinstance(licences[0], dict):
+        name = licences[0].get("name")
+        licence = name if isinstance(name, str) else None
+    return PreviousBuild(
+        dataset_id, title if isinstance(title, str) else None, wheels, hashes, licence
+    )
 
 
 def wheel_changes(before: Mapping[str, str], after: Mapping[str, str]) -> WheelChanges:
@@ -91,11 +105,17 @@ def wheel_changes(before: Mapping[str, str], after: Mapping[str, str]) -> WheelC
 
 
 def upload_command(folder: Path, dataset_id: str, previous: PreviousBuild | None,
-                   changes: WheelChanges | None) -> str:  # fmt: skip
-    """``kaggle datasets create``, or ``version`` when the folder was built for this id before."""
+                   changes: WheelChanges | None, *, unchanged: bool = False) -> str:  # fmt: skip
+    """``kaggle datasets create``, or ``version`` when the folder was built for this id before;
+    nothing to upload when ``unchanged`` (the same wheels, byte for byte, and metadata)."""
     where = shlex.quote(str(folder))
     if previous is None or previous.dataset_id != dataset_id:
         return f"kaggle datasets create -p {where} --dir-mode zip"
+    if unchanged:
+        return (
+            f"nothing to upload: {folder} holds the same wheels and metadata as its last build "
+            f"(if that build never reached Kaggle: kaggle datasets create -p {where} --dir-mode zip)"
+        )
     message = f"kaggle-offline rebuild: {changes.summary() if changes else 'no wheel changed'}"
     return f"kaggle datasets version -p {where} -m {shlex.quote(message)} --dir-mode zip"
 
@@ -105,3 +125,15 @@ def _newer(new: str, old: str) -> bool:
         return Version(new) > Version(old)
     except InvalidVersion:
         return new > old
+
+
+def unchanged_since(
+    previous: PreviousBuild | None, hashes: Mapping[str, str], title: str, licence: str
+) -> bool:
+    """Whether a build of wheels ``hashes`` (name -> sha256) changes nothing an upload carries."""
+    return (
+        previous is not None
+        and previous.hashes == dict(hashes)
+        and previous.title == title
+        and previous.licence == licence
+    )

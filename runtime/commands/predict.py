@@ -312,9 +312,16 @@ def request_from_args(args: argparse.Namespace, *, models: list[str] | None = No
 
 
 def run(args: argparse.Namespace) -> int:
+    from runtime.commands import log_to_stderr
     from runtime.pipeline import predict
+    from runtime.samples.demo import demo_warning
 
+    warning = demo_warning(args.models or [], args.input)  # said before the run and after it
+    if warning:
+        log_to_stderr(warning)
     predict(args.input, args.output, request_from_args(args))
+    if warning:
+        log_to_stderr(warning)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 from runtime.installer.interpreter import Interpreter
 
@@ -34,12 +35,43 @@ class Need:
 
     def how_to_get(self) -> str:
         if self.distribution == "torch":
-            return "Kaggle's images have it; elsewhere: pip install torch"
+            return (
+                "Kaggle's images have it; elsewhere: python -m pip install torch "
+                f"--index-url {CPU_TORCH_INDEX} (the CPU build; plain PyPI's is CUDA, gigabytes)"
+            )
         if self.in_extra:
-            return f"pip install 'kaggle-offline[{EXTRA}]' (or pip install {self.distribution})"
+            clone = _clone_root()
+            if clone is not None:
+                where = "." if clone == Path.cwd() else str(clone)
+                return (
+                    f"python -m pip install '{where}[{EXTRA}]' (or pip install {self.distribution})"
+                )
+            requirement = (
+                f"{self.distribution}>={self.minimum}" if self.minimum else self.distribution
+            )
+            return (
+                f"python -m pip install '{requirement}'; in a Kaggle kernel the image has it: run "
+                "the attached wheelhouse's bootstrap.py first, then python -m runtime doctor"
+            )
         return (
             f"bundle it: python -m bundler build {self.distribution} --optional {self.distribution}"
         )
+
+
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _clone_root() -> Path | None:
+    """The checkout this runtime runs from (a clone holding pyproject.toml), else None.
+
+    The path is not resolved: a runtime linked elsewhere (or installed) is not run "from a clone".
+    """
+    root = Path(__file__).parent.parent.parent
+    pyproject = root / "pyproject.toml"
+    try:
+        return root if 'name = "kaggle-offline"' in pyproject.read_text(encoding="utf-8") else None
+    except OSError:
+        return None
 
 
 PREDICT_NEEDS = (

@@ -5,6 +5,7 @@ The layout mirrors the Vesuvius surface-detection competition::
     DIR/test.csv                 id,scroll_id
     DIR/test_images/<id>.tif     uint8 CT chunk, LZW-compressed multipage TIFF (written by Pillow)
     DIR/train_labels/<id>.tif    its ground truth: 0 background, 1 surface, 2 unlabeled
+    DIR/kaggle-offline-sample.json  says it is sample data (predict on the demo model warns elsewhere)
 
 Unlike the competition, the labels belong to the test volumes themselves, so a prediction on the
 sample can be scored (``runtime score submission.zip DIR/train_labels``) and post-processing
@@ -16,6 +17,7 @@ Pillow fallback in a kernel without it.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,18 @@ def write_sample(
         (volume_id, _SCROLL_IDS[index % len(_SCROLL_IDS)]) for index, volume_id in enumerate(ids)
     ]
     _write_csv(root / "test.csv", rows)
+    _write_marker(root, n=n, shape=shape, seed=seed)
     return root
+
+
+def _write_marker(root: Path, **settings: object) -> None:
+    """Say that ``root`` is sample data: predict on the demo model warns only elsewhere."""
+    from runtime.contract.files import replacing
+    from runtime.samples.demo import SAMPLE_MARKER
+
+    text = json.dumps({"written_by": "python -m runtime sample", **settings}) + "\n"
+    with replacing(root / SAMPLE_MARKER) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def write_lzw_stack(path: Path | str, volume: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m runtime.samples.demo.train --out runtime/demo          # the committed demo (defaults below)
+    python -m runtime.samples.demo.train --out runtime/samples/demo  # the committed demo (defaults below)
     python -m runtime.samples.demo.train --out /tmp/demo --steps 300  # a quick, worse one
 
 Recipe (every choice is a flag default, so the committed model is reproducible):
