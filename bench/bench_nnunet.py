@@ -1,7 +1,7 @@
 """An nnU-Net v2 folder through nnU-Net's own predictor and through ours, in one run, as ratios.
 
     PYTHONPATH=. /work/venvs/nnunet/bin/python bench/bench_nnunet.py [--folder PATH |
-        --network resenc-m|plain --patch P --folds N] [--shape Z Y X] [--device cpu|cuda]
+        --network resenc-m|plain --patch P --folds N --spacing Z Y X] [--shape Z Y X] [--device cpu|cuda]
         [--batch B] [--mirroring off on] [--repeat R] [--threads T] [--amp A] [--no-exact]
 
 Needs nnunetv2 (only here, never for kaggle-offline). An environment that has it without pulling
@@ -59,6 +59,15 @@ def main() -> int:
     parser.add_argument("--network", choices=("resenc-m", "plain"), default="resenc-m")
     parser.add_argument("--patch", type=int, default=64, help="cubic patch of the written folder")
     parser.add_argument("--folds", type=int, default=1, help="folds of the written folder")
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=(1.0, 1.0, 1.0),
+        metavar=("Z", "Y", "X"),
+        help="the written folder's spacing (the volume's is 1 1 1): 2 2 2 makes a 3d_lowres "
+        "configuration, 4 1 1 an anisotropic one; both sides then resample",
+    )
     parser.add_argument("--shape", type=int, nargs=3, default=(64, 96, 96), metavar=("Z", "Y", "X"))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--batch", type=int, default=2, help="our windows per forward")
@@ -136,9 +145,17 @@ def _folder(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
         else:
             stages = int(math.log2(args.patch // 4)) + 1
             architecture = plain_architecture([min(32 * 2**i, 320) for i in range(stages)])
-        plans = make_plans(architecture, patch=(args.patch,) * 3)
+        spacing = tuple(args.spacing)
+        configuration = "3d_fullres" if spacing == (1.0, 1.0, 1.0) else "3d_lowres"
+        plans = make_plans(
+            architecture, patch=(args.patch,) * 3, spacing=spacing, configuration=configuration
+        )
         folder, _ = write_trained_model_folder(
-            scratch / "results", plans, folds=tuple(range(args.folds)), seed=0
+            scratch / "results",
+            plans,
+            folds=tuple(range(args.folds)),
+            seed=0,
+            configuration=configuration,
         )
     model = load_model(folder)
     network = model.network.folds[0]
@@ -322,6 +339,7 @@ def _nnunet(volume: np.ndarray, config: dict[str, Any], *, exact: bool) -> dict[
 def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
+    from runtime.contract.tta import IDENTITY
     from runtime.inference.engine import InferenceOptions, Segmenter
     from runtime.inference.models import load_model
 
@@ -329,7 +347,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     model = load_model(config["folder"])
     options = InferenceOptions(
         batch_size=config["batch"],
-        tta_axes=None if config["mirroring"] else (),
+        tta=None if config["mirroring"] else (IDENTITY,),
         device=config["device"],
         amp=config["amp"],
         compile=config["compile"],
@@ -339,7 +357,7 @@ def _ours(volume: np.ndarray, config: dict[str, Any]) -> dict[str, Any]:
     setup = time.perf_counter() - start
     worker = segmenter.probed_forward()  # replica, precision, layout, compile, as probed
     device = worker.device
-    flips = 2 ** len(segmenter.tta_axes)
+    flips = len(segmenter.tta)
     batches = math.ceil(_windows(model, volume) * flips / worker.batch_size)
     patch = segmenter.patch_size
     batch = torch.randn(worker.batch_size, 1, *patch, device=device)

@@ -12,11 +12,12 @@ import torch
 
 from runtime.contract.errors import InferenceError, ModelError, VolumeError
 from runtime.contract.settings import OptionError, RunRequest, resolve
+from runtime.contract.tta import IDENTITY, PRESETS, mirror_transforms
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.models import load_model
 from runtime.inference.probe import Platform
 from runtime.inference.segmentation_model import SegmentationModel
-from runtime.inference.sliding_window import flip_combinations, logit_threshold
+from runtime.inference.sliding_window import logit_threshold
 from runtime.inference.time_budget import TimeBudget
 from runtime.inference.unet import UNet3D, UNetConfig
 from runtime.inference.workers import ordered_map
@@ -93,17 +94,22 @@ def test_segment_equals_the_reference_with_tta_and_a_threshold() -> None:
     model = unet_model()
     log: list[str] = []
     options = InferenceOptions(
-        patch_size=(11, 16, 13), overlap=0.5, batch_size=3, threshold=0.35, tta_axes=(2, 0)
+        patch_size=(11, 16, 13),
+        overlap=0.5,
+        batch_size=3,
+        threshold=0.35,
+        tta=mirror_transforms((2, 0)),
     )
     segmenter = Segmenter(model, options, log=log.append)
     assert segmenter.patch_size == (12, 16, 14)  # rounded up to the U-Net's multiple of 2
     data = volume((25, 19, 30), dtype=np.uint16)
     result = segmenter.segment(data)
     expected = reference_logits(
-        data, model.network, (12, 16, 14), 0.5, flip_combinations((0, 2)), (127.5, 64.0)
+        data, model.network, (12, 16, 14), 0.5, mirror_transforms((0, 2)), (127.5, 64.0)
     )
     assert_mask_matches(result.mask, expected, logit_threshold(0.35))
-    assert result.tta_axes == (2, 0) and result.device == "cpu" and result.precision == "fp32"
+    assert result.tta == mirror_transforms((0, 2))
+    assert result.device == "cpu" and result.precision == "fp32"
     assert result.foreground_fraction == pytest.approx(result.mask.mean())
     assert result.notes == [] and result.seconds > 0
     names = [d.name for d in segmenter.decisions]
@@ -161,7 +167,7 @@ def test_bad_volumes_and_options_fail_with_one_line() -> None:
         with pytest.raises(VolumeError, match=message):
             segmenter.segment(bad)
     with pytest.raises(OptionError) as error:  # the settings check what the engine is given
-        resolve(RunRequest(overlap=1.0, threshold=0.0, tta_axes=(3,)))
+        resolve(RunRequest(overlap=1.0, threshold=0.0, tta=("flip_w",)))  # type: ignore[arg-type]
     text = str(error.value)
     assert "\n" not in text
     assert "--overlap must be in [0, 1)" in text and "--threshold" in text and "--tta" in text
@@ -334,59 +340,73 @@ class FakeClock:
         return self.now
 
 
+MIRROR8 = mirror_transforms((0, 1, 2))
+
+
 def test_time_budget_reduces_tta_from_the_measured_pace() -> None:
     clock, log = FakeClock(), []
     budget = TimeBudget(
-        100.0, (0, 1, 2), total=10, workers=1, batch_seconds=0.1, log=log.append, clock=clock
+        100.0, MIRROR8, total=10, workers=1, batch_seconds=0.1, log=log.append, clock=clock
     )
-    # 27 windows x 8 passes / batch 2 = 108 batches x 0.1 s x 10 volumes = 108 s > 90 s.
-    axes, message = budget.axes_for(27, 2)
-    assert axes == (0, 1) and "reduced to axes (0, 1) (4 passes)" in message and log == [message]
-    clock.now = 5.4
-    budget.finished(27, 4, 2, 5.4)
-    assert budget.axes_for(27, 2) == ((0, 1), None)  # on pace
-    clock.now = 25.4
-    budget.finished(27, 4, 2, 20.0)  # much slower than the warm-up said
-    axes, message = budget.axes_for(27, 2)
-    assert axes == (0,) and "25 s used of 100 s; 8 volume(s) left" in message
-    clock.now = 26.0
-    budget.finished(27, 2, 2, 0.6)  # a fast volume never brings TTA back
-    assert budget.axes_for(27, 2)[0] == (0,)
+    # 27 windows x 8 passes / batch 2 = 108 batches x 0.1 s x 10 volumes = 108 s > 90 s;
+    # 6 passes: 81 batches, 81 s.
+    transforms, message = budget.transforms_for(27, 2)
+    assert transforms == MIRROR8[:6] and log == [message]
+    assert "TTA reduced to identity, flip_z, flip_y, flip_x, flip_zy, flip_zx (6 passes)" in message
+    clock.now = 8.1
+    budget.finished(27, 6, 2, 8.1)
+    assert budget.transforms_for(27, 2) == (MIRROR8[:6], None)  # on pace
+    clock.now = 28.1
+    budget.finished(27, 6, 2, 20.0)  # much slower than the warm-up said
+    transforms, message = budget.transforms_for(27, 2)
+    assert transforms == MIRROR8[:3] and "28 s used of 100 s; 8 volume(s) left" in message
+    clock.now = 29.0
+    budget.finished(27, 3, 2, 0.9)  # a fast volume never brings TTA back
+    assert budget.transforms_for(27, 2)[0] == MIRROR8[:3]
 
 
 def test_time_budget_limits() -> None:
     log: list[str] = []
-    unknown = TimeBudget(1.0, (0, 1), total=None, workers=1, batch_seconds=10.0, log=log.append)
-    assert not unknown.active and unknown.axes_for(100, 1) == ((0, 1), None)
-    hopeless = TimeBudget(1.0, (0, 1), total=5, workers=1, batch_seconds=10.0, log=log.append)
-    axes, message = hopeless.axes_for(100, 1)
-    assert axes == () and "none (1 pass)" in message and "over the budget" in message
-    two_gpus = TimeBudget(100.0, (0,), total=10, workers=2, batch_seconds=0.5, log=log.append)
+    two = mirror_transforms((0, 1))
+    unknown = TimeBudget(1.0, two, total=None, workers=1, batch_seconds=10.0, log=log.append)
+    assert not unknown.active and unknown.transforms_for(100, 1) == (two, None)
+    hopeless = TimeBudget(1.0, two, total=5, workers=1, batch_seconds=10.0, log=log.append)
+    transforms, message = hopeless.transforms_for(100, 1)
+    assert transforms == (IDENTITY,) and "none (1 pass)" in message and "over the budget" in message
+    one = mirror_transforms((0,))
+    two_gpus = TimeBudget(100.0, one, total=10, workers=2, batch_seconds=0.5, log=log.append)
     # 27 x 2 / 2 = 27 batches x 0.5 s = 13.5 s per volume; 5 rounds of 2 = 67.5 s fits.
-    assert two_gpus.axes_for(27, 2) == ((0,), None)
+    assert two_gpus.transforms_for(27, 2) == (one, None)
 
 
 def test_segment_many_cuts_tta_when_the_pace_would_overrun(simulated: SegmentationModel) -> None:
     log: list[str] = []
-    options = small_options(batch_size=1, tta_axes=(0, 1, 2), time_budget=0.8)
+    options = small_options(batch_size=1, tta=MIRROR8, time_budget=0.8)
     segmenter = Segmenter(simulated, options, log=log.append)
     Simulated.delay = 0.03  # the warm-up was fast; the real run is not
     items = [(f"v{i}", volume((12, 12, 12), seed=i)) for i in range(5)]
     results = [result for _, result in segmenter.segment_many(items)]
-    used = [result.tta_axes for result in results]
-    assert used[0] == (0, 1, 2)
-    assert len(used[-1]) < 3
+    used = [result.tta for result in results]
+    assert used[0] == MIRROR8
+    assert len(used[-1]) < 8
     assert all(len(a) >= len(b) for a, b in zip(used, used[1:], strict=False))
-    first_cut = next(r for r in results if len(r.tta_axes) < 3)
+    assert all(u == MIRROR8[: len(u)] for u in used)  # always a prefix, the identity first
+    first_cut = next(r for r in results if len(r.tta) < 8)
     assert any(note.startswith("time budget: ") for note in first_cut.notes)
-    assert any("mirror TTA reduced to" in line for line in log)
+    assert any("TTA reduced to" in line for line in log)
     assert any(d.name == "time_budget" and d.value == "0.8 s" for d in segmenter.decisions)
 
 
 def test_without_a_budget_tta_is_kept(simulated: SegmentationModel) -> None:
-    segmenter = Segmenter(simulated, small_options(tta_axes=(1,)))
+    segmenter = Segmenter(simulated, small_options(tta=mirror_transforms((1,))))
     items = ((str(i), volume((12, 12, 12), seed=i)) for i in range(3))
-    assert [r.tta_axes for _, r in segmenter.segment_many(items)] == [(1,)] * 3
+    expected = [mirror_transforms((1,))] * 3
+    assert [r.tta for _, r in segmenter.segment_many(items)] == expected
+
+
+def test_a_rotation_the_patch_cannot_take_is_refused_by_name(simulated: SegmentationModel) -> None:
+    with pytest.raises(OptionError, match=r"'rot90_yx_1' would turn the 12x12x16 window"):
+        Segmenter(simulated, small_options(patch_size=(12, 12, 16), tta=PRESETS["rot7"]))
 
 
 class ScarceMemory(Platform):
@@ -542,35 +562,35 @@ def test_a_gpu_whose_warm_up_runs_out_of_memory_is_dropped_unless_no_gpu_is_left
 
 # --- the time budget, from the start of the run ---------------------------------------------
 def test_the_time_budget_counts_from_the_start_and_reserves_the_zipping() -> None:
-    def first_axes(**changes) -> tuple[int, ...]:
+    def first_passes(**changes) -> int:
         clock = FakeClock()
         clock.now = 50.0
         values = {"total": 10, "workers": 1, "batch_seconds": 0.01, "log": [].append}
         values.update(changes)
-        budget = TimeBudget(100.0, (0, 1, 2), clock=clock, **values)  # type: ignore[arg-type]
-        return budget.axes_for(27, 2)[0]
+        budget = TimeBudget(100.0, MIRROR8, clock=clock, **values)  # type: ignore[arg-type]
+        return len(budget.transforms_for(27, 2)[0])
 
     # 27 windows x 8 passes / batch 2 = 108 batches x 0.01 s x 10 volumes = 10.8 s.
-    assert first_axes() == (0, 1, 2)  # started now: 10.8 s of 90 s
-    assert first_axes(start=0.0) == (0, 1, 2)  # 50 s spent loading: 60.8 s still fits
-    assert first_axes(start=0.0, after=lambda: 30.0) == (0, 1)  # 90.8 s with the zipping
+    assert first_passes() == 8  # started now: 10.8 s of 90 s
+    assert first_passes(start=0.0) == 8  # 50 s spent loading: 60.8 s still fits
+    assert first_passes(start=0.0, after=lambda: 30.0) == 7  # 90.8 s with the zipping; 7: 89.5
 
 
 def test_a_budget_without_tta_to_cut_says_so_and_warns_once_when_over(
     simulated: SegmentationModel,
 ) -> None:
     log: list[str] = []
-    budget = TimeBudget(10.0, (), total=5, workers=1, batch_seconds=1.0, log=log.append)
+    budget = TimeBudget(10.0, (IDENTITY,), total=5, workers=1, batch_seconds=1.0, log=log.append)
     # 4 windows / batch 2 = 2 batches x 1 s x 5 volumes = 10 s, over 90% of 10 s.
-    axes, message = budget.axes_for(4, 2)
-    assert axes == () and "over the budget, and there is no mirror TTA to cut" in message
+    transforms, message = budget.transforms_for(4, 2)
+    assert transforms == (IDENTITY,) and "over the budget, and there is no TTA to cut" in message
     assert log == [f"warning: {message}"]
-    assert budget.axes_for(4, 2) == ((), None)  # once
+    assert budget.transforms_for(4, 2) == ((IDENTITY,), None)  # once
 
     segmenter = Segmenter(simulated, small_options(time_budget=3600.0))
     list(segmenter.segment_many([("a", volume((12, 12, 12)))]))
     (decision,) = [d for d in segmenter.decisions if d.name == "time_budget"]
-    assert decision.value == "3600 s, warning only" and "no mirror TTA to cut" in decision.reason
+    assert decision.value == "3600 s, warning only" and "no TTA to cut" in decision.reason
 
 
 # --- windows too big for any memory, and models that return probabilities -------------------

@@ -155,7 +155,7 @@ def test_a_bad_reference_is_one_line_before_any_file(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--tta", "0,5"], "argument --tta: axes are 0, 1 or 2"),
+        (["--tta", "0,5"], "argument --tta: mirror axes must be distinct among 0, 1, 2"),
         (["--threshold", "1.5"], "argument --threshold: must be a probability in (0, 1)"),
         (["--overlap", "1"], "argument --overlap: must be in [0, 1)"),
         (["--time-budget", "soon"], "argument --time-budget: give a duration"),

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.contract.errors import ModelError, VolumeError
+from runtime.contract.errors import ModelError
 from runtime.contract.settings import OptionError, RunRequest, resolve, resolve_ensemble
+from runtime.contract.tta import mirror_transforms
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import load_model
 from runtime.inference.nnunet import NNUNetModel
@@ -57,8 +58,12 @@ def reference(
     scheme="ZScoreNormalization",
     use_mask=False,
     ct=None,
+    resample=None,
 ) -> np.ndarray:
-    """nnU-Net's per-head probabilities (C, Z, Y, X), written out step by step in float64."""
+    """nnU-Net's per-head probabilities (C, Z, Y, X), written out step by step in float64.
+
+    ``resample(array, shape, order)``: a model trained at another spacing; the normalized crop
+    is resampled with order 3 and each head's blended logits come back with order 1."""
     from scipy.ndimage import binary_fill_holes, gaussian_filter
 
     data = image.astype(np.float32).transpose(transpose)
@@ -77,6 +82,9 @@ def reference(
         crop = (np.clip(crop, ct["percentile_00_5"], ct["percentile_99_5"]) - ct["mean"]) / ct[
             "std"
         ]
+    cropped = crop.shape
+    if resample is not None:
+        crop = resample(crop.astype(np.float32), None, 3)
     # pad with zeros up to the patch, content centred (the larger half after)
     padded_shape = [max(s, p) for s, p in zip(crop.shape, patch, strict=True)]
     before = [(p - s) // 2 for p, s in zip(padded_shape, crop.shape, strict=True)]
@@ -117,6 +125,8 @@ def reference(
     blended = blended[
         (slice(None), *(slice(b, b + s) for b, s in zip(before, crop.shape, strict=True)))
     ]
+    if resample is not None:
+        blended = np.stack([resample(head.astype(np.float32), cropped, 1) for head in blended])
     return blended, box, data.shape
 
 
@@ -163,7 +173,7 @@ def test_plain_unet_two_folds_zscore_match_nnunet_with_and_without_mirroring(tmp
     mask, probability = run(model, image)
     assert probability[:2].max() == 0 and mask[:, -2:].max() == 0  # outside the crop
     assert_matches(probability, mask, label_probabilities(image, networks))
-    mask, probability = run(model, image, tta_axes=None, threshold=0.3)  # auto: (0, 1, 2)
+    mask, probability = run(model, image, tta=None, threshold=0.3)  # auto: (0, 1, 2)
     expected = label_probabilities(image, networks, mirror_axes=(0, 1, 2))
     assert_matches(probability, mask, expected, threshold=0.3)
 
@@ -213,7 +223,7 @@ def test_more_than_two_labels_blend_every_rival(tmp_path) -> None:
     model = load_model(folder, foreground_class=2)
     assert model.window_channels == 2 and "label 2 'verso' (3 heads)" in model.summary
     image = volume(seed=5)
-    mask, probability = run(model, image, tta_axes=(1,), threshold=0.4)
+    mask, probability = run(model, image, tta=mirror_transforms((1,)), threshold=0.4)
     expected = label_probabilities(image, networks, head=2, mirror_axes=(1,))
     assert_matches(probability, mask, expected, threshold=0.4)
     with pytest.raises(
@@ -366,9 +376,9 @@ def test_plans_naming_a_class_outside_the_allow_list_are_refused(tmp_path, where
 
 def test_other_mismatches_fail_with_one_line(tmp_path) -> None:
     folder, _ = write_trained_model_folder(tmp_path / "a", make_plans(spacing=(2.0, 1.0, 1.0)))
-    with pytest.raises(ModelError, match=r"trained at spacing 2,1,1, the volumes have 1,1,1"):
-        load_model(folder)
+    assert load_model(folder).preprocessing.resamples()  # resampled, as nnU-Net would
     assert load_model(folder, spacing=(2.0, 1.0, 1.0)).preprocessing.spacing == (2.0, 1.0, 1.0)
+    assert not load_model(folder, spacing=(2.0, 1.0, 1.0)).preprocessing.resamples()
     wide, _ = write_trained_model_folder(tmp_path / "b", make_plans(plain_architecture((4, 16))))
     plans = json.loads((wide / "plans.json").read_text())
     plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [
@@ -389,14 +399,13 @@ def test_other_mismatches_fail_with_one_line(tmp_path) -> None:
         read_configuration(two_d, "2d_only", tmp_path / "plans.json")
 
 
-def test_a_volume_nnunet_would_resample_is_refused(tmp_path) -> None:
+def test_a_volume_is_resampled_exactly_when_nnunet_would(tmp_path) -> None:
     folder, _ = write_trained_model_folder(tmp_path, make_plans(spacing=(1.0005, 1.0, 1.0)))
-    model = load_model(folder)  # within 0.1%: decided per volume, as nnU-Net decides
-    assert model.prepare_volume(volume((20, 16, 16))).data.shape == (20, 16, 16)
-    with pytest.raises(
-        VolumeError, match=r"would be resampled from \(1200, 1, 1\) to \(1199, 1, 1\)"
-    ):
-        model.prepare_volume(np.ones((1200, 1, 1), np.uint8))
+    model = load_model(folder)  # decided per volume, by nnU-Net's rounding of the new shape
+    small = model.prepare_volume(volume((20, 16, 16)))
+    assert small.data.shape == (20, 16, 16) and small.resample_back is None
+    large = model.prepare_volume(np.ones((1200, 1, 1), np.uint8))
+    assert large.data.shape == (1199, 1, 1) and large.resample_back is not None
 
 
 # --- ensembles and the command line ------------------------------------------------------------
@@ -448,7 +457,7 @@ def test_predict_runs_an_nnunet_folder_from_the_command_line(tmp_path) -> None:
         assert len(archive.namelist()) == 2
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     decisions = {d["name"]: d for d in metrics["run"]["decisions"]}
-    assert decisions["tta"]["value"] == "axes (0, 1, 2) (8 passes)"
+    assert decisions["tta"]["value"] == "mirror8 (8 passes)"
     assert decisions["normalization"]["value"].startswith("ZScoreNormalization")
     assert metrics["run"]["options"]["nnunet"] == {
         "folds": ["0", "1"],

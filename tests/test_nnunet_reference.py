@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("nnunetv2")
 
+from runtime.contract.tta import IDENTITY
 from runtime.inference.engine import InferenceOptions, Segmenter
 from runtime.inference.models import load_model
 from tests.support.nnunet_folders import (
@@ -68,7 +69,7 @@ def test_probabilities_and_masks_agree_with_nnunets_predictor(tmp_path, mirrorin
     image = _volume()
     for folder, folds in _folders(tmp_path):
         model = load_model(folder)
-        options = InferenceOptions(tta_axes=None if mirroring else (), keep_probability=True)
+        options = InferenceOptions(tta=None if mirroring else (IDENTITY,), keep_probability=True)
         ours = Segmenter(model, options).segment(image)
         predictor = nnunet_predictor(folder, [_fold(f) for f in folds], mirroring=mirroring)
         head = model.labels.foreground_head
@@ -87,3 +88,36 @@ def test_probabilities_and_masks_agree_with_nnunets_predictor(tmp_path, mirrorin
 
 def _fold(name: str) -> int | str:
     return name if name == "all" else int(name)
+
+
+def _resampling_folders(tmp_path: Path) -> list[Path]:
+    """A 3d_lowres configuration (isotropic, 3D resize) and an anisotropic one (separate z)."""
+    lowres, _ = write_trained_model_folder(
+        tmp_path / "lowres",
+        make_plans(plain_architecture((8, 16)), patch=(16, 16, 16), spacing=(2.0, 2.0, 2.0),
+                   configuration="3d_lowres"),
+        configuration="3d_lowres",
+    )  # fmt: skip
+    anisotropic, _ = write_trained_model_folder(
+        tmp_path / "anisotropic",
+        make_plans(plain_architecture((8, 16)), patch=(16, 16, 16), spacing=(4.0, 1.0, 1.0)),
+    )  # fmt: skip
+    return [lowres, anisotropic]
+
+
+def test_resampling_configurations_agree_with_nnunets_predictor(tmp_path) -> None:
+    image = _volume()
+    for folder in _resampling_folders(tmp_path):
+        model = load_model(folder)
+        assert model.preprocessing.resamples()
+        options = InferenceOptions(keep_probability=True)
+        ours = Segmenter(model, options).segment(image)
+        predictor = nnunet_predictor(folder, [0], mirroring=False)
+        head = model.labels.foreground_head
+        with fp32_sums():
+            segmentation, probabilities = nnunet_probabilities(predictor, image)
+        difference = float(np.abs(ours.probability - probabilities[head]).max())
+        equal = float(np.mean(ours.mask == (segmentation == model.labels.foreground_label)))
+        print(f"{folder.name}: max |dp| {difference:.2e}, masks equal {equal:.4%}")
+        assert difference < 1e-4, (folder.name, difference)
+        assert equal >= 0.999, (folder.name, equal)

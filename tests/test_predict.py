@@ -26,6 +26,7 @@ from PIL import Image
 import runtime.volumes.tiff
 from runtime.contract.errors import InputError, OutputError, SubmissionError
 from runtime.contract.settings import RunRequest
+from runtime.contract.tta import IDENTITY, PRESETS
 from runtime.inference.engine import InferenceOptions, Segmenter, VolumeResult
 from runtime.inference.unet import MODEL_FORMAT, MODEL_FORMAT_VERSION, UNet3D, UNetConfig
 from runtime.pipeline import predict
@@ -137,7 +138,7 @@ def test_metrics_record_every_stage_and_the_run(tiny_model: Path, tmp_path: Path
     for volume in metrics["volumes"]:
         assert volume["status"] == "ok" and volume["shape"] == list(SMALL)
         assert volume["device"] == "cpu" and volume["precision"] == "fp32"
-        assert volume["compiled"] is False and volume["tta_axes"] == []
+        assert volume["compiled"] is False and volume["tta"] == ["identity"]
         assert volume["infer_seconds"] > 0 and volume["errors"] == []
         assert 0.0 <= volume["foreground_fraction"] <= 1.0
         assert volume["compression"] == "LZW"
@@ -479,7 +480,7 @@ def test_command_line_writes_submission_metrics_previews_and_masks(
     metrics = _metrics(tmp_path / "m.json")
     assert metrics["run"]["options"]["mask"]["threshold"] == 0.4
     assert metrics["run"]["options"]["postprocess"]["closing_radius"] == 1
-    assert all(v["tta_axes"] == [0, 2] for v in metrics["volumes"])
+    assert all(v["tta"] == ["identity", "flip_z", "flip_x", "flip_zx"] for v in metrics["volumes"])
     assert f"wrote {out}" in completed.stderr
     assert sum(line.startswith("[") for line in completed.stderr.splitlines()) == 2
 
@@ -509,7 +510,7 @@ def test_command_line_errors_are_one_line(tiny_model: Path, tmp_path: Path) -> N
     assert "Traceback" not in completed.stderr
 
     bad = _cli(str(root), "--tta", "0,5")
-    assert bad.returncode == 2 and "axes are 0, 1 or 2" in bad.stderr
+    assert bad.returncode == 2 and "mirror axes must be distinct among 0, 1, 2" in bad.stderr
 
 
 @pytest.mark.slow
@@ -581,11 +582,12 @@ def test_command_line_values_parse_into_engine_options() -> None:
             "0.7,0.3",
         ]
     )
-    assert args.patch_size == (96, 96, 96) and args.tta == (0, 1, 2)
+    assert args.patch_size == (96, 96, 96) and args.tta == PRESETS["mirror8"]
     assert args.time_budget == 5400.0 and args.compile is False
     assert args.models == ["a", "b"] and args.ensemble_weights == [0.7, 0.3]
     assert parser.parse_args(["in", "--patch-size", "64,128,128"]).patch_size == (64, 128, 128)
-    assert parser.parse_args(["in", "--tta", "none"]).tta == ()
+    assert parser.parse_args(["in", "--tta", "none"]).tta == (IDENTITY,)
+    assert parser.parse_args(["in", "--tta", "rot7"]).tta == PRESETS["rot7"]
     assert parser.parse_args(["in", "--time-budget", "90"]).time_budget == 90.0
     for bad in (
         ["--patch-size", "1,2"],
@@ -902,7 +904,7 @@ def test_a_time_budget_counts_from_the_start_of_predict_and_warns_without_tta(
     log = _Lines()
     predict(root, tmp_path / "submission.zip", options, log=log)
     warnings = [line for line in log.lines if line.startswith("warning: time budget: ")]
-    assert len(warnings) == 1 and "there is no mirror TTA to cut" in warnings[0]
+    assert len(warnings) == 1 and "there is no TTA to cut" in warnings[0]
     used = float(warnings[0].split("time budget: ")[1].split(" s used")[0])
     assert used >= 2  # the 2 s of loading (and the warm-ups) are in the count
     decisions = _metrics(tmp_path / "metrics.json")["run"]["decisions"]

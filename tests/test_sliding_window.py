@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from runtime.contract.errors import ModelError, VolumeError
+from runtime.contract.tta import IDENTITY, PRESETS, Transform, mirror_transforms, parse_tta
 from runtime.inference.sliding_window import (
     BlendSettings,
     blend_volume,
     blend_volume_with_probability,
     choose_accumulation,
-    flip_combinations,
     gaussian_importance,
     logit_threshold,
     plan_windows,
@@ -39,15 +39,32 @@ def reference_gaussian(patch: tuple[int, int, int]) -> np.ndarray:
     return np.maximum(weights, max(weights.min(), 1e-3))
 
 
+def _numpy_apply(transform: Transform, window: np.ndarray) -> np.ndarray:
+    if transform.flips:
+        window = np.flip(window, transform.flips)
+    if transform.turns:
+        window = np.rot90(window, transform.turns, axes=transform.plane)
+    return np.swapaxes(window, *transform.swap) if transform.swap else window
+
+
+def _numpy_invert(transform: Transform, window: np.ndarray) -> np.ndarray:
+    if transform.swap:
+        window = np.swapaxes(window, *transform.swap)
+    if transform.turns:
+        window = np.rot90(window, -transform.turns, axes=transform.plane)
+    return np.flip(window, transform.flips) if transform.flips else window
+
+
 def reference_logits(
     volume: np.ndarray,
     module: torch.nn.Module,
     patch: tuple[int, int, int],
     overlap: float,
-    flips: tuple[tuple[int, ...], ...] = ((),),
+    transforms: tuple[Transform, ...] = (IDENTITY,),
     normalization: tuple[float, float] = (0.0, 1.0),
 ) -> np.ndarray:
-    """Mirror-pad, then one window at a time, every flip run and undone, a weighted mean."""
+    """Mirror-pad, then one window at a time, every transform run and undone with numpy's own
+    flip, rot90 and swapaxes, a weighted mean."""
     padded_shape = [max(s, p) for s, p in zip(volume.shape, patch, strict=True)]
     before = [(pd - s) // 2 for pd, s in zip(padded_shape, volume.shape, strict=True)]
     widths = [(b, pd - s - b) for b, pd, s in zip(before, padded_shape, volume.shape, strict=True)]
@@ -62,13 +79,13 @@ def reference_logits(
             for x in window_starts(padded_shape[2], px, overlap):
                 window = (padded[z : z + pz, y : y + py, x : x + px] - mean) / std
                 total = np.zeros(patch)
-                for flip in flips:
-                    flipped = np.flip(window, flip) if flip else window
-                    inputs = torch.from_numpy(flipped.copy()).float()[None, None]
+                for transform in transforms:
+                    moved = _numpy_apply(transform, window)
+                    inputs = torch.from_numpy(moved.copy()).float()[None, None]
                     with torch.no_grad():
                         out = module(inputs)[0, 0].double().numpy()
-                    total += np.flip(out, flip) if flip else out
-                numerator[z : z + pz, y : y + py, x : x + px] += weights * total / len(flips)
+                    total += _numpy_invert(transform, out)
+                numerator[z : z + pz, y : y + py, x : x + px] += weights * total / len(transforms)
                 denominator[z : z + pz, y : y + py, x : x + px] += weights
     blended = numerator / denominator
     return blended[
@@ -144,12 +161,12 @@ def test_gaussian_matches_reference_and_is_symmetric() -> None:
     assert weights.min() == pytest.approx(1e-3)
 
 
-def test_flip_combinations_and_thresholds() -> None:
-    assert flip_combinations(()) == ((),)
-    assert flip_combinations((2, 0)) == ((), (0,), (2,), (0, 2))
-    assert len(flip_combinations((0, 1, 2))) == 8
-    with pytest.raises(ValueError, match="spatial axes"):
-        flip_combinations((3,))
+def test_mirror_transforms_and_thresholds() -> None:
+    assert mirror_transforms(()) == (IDENTITY,)
+    assert [t.flips for t in mirror_transforms((2, 0))] == [(), (0,), (2,), (0, 2)]
+    assert len(mirror_transforms((0, 1, 2))) == 8
+    with pytest.raises(ValueError, match="0, 1, 2"):
+        mirror_transforms((3,))
     assert logit_threshold(0.5) == 0.0
     assert logit_threshold(0.3) == pytest.approx(math.log(0.3 / 0.7))
     for bad in (0.0, 1.0, -0.1):
@@ -213,7 +230,7 @@ def test_kept_probabilities_leave_the_mask_unchanged(accumulate: str, threshold:
     patch = (12, 12, 16)
     settings = BlendSettings(
         patch, 0.5, batch_size=3, threshold=threshold, normalization=(100.0, 50.0),
-        accumulate=accumulate, flips=flip_combinations((2,)),
+        accumulate=accumulate, transforms=mirror_transforms((2,)),
     )  # fmt: skip
     mask = blend_volume(volume, as_forward(module), settings)
     logits = blend_volume(volume, as_forward(module), settings, output="logits")
@@ -224,26 +241,28 @@ def test_kept_probabilities_leave_the_mask_unchanged(accumulate: str, threshold:
     np.testing.assert_allclose(kept.probability, 1.0 / (1.0 + np.exp(-logits)), atol=1e-6)
 
 
-@pytest.mark.parametrize("axes", [(0,), (1, 2), (0, 1, 2)])
-def test_mirror_tta_equals_the_reference(axes: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("tta", ["0", "1,2", "0,1,2", "rot7", "transpose_yx+rot90_zx_2"])
+def test_tta_equals_the_reference(tta: str) -> None:
     module = random_model(seed=7)
     volume = random_volume((20, 26, 18), seed=7)
-    patch = (12, 16, 12)
-    flips = flip_combinations(axes)
-    expected = reference_logits(volume, module, patch, 0.5, flips, normalization=(128.0, 60.0))
-    settings = BlendSettings(patch, 0.5, 3, flips=flips, threshold=0.4, normalization=(128.0, 60.0))
+    patch = (12, 16, 16)
+    transforms = parse_tta(tta)
+    assert transforms is not None
+    expected = reference_logits(volume, module, patch, 0.5, transforms, normalization=(128.0, 60.0))
+    settings = BlendSettings(
+        patch, 0.5, 3, transforms=transforms, threshold=0.4, normalization=(128.0, 60.0)
+    )
     logits = blend_volume(volume, as_forward(module), settings, output="logits")
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
     mask = blend_volume(volume, as_forward(module), settings)
     assert_mask_matches(mask, expected, logit_threshold(0.4))
 
 
-def test_flips_are_undone_for_a_position_dependent_model() -> None:
-    """A model that returns its input: blended logits are the input whatever the flips."""
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_transform_is_undone_for_a_position_dependent_model(preset: str) -> None:
+    """A model that returns its input: blended logits are the input whatever the transforms."""
     volume = random_volume((17, 23, 19), np.float32, seed=11) - 127.0
-    settings = BlendSettings(
-        (8, 8, 8), 0.5, 4, flips=flip_combinations((0, 1, 2)), accumulate="slab"
-    )
+    settings = BlendSettings((8, 8, 8), 0.5, 4, transforms=PRESETS[preset], accumulate="slab")
     logits = blend_volume(volume, lambda batch: batch.clone(), settings, output="logits")
     np.testing.assert_allclose(logits, volume, rtol=1e-5, atol=1e-4)
     mask = blend_volume(volume, lambda batch: batch.clone(), settings)
@@ -261,7 +280,9 @@ def test_the_batch_shape_is_fixed_and_prefetch_changes_nothing() -> None:
         prefetching.append(any(t.name.startswith("window-prefetch") for t in threading.enumerate()))
         return module(batch)
 
-    settings = BlendSettings((16, 16, 16), 0.5, 4, flips=flip_combinations((2,)), prefetch=True)
+    settings = BlendSettings(
+        (16, 16, 16), 0.5, 4, transforms=mirror_transforms((2,)), prefetch=True
+    )
     with_prefetch = blend_volume(volume, forward, settings, output="logits")
     assert set(shapes) == {(4, 1, 16, 16, 16)} and all(prefetching)
     plan = plan_windows(volume.shape, (16, 16, 16), 0.5)
@@ -271,7 +292,7 @@ def test_the_batch_shape_is_fixed_and_prefetch_changes_nothing() -> None:
         without = blend_volume(
             volume,
             forward,
-            BlendSettings((16, 16, 16), 0.5, 4, flips=settings.flips, prefetch=prefetch),
+            BlendSettings((16, 16, 16), 0.5, 4, transforms=settings.transforms, prefetch=prefetch),
             output="logits",
         )
         np.testing.assert_array_equal(with_prefetch, without)
@@ -297,11 +318,13 @@ def test_a_short_last_batch_can_run_at_its_true_size() -> None:
         shapes.append(batch.shape[0])
         return module(batch)
 
-    flips = flip_combinations((2,))
-    padded = blend_volume(volume, forward, BlendSettings((16, 16, 16), 0.5, 5, flips=flips))
+    transforms = mirror_transforms((2,))
+    padded = blend_volume(
+        volume, forward, BlendSettings((16, 16, 16), 0.5, 5, transforms=transforms)
+    )
     assert shapes == [5] * 5
     shapes.clear()
-    settings = BlendSettings((16, 16, 16), 0.5, 5, flips=flips, pad_last_batch=False)
+    settings = BlendSettings((16, 16, 16), 0.5, 5, transforms=transforms, pad_last_batch=False)
     exact = blend_volume(volume, forward, settings)
     assert shapes == [5, 5, 5, 5, 4]
     np.testing.assert_array_equal(padded, exact)

@@ -21,6 +21,7 @@ from runtime.contract.settings import (
     ProbabilityEncoding,
     RunRequest,
 )
+from runtime.contract.tta import IDENTITY, Transform, parse_tta
 
 _DURATION = re.compile(r"(?P<value>\d+(?:\.\d*)?|\.\d+)(?P<unit>[hms]?)")
 _DEVICE = re.compile(r"auto|cpu|cuda(?::\d+)?")
@@ -136,11 +137,13 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
     )
     engine.add_argument(
         "--tta",
-        type=_tta_axes,
-        default=(),
-        metavar="AXES",
-        help="mirror test-time augmentation over these spatial axes, e.g. 0,1,2; "
-        "'none' (default), 'all', or 'auto' (each model's own: an nnU-Net checkpoint's "
+        type=_tta,
+        default=(IDENTITY,),
+        metavar="TTA",
+        help="test-time augmentation: 'none' (default); mirror axes, e.g. 0,1,2 (every flip "
+        "combination; 'all' = mirror8, nnU-Net's); 'rot7' (identity, 3 flips, 3 quarter turns "
+        "in y-x: the public Vesuvius notebooks'); named transforms joined by + (flip_zy, "
+        "rot90_yx_1, transpose_yx, ...); or 'auto' (each model's own: an nnU-Net checkpoint's "
         "mirror axes, as nnU-Net's predictor mirrors)",
     )
     engine.add_argument(
@@ -163,7 +166,7 @@ def add_predict_options(parser: argparse.ArgumentParser, *, model_option: bool =
         type=_duration,
         metavar="T",
         help="time for the whole run from its start (model loading and zipping included), e.g. "
-        "8h, 90m or 3600 (seconds); mirror TTA is reduced to fit it, else a warning",
+        "8h, 90m or 3600 (seconds); TTA transforms are dropped to fit it, else a warning",
     )
 
     post = parser.add_argument_group(
@@ -288,7 +291,7 @@ def request_from_args(args: argparse.Namespace, *, models: list[str] | None = No
         patch_size=args.patch_size,
         overlap=args.overlap,
         batch_size=args.batch_size,
-        tta_axes=args.tta,
+        tta=args.tta,
         device=args.device,
         amp=args.amp,
         compile=args.compile,
@@ -387,23 +390,11 @@ def _patch_size(text: str) -> tuple[int, int, int]:
     return (sizes[0], sizes[1], sizes[2])
 
 
-def _tta_axes(text: str) -> tuple[int, ...] | None:
-    """Axes, or None for 'auto' (each model's own mirror axes)."""
-    text = text.strip().lower()
-    if text == "auto":
-        return None
-    if text in ("", "none", "off"):
-        return ()
-    if text == "all":
-        return (0, 1, 2)
-    axes = []
-    for part in text.split(","):
-        if part.strip() not in ("0", "1", "2"):
-            raise argparse.ArgumentTypeError(f"axes are 0, 1 or 2 (z, y, x), got {text!r}")
-        axes.append(int(part))
-    if len(set(axes)) != len(axes):
-        raise argparse.ArgumentTypeError(f"an axis is repeated in {text!r}")
-    return tuple(axes)
+def _tta(text: str) -> tuple[Transform, ...] | None:
+    try:
+        return parse_tta(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _folds(text: str) -> list[str]:

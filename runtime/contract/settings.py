@@ -31,6 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from runtime.contract.errors import InputError
+from runtime.contract.tta import IDENTITY, Transform
 
 __all__ = [
     "Amp",
@@ -116,7 +117,9 @@ class RunRequest:
     patch_size: tuple[int, int, int] | None = None  # None: each model's recommendation
     overlap: float | None = None  # None: each model's recommendation, else 0.5
     batch_size: int = 2
-    tta_axes: tuple[int, ...] | None = ()  # None: "auto", each model's own mirror axes
+    # Test-time transforms, the identity first (runtime.contract.tta); None: "auto", each
+    # model's own mirror axes.
+    tta: tuple[Transform, ...] | None = (IDENTITY,)
     device: str = "auto"
     amp: Amp = Amp.AUTO
     compile: bool | None = None
@@ -216,7 +219,7 @@ class RunSettings:
     nnunet: NnunetSettings
     patch_size: tuple[int, int, int] | None  # None: each model's recommendation
     batch_size: int
-    tta_axes: tuple[int, ...] | None  # None: auto
+    tta: tuple[Transform, ...] | None  # None: auto
     device: str
     amp: Amp
     compile: bool | None
@@ -275,7 +278,7 @@ def resolve(request: RunRequest, models: Sequence[ModelFacts] | None = None) -> 
         nnunet=nnunet,
         patch_size=request.patch_size,
         batch_size=request.batch_size,
-        tta_axes=None if request.tta_axes is None else tuple(dict.fromkeys(request.tta_axes)),
+        tta=_tta(request.tta),
         device=request.device,
         amp=Amp(request.amp),
         compile=request.compile,
@@ -493,8 +496,8 @@ def _check_values(request: RunRequest) -> None:
     ):
         if not isinstance(number, int) or isinstance(number, bool) or number < least:
             problems.append(f"{option} must be a whole number of at least {least}, got {number}")
-    if request.tta_axes is not None and any(axis not in (0, 1, 2) for axis in request.tta_axes):
-        problems.append(f"--tta axes must be among 0, 1, 2 (z, y, x), got {request.tta_axes}")
+    if request.tta is not None and not all(isinstance(t, Transform) for t in request.tta):
+        problems.append(f"--tta must be test-time transforms, got {request.tta!r}")
     if request.patch_size is not None and (
         len(request.patch_size) != 3 or any(int(d) < 1 for d in request.patch_size)
     ):
@@ -530,3 +533,11 @@ def _names(names: Sequence[str]) -> str:
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
+
+
+def _tta(asked: tuple[Transform, ...] | None) -> tuple[Transform, ...] | None:
+    """The identity first, each transform once, in the order given (a time budget drops
+    transforms from the end)."""
+    if asked is None:
+        return None
+    return tuple(dict.fromkeys((IDENTITY, *asked)))

@@ -5,7 +5,7 @@ forwards (see :mod:`runtime.inference.probe`), then runs :func:`runtime.inferenc
 volume. Out of memory, it halves the window batch, then accumulates on the host, then runs on the
 CPU; that back-off is the volume's own, and the next volume starts again from the probed settings
 on its device. ``segment_many`` spreads volumes over the usable GPUs, one worker each, yields in
-input order, and reduces mirror TTA when the measured pace would overrun the time budget.
+input order, and reduces test-time augmentation when the measured pace would overrun the time budget.
 
 Non-finite numbers: NaN and inf input voxels are replaced by the model's normalization mean (what
 the model reads as "no information"), counted, and noted on the volume; non-finite model outputs
@@ -38,7 +38,8 @@ from runtime.contract.errors import (
     VolumeError,
     first_line,
 )
-from runtime.contract.settings import Amp, EnsembleMode
+from runtime.contract.settings import Amp, EnsembleMode, OptionError
+from runtime.contract.tta import IDENTITY, Transform, check_patch, describe, mirror_transforms
 from runtime.fusion import Fusion, sigmoid
 from runtime.inference.cost import check_batch, check_overlap
 from runtime.inference.probe import (
@@ -60,7 +61,6 @@ from runtime.inference.sliding_window import (
     WindowPlan,
     blend,
     choose_accumulation,
-    flip_combinations,
     plan_windows,
     source_itemsize,
 )
@@ -95,9 +95,10 @@ class InferenceOptions:
     overlap: float | tuple[float, ...] = 0.5
     batch_size: int = 2
     threshold: float = 0.5
-    # Mirror TTA over all flip combinations of these axes; a time budget drops them from the end.
-    # None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others have none).
-    tta_axes: tuple[int, ...] | None = ()
+    # Test-time transforms, the identity first (runtime.contract.tta); a time budget drops them
+    # from the end. None ("auto"): each model's own mirror axes (an nnU-Net checkpoint's; others
+    # have none), every flip combination of them.
+    tta: tuple[Transform, ...] | None = (IDENTITY,)
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: Amp = Amp.AUTO
     compile: bool | None = None  # None = decided by the probe
@@ -125,7 +126,7 @@ class VolumeResult:
     device: str
     precision: str  # "fp32" | "fp16" | "bf16"
     compiled: bool
-    tta_axes: tuple[int, ...]  # what was actually used (the time budget may reduce it)
+    tta: tuple[Transform, ...]  # what was actually used (the time budget may reduce it)
     notes: list[str] = field(default_factory=list)  # fallbacks taken
     probability: np.ndarray | None = None  # float32 foreground probability, if kept
     batch_size: int = 0  # windows per forward this volume ended with (after any back-off)
@@ -186,7 +187,7 @@ class _Member:
     overlap: float
     patch_size: tuple[int, int, int]
     batch_size: int
-    tta_axes: tuple[int, ...]
+    tta: tuple[Transform, ...]
     workers: list[_Worker]  # one per device, in the order of Segmenter.devices
     cpu_fallback: BatchForward | None = None  # the last resort, made once when first needed
 
@@ -244,8 +245,10 @@ class Segmenter:
             check_batch(batch, patch, member.window_channels, self._platform.host_free_memory())
             self._decide(_normalization_decision(member))
             workers = self._prepare_all(member, patch, batch, devices)
-            axes = self._choose_tta(member)
-            self._members.append(_Member(member, weight, overlap, patch, batch, axes, workers))
+            transforms = self._choose_tta(member, patch)
+            self._members.append(
+                _Member(member, weight, overlap, patch, batch, transforms, workers)
+            )
             # Every member runs on the devices the first one could use.
             devices = [worker.device for worker in workers]
         self._member = None
@@ -260,7 +263,7 @@ class Segmenter:
         if self._workers[0].device.type == "cpu":
             self._decide(Decision("threads", str(torch.get_num_threads()), "torch CPU threads"))
         # What the time budget cuts: dropping axis k from the end drops it from every member.
-        self.tta_axes = max((m.tta_axes for m in self._members), key=len)
+        self.tta = max((m.tta for m in self._members), key=len)
         version, cudnn = self._platform.torch_version(), self._platform.cudnn_version()
         warnings = {
             warning.reason: warning
@@ -304,7 +307,7 @@ class Segmenter:
 
     def segment(self, volume: np.ndarray) -> VolumeResult:
         """Segment one volume (any 3D shape; uint8, uint16 or float) on the first device."""
-        return self._segment(0, volume, self.tta_axes, [])
+        return self._segment(0, volume, self.tta, [])
 
     def segment_windows(self, volume: np.ndarray, plans: list[WindowPlan]) -> VolumeResult:
         """Segment a block of a larger volume with given window grids, one per model member.
@@ -322,7 +325,7 @@ class Segmenter:
                 )
         if len(plans) != len(self._members):
             raise ValueError(f"{len(plans)} window plans for {len(self._members)} models")
-        return self._segment(0, volume, self.tta_axes, [], plans=plans)
+        return self._segment(0, volume, self.tta, [], plans=plans)
 
     def segment_many(
         self,
@@ -342,7 +345,7 @@ class Segmenter:
         start = self.options.time_budget_start
         budget = TimeBudget(
             self.options.time_budget,
-            self.tta_axes,
+            self.tta,
             total=total,
             workers=len(self._workers),
             # One "batch" of the budget is one batch of every member, one after the other.
@@ -356,12 +359,14 @@ class Segmenter:
             if not budget.active:
                 reason = "the number of volumes is unknown"
                 self._decide(Decision("time_budget", "inactive", reason))
-            elif self.tta_axes:
-                reason = "mirror TTA is cut for the remaining volumes if the pace would overrun"
+            elif len(self.tta) > 1:
+                reason = (
+                    "TTA transforms are cut for the remaining volumes if the pace would overrun"
+                )
                 self._decide(Decision("time_budget", seconds, reason))
             else:
                 reason = (
-                    "no mirror TTA to cut (--tta): the budget can only warn when the run is "
+                    "no TTA to cut (--tta): the budget can only warn when the run is "
                     "predicted to overrun it"
                 )
                 self._decide(Decision("time_budget", f"{seconds}, warning only", reason))
@@ -378,16 +383,16 @@ class Segmenter:
         _check_volume(volume)
         # The budget counts forward batches, of every member, per mirror pass.
         batches = sum(self._batches(member, slot, volume.shape) for member in self._members)
-        axes, message = budget.axes_for(batches, 1)
+        transforms, message = budget.transforms_for(batches, 1)
         if message:
-            name = "tta" if self.tta_axes else "time_budget"
-            self.decisions.append(Decision(name, _axes_text(axes), message))
+            name = "tta" if len(self.tta) > 1 else "time_budget"
+            self.decisions.append(Decision(name, describe(transforms), message))
         try:
-            result = self._segment(slot, volume, axes, [message] if message else [])
+            result = self._segment(slot, volume, transforms, [message] if message else [])
         except Exception:
-            budget.finished(batches, 2 ** len(axes), 1, None)
+            budget.finished(batches, len(transforms), 1, None)
             raise
-        budget.finished(batches, 2 ** len(axes), 1, result.seconds)
+        budget.finished(batches, len(transforms), 1, result.seconds)
         return result
 
     def _batches(self, member: _Member, slot: int, shape: tuple[int, ...]) -> int:
@@ -398,21 +403,21 @@ class Segmenter:
         self,
         slot: int,
         volume: np.ndarray,
-        axes: tuple[int, ...],
+        transforms: tuple[Transform, ...],
         notes: list[str],
         plans: list[WindowPlan] | None = None,
     ) -> VolumeResult:
-        """``axes``: the run's mirror axes now (a budget may have cut them); each member keeps
-        as many of its own."""
+        """``transforms``: the run's test-time transforms now (a budget may have cut them); each
+        member keeps as many of its own."""
         _check_volume(volume)
         start = time.perf_counter()
         fused: Fusion | None = None
-        used: tuple[int, ...] = ()
+        used: tuple[Transform, ...] = ()
         replaced = 0
         for index, member in enumerate(self._members):
             worker = member.worker(slot)
-            member_axes = member.tta_axes[: len(axes)]
-            used = max(used, member_axes, key=len)
+            member_tta = member.tta[: len(transforms)]
+            used = max(used, member_tta, key=len)
             finite, replaced = self._finite(member.model, volume, notes)
             prepared = member.model.prepare_volume(finite)
             del finite
@@ -420,9 +425,10 @@ class Segmenter:
                 plan = plan_windows(prepared.data.shape, member.patch_size, member.overlap)
             else:
                 plan = plans[index]
-            flips = flip_combinations(member_axes)
-            # An ensemble fuses its members' log-odds; one model gives its mask directly.
-            if len(self._members) > 1:
+            # An ensemble fuses its members' log-odds, and a resampled volume's logits go back
+            # to the volume's grid before thresholding; otherwise one model gives its mask.
+            direct = len(self._members) == 1 and prepared.resample_back is None
+            if not direct:
                 output = "logits"
             else:
                 output = "mask+probability" if self.options.keep_probability else "mask"
@@ -431,9 +437,9 @@ class Segmenter:
             attempt = _Attempt.starting(worker)
             with _on(worker.device):
                 blended, accumulate = self._blend_with_backoff(
-                    member, attempt, prepared.data, plan, flips, notes, output
+                    member, attempt, prepared.data, plan, member_tta, notes, output
                 )
-            if len(self._members) == 1:
+            if direct:
                 assert blended.mask is not None
                 mask = prepared.restore(blended.mask, 0)
                 probability = blended.probability
@@ -490,7 +496,7 @@ class Segmenter:
         attempt: _Attempt,
         volume: np.ndarray,
         plan: WindowPlan,
-        flips: tuple[tuple[int, ...], ...],
+        transforms: tuple[Transform, ...],
         notes: list[str],
         output: str,
     ) -> tuple[Blended, str]:
@@ -510,7 +516,7 @@ class Segmenter:
                 patch=member.patch_size,
                 overlap=member.overlap,
                 batch_size=attempt.batch_size,
-                flips=flips,
+                transforms=transforms,
                 threshold=self.options.threshold,
                 normalization=model.normalization,
                 accumulate=accumulate,
@@ -771,21 +777,27 @@ class Segmenter:
         self._decide(Decision("batch_size", str(batch), "windows per forward, fixed shape"))
         return batch
 
-    def _choose_tta(self, model: SegmentationModel) -> tuple[int, ...]:
-        """In the order given: a time budget drops axes from the end."""
-        asked = self.options.tta_axes
+    def _choose_tta(
+        self, model: SegmentationModel, patch: tuple[int, int, int]
+    ) -> tuple[Transform, ...]:
+        """In the order given, the identity first: a time budget drops transforms from the end."""
+        asked = self.options.tta
         if asked is None:
-            axes = tuple(dict.fromkeys(model.mirror_axes or ()))
+            transforms = mirror_transforms(model.mirror_axes or ())
             why = (
                 f"auto: the mirror axes model {model.name} was trained with"
                 if model.mirror_axes
                 else f"auto: model {model.name} names no mirror axes"
             )
         else:
-            axes = tuple(dict.fromkeys(asked))
-            why = "asked with tta_axes" if axes else "no mirror axes asked"
-        self._decide(Decision("tta", _axes_text(axes), why))
-        return axes
+            transforms = asked
+            why = "asked with --tta" if len(asked) > 1 else "no test-time transforms asked"
+        try:
+            check_patch(transforms, patch)
+        except ValueError as error:
+            raise OptionError(f"model {model.name}: {error}") from None
+        self._decide(Decision("tta", describe(transforms), why))
+        return transforms
 
     def _decide(self, decision: Decision) -> None:
         member = self._member
@@ -835,10 +847,6 @@ def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
-def _axes_text(axes: tuple[int, ...]) -> str:
-    return f"axes {axes} ({2 ** len(axes)} passes)" if axes else "off"
-
-
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
@@ -860,7 +868,7 @@ def _volume_result(
     accumulation: str,
     mask: np.ndarray,
     probability: np.ndarray | None,
-    axes: tuple[int, ...],
+    transforms: tuple[Transform, ...],
     notes: list[str],
     start: float,
     replaced: int,
@@ -873,7 +881,7 @@ def _volume_result(
         device=str(attempt.device),
         precision=attempt.forward.precision,
         compiled=attempt.forward.compiled,
-        tta_axes=axes,
+        tta=transforms,
         notes=notes,
         batch_size=attempt.batch_size,
         accumulation=accumulation,

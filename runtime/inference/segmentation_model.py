@@ -37,9 +37,16 @@ class PreparedVolume:
     shape: tuple[int, ...]  # the input volume's shape
     crop: tuple[slice, ...] | None = None  # where ``data`` lies in the transposed input
     transpose_forward: tuple[int, ...] | None = None  # input axes in the order ``data`` has them
+    # ``data`` was resampled (a model trained at another spacing): this takes a float result
+    # (logits) back to the crop's shape. A mask cannot be resampled: the engine then blends logits.
+    resample_back: Callable[[np.ndarray], np.ndarray] | None = None
 
     def restore(self, array: np.ndarray, fill: float) -> np.ndarray:
         """``array`` (the shape of ``data``) in the input's shape and axis order."""
+        if self.resample_back is not None:
+            if array.dtype.kind != "f":
+                raise ValueError("only logits or probabilities can be resampled back")
+            array = self.resample_back(array)
         if self.crop is None and self.transpose_forward is None:
             return array
         order = self.transpose_forward or tuple(range(len(self.shape)))

@@ -5,8 +5,9 @@ geometry, re-exported here): windows spread evenly (nnU-Net style: first at 0, l
 border), weighted by a Gaussian of sigma = patch / 8 whose tails are lifted to a small minimum so
 no weight sum is ever 0. This module is the threaded blender that runs them.
 Each forward runs a batch of fixed shape (the last batch is padded) so cuDNN autotuning and
-``torch.compile`` see one shape only. Mirror TTA items are just more windows in the stream: each
-output is flipped back and added to the same fp32 accumulator. The next batch is built on a
+``torch.compile`` see one shape only. Test-time transforms (flips, quarter turns, transposes) are
+just more windows in the stream: each output is transformed back and added to the same fp32
+accumulator. The next batch is built on a
 thread only where that overlaps something (:func:`prefetch_pays`).
 
 A binary mask at probability T needs no division: ``sum(w * logit) / sum(w) > ln(T / (1 - T))`` is
@@ -30,12 +31,13 @@ import numpy as np
 import torch
 
 from runtime.contract.errors import ModelError, VolumeError
+from runtime.contract.tta import IDENTITY, Transform
+from runtime.inference import tta
 from runtime.inference.window_grid import (
     IMPORTANCE_MAPS,
     PADDINGS,
     Shape3,
     WindowPlan,
-    flip_combinations,
     gaussian_importance,
     logit_threshold,
     nnunet_importance,
@@ -58,7 +60,6 @@ __all__ = [
     "blend_volume",
     "blend_volume_with_probability",
     "choose_accumulation",
-    "flip_combinations",
     "gaussian_importance",
     "logit_threshold",
     "nnunet_importance",
@@ -84,7 +85,7 @@ class BlendSettings:
     patch: Shape3
     overlap: float = 0.5
     batch_size: int = 2
-    flips: tuple[tuple[int, ...], ...] = ((),)
+    transforms: tuple[Transform, ...] = (IDENTITY,)  # test-time transforms, the identity first
     threshold: float = 0.5
     normalization: tuple[float, float] = (0.0, 1.0)  # (mean, std) applied to raw voxels
     accumulate: str = "device"  # "device" (whole volume) | "slab" (z-slab on device) | "host"
@@ -232,18 +233,21 @@ class _Blender:
         # The volume is small next to fp32 accumulators (uint8: a quarter), so it goes to the
         # device once unless host accumulation was chosen to save device memory.
         self.source = source if on_host else source.to(compute)
-        self.items = [(index, flip) for index in range(plan.n_windows) for flip in settings.flips]
+        self.items = [
+            (index, transform)
+            for index in range(plan.n_windows)
+            for transform in settings.transforms
+        ]
         if settings.importance == "nnunet":
             self.weights = nnunet_importance(plan.patch, device=self.store)
         else:
             self.weights = gaussian_importance(plan.patch, device=self.store)
         cut = logit_threshold(settings.threshold)
-        self.cut = cut * len(settings.flips)
+        self.cut = cut * len(settings.transforms)
         # Several channels are combined non-linearly: only blended (divided) values combine.
         self.needs_weight_sum = output != "mask" or cut != 0.0 or settings.channels > 1
         # Window outputs are (Z, Y, X) for one channel and (C, Z, Y, X) for several.
-        shift = 0 if settings.channels == 1 else 1
-        self.flip_dims = {flip: tuple(axis + shift for axis in flip) for flip in settings.flips}
+        self.output_offset = 0 if settings.channels == 1 else 1
         self.mask = np.empty(plan.shape, dtype=np.uint8) if output != "logits" else None
         self.values = np.empty(plan.shape, dtype=np.float32) if output != "mask" else None
         depth = plan.patch[0] if settings.accumulate == "slab" else plan.padded_shape[0]
@@ -292,26 +296,24 @@ class _Blender:
         return torch.zeros(shape, dtype=torch.float32, device=self.source.device, pin_memory=pin)
 
     def _assemble_in_thread(
-        self, batch: list[tuple[int, tuple[int, ...]]], buffer: torch.Tensor
+        self, batch: list[tuple[int, Transform]], buffer: torch.Tensor
     ) -> torch.Tensor:
         # inference_mode is thread-local, and the buffers are inference tensors.
         with torch.inference_mode():
             return self._assemble(batch, buffer)
 
-    def _assemble(
-        self, batch: list[tuple[int, tuple[int, ...]]], buffer: torch.Tensor
-    ) -> torch.Tensor:
+    def _assemble(self, batch: list[tuple[int, Transform]], buffer: torch.Tensor) -> torch.Tensor:
         pz, py, px = self.plan.patch
         mean, std = self.settings.normalization
         normalize = (mean, std) != (0.0, 1.0)
         # Integer voxels widen to float32 and shift in one pass, with the very values a copy
         # followed by a subtraction gives (float16 voxels would subtract in half precision).
         shift_while_copying = normalize and not self.source.is_floating_point()
-        for slot, (index, flip) in enumerate(batch):
+        for slot, (index, transform) in enumerate(batch):
             z, y, x = self.plan.starts[index]
             window = self.source[z : z + pz, y : y + py, x : x + px]
-            if flip:
-                window = torch.flip(window, flip)
+            if not transform.is_identity:
+                window = tta.apply(transform, window, 0)
             if shift_while_copying:
                 torch.sub(window, mean, out=buffer[slot, 0])
             else:
@@ -327,7 +329,7 @@ class _Blender:
         return buffer
 
     def _run_batch(
-        self, batch: list[tuple[int, tuple[int, ...]]], inputs: torch.Tensor, checked: bool
+        self, batch: list[tuple[int, Transform]], inputs: torch.Tensor, checked: bool
     ) -> bool:
         if not self.settings.pad_last_batch and len(batch) < inputs.shape[0]:
             inputs = inputs[: len(batch)]  # the stale slots would cost a forward each
@@ -340,14 +342,15 @@ class _Blender:
             logits = logits.to(self.store).float()
         # On a GPU, fp16/bf16 logits go straight into the fp32 sums: addcmul_ widens them as it
         # reads them, so no fp32 copy of the batch is written and read back.
-        for slot, (index, flip) in enumerate(batch):
+        for slot, (index, transform) in enumerate(batch):
             z, y, x = self.plan.starts[index]
             window = logits[slot, 0] if self.settings.channels == 1 else logits[slot]
-            if flip:
-                window = torch.flip(window, self.flip_dims[flip])
-            # The Gaussian is symmetric, so a flipped-back window takes the same weights.
+            if not transform.is_identity:
+                window = tta.invert(transform, window, self.output_offset)
+            # The Gaussian is symmetric under flips, and under the quarter turns and transposes
+            # a patch admits (equal sides, runtime.contract.tta.check_patch): the same weights.
             self.accumulator.add(
-                z, y, x, window, self.weights, count_weight=flip == self.settings.flips[0]
+                z, y, x, window, self.weights, count_weight=transform == self.settings.transforms[0]
             )
         return True
 
@@ -372,7 +375,9 @@ class _Blender:
         rows_out = slice(first - bz, last - bz)
         if self.settings.channels > 1:
             assert weight_sums is not None
-            self._emit_combined(part / (weight_sums[crop] * len(self.settings.flips)), rows_out)
+            self._emit_combined(
+                part / (weight_sums[crop] * len(self.settings.transforms)), rows_out
+            )
             return
         if self.mask is not None:
             cut = 0.0 if weight_sums is None else self.cut * weight_sums[crop]
@@ -380,7 +385,7 @@ class _Blender:
             self.mask[rows_out] = mask.to(torch.uint8).cpu().numpy()
         if self.values is not None:
             assert weight_sums is not None
-            logits = (part / (weight_sums[crop] * len(self.settings.flips))).cpu().numpy()
+            logits = (part / (weight_sums[crop] * len(self.settings.transforms))).cpu().numpy()
             self.values[rows_out] = logits if self.output == "logits" else _sigmoid(logits)
 
     def _emit_combined(self, blended: torch.Tensor, rows_out: slice) -> None:

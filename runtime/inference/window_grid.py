@@ -26,7 +26,6 @@ __all__ = [
     "PADDINGS",
     "Shape3",
     "WindowPlan",
-    "flip_combinations",
     "gaussian_importance",
     "logit_threshold",
     "nnunet_importance",
@@ -141,16 +140,6 @@ def _nnunet_importance_cpu(patch: tuple[int, ...]) -> torch.Tensor:
     zero = half == 0
     half[zero] = half[~zero].min()
     return half.float().contiguous()
-
-
-def flip_combinations(axes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-    """Every subset of the mirror axes, the identity first: 2 ** len(axes) passes."""
-    unique = sorted(set(axes))
-    if any(axis not in (0, 1, 2) for axis in unique):
-        raise ValueError(f"mirror axes must be spatial axes 0 (z), 1 (y) or 2 (x), got {axes}")
-    return tuple(
-        combo for size in range(len(unique) + 1) for combo in itertools.combinations(unique, size)
-    )
 
 
 def logit_threshold(threshold: float) -> float:

@@ -308,7 +308,7 @@ def _take_result(item: _Item, outcome: Any, log: Log) -> None:
     record.infer_seconds = float(outcome.seconds)
     record.device, record.precision = str(outcome.device), str(outcome.precision)
     record.compiled = bool(outcome.compiled)
-    record.tta_axes = [int(axis) for axis in outcome.tta_axes]
+    record.tta = [transform.name for transform in outcome.tta]
     record.batch_size = int(outcome.batch_size) or None
     record.accumulation = str(outcome.accumulation)
     record.notes.extend(str(note) for note in outcome.notes)
@@ -470,7 +470,7 @@ def _record_line(record: VolumeRecord) -> str:
     if record.device:
         engine = f"{record.device} {record.precision}"
         engine += " compiled" if record.compiled else ""
-        engine += f" tta {','.join(map(str, record.tta_axes))}" if record.tta_axes else ""
+        engine += f" tta {'+'.join(record.tta[1:])}" if record.tta and len(record.tta) > 1 else ""
         parts.append(engine)
     return " | ".join(parts)
 

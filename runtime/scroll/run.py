@@ -302,7 +302,7 @@ def _inference_record(options: ResolvedRun, patches: list[tuple[int, int, int]])
         "overlap": options.overlap,
         "threshold": inference.threshold,
         "batch_size": inference.batch_size,
-        "tta": None if inference.tta_axes is None else list(inference.tta_axes),
+        "tta": None if inference.tta is None else [t.name for t in inference.tta],
         "device": inference.device,
         "amp": str(inference.amp),
     }

@@ -50,7 +50,7 @@ class VolumeRecord:
     device: str | None = None
     precision: str | None = None
     compiled: bool | None = None
-    tta_axes: list[int] | None = None
+    tta: list[str] | None = None  # the test-time transforms that ran, the identity first
     batch_size: int | None = None  # windows per forward it ran with, after any back-off
     accumulation: str | None = None  # "device", "slab" or "host"
     nonfinite_voxels: int = 0  # NaN/inf input voxels, replaced before inference

@@ -69,7 +69,13 @@ def load_nnunet_model(
     configuration = read_configuration(plans, configuration_name, plans_path)
     labels = read_labels(dataset, foreground_class, folder.path / "dataset.json")
     _check_inputs(folder, configuration.previous_stage, labels.input_channels, labels.channel_names)
-    preprocessing = Preprocessing.from_configuration(configuration, spacing, str(folder.path))
+    preprocessing = Preprocessing.from_configuration(
+        configuration,
+        spacing,
+        str(folder.path),
+        heads=labels.heads,
+        region_based=labels.region_based,
+    )
     networks = []
     for fold, state in checkpoints.items():
         # plans.json's widths meet the checkpoint's shapes on the meta device first

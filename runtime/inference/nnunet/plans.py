@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.contract.errors import ModelError
 from runtime.contract.values import Values
+from runtime.inference.nnunet.resampling import ResamplingRule
 
 __all__ = ["Configuration", "Labels", "read_configuration", "read_labels"]
 
@@ -46,6 +47,9 @@ class Configuration:
     transpose_backward: tuple[int, ...]
     intensity_properties: dict[str, dict[str, float]]  # channel "0" -> mean, std, percentiles
     previous_stage: str | None  # a cascade's second stage needs the first one's segmentation
+    # How volumes go to ``spacing`` and the logits come back (nnU-Net's defaults: orders 3 and 1).
+    data_resampling: ResamplingRule
+    probability_resampling: ResamplingRule
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,12 @@ def read_configuration(plans: dict[str, Any], name: str, source: Path) -> Config
         transpose_backward=tuple(transpose_backward),
         intensity_properties=_intensity_properties(plans, source),
         previous_stage=config.get("previous_stage"),
+        data_resampling=ResamplingRule.from_plans(
+            config, "resampling_fn_data", where, default_order=3
+        ),
+        probability_resampling=ResamplingRule.from_plans(
+            config, "resampling_fn_probabilities", where, default_order=1
+        ),
     )
 
 

@@ -7,9 +7,11 @@ Reproduces ``DefaultPreprocessor.run_case_npy`` for one-channel volumes:
    background, so voxels outside the box are never foreground);
 3. the configuration's normalization scheme, over the crop, with ``use_mask_for_norm`` (statistics
    over the non-zero mask with its holes filled, voxels outside it left at 0);
-4. resampling to the configuration's spacing: TIFFs carry no spacing, so the input's is 1, 1, 1
-   unless given; a volume that nnU-Net would resample is refused (nnU-Net's resampling is not
-   reproduced), never resampled silently.
+4. resampling to the configuration's spacing (TIFFs carry no spacing, so the input's is 1, 1, 1
+   unless ``--spacing`` says otherwise) with nnU-Net's own rules (``resampling``); the blended
+   logits are resampled back before the foreground is taken, as nnU-Net's export does. What
+   cannot be reproduced exactly (another resampling function, a non-linear logit combination)
+   is refused by name, never approximated.
 
 The arithmetic is numpy's float32, operation for operation as nnU-Net's normalization classes do
 it, so the network sees the same numbers.
@@ -17,6 +19,7 @@ it, so the network sees the same numbers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from runtime.contract.errors import ModelError, VolumeError
 from runtime.inference.nnunet.plans import Configuration
+from runtime.inference.nnunet.resampling import ResamplingRule, new_shape, resample
 from runtime.inference.segmentation_model import PreparedVolume
 
 __all__ = ["NORMALIZATIONS", "Preprocessing"]
@@ -36,9 +40,6 @@ NORMALIZATIONS = (
     "RGBTo01Normalization",
 )
 _EPS = 1e-8  # nnU-Net's epsilon for a float32 target
-# The spacing a model was trained on must match the volumes': beyond this relative difference
-# the model is refused at load time (a smaller one is checked per volume, as nnU-Net decides).
-_SPACING_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,21 @@ class Preprocessing:
     target_spacing: tuple[float, ...]  # transposed, as plans.json stores it
     spacing: tuple[float, ...]  # the input volumes', in their own axis order (z, y, x)
     source: str  # for messages
+    data_rule: ResamplingRule
+    probability_rule: ResamplingRule
 
     @classmethod
     def from_configuration(
-        cls, configuration: Configuration, spacing: Sequence[float] | None, source: str
+        cls,
+        configuration: Configuration,
+        spacing: Sequence[float] | None,
+        source: str,
+        *,
+        heads: int = 2,
+        region_based: bool = False,
     ) -> Preprocessing:
+        """``heads``, ``region_based``: what the network's logits are (resampling is refused
+        where the blended foreground logit cannot be resampled as nnU-Net resamples them)."""
         scheme = configuration.normalization_schemes[0]
         if scheme not in NORMALIZATIONS:
             raise ModelError(
@@ -84,8 +95,10 @@ class Preprocessing:
             target_spacing=configuration.spacing,
             spacing=given,
             source=source,
+            data_rule=configuration.data_resampling,
+            probability_rule=configuration.probability_resampling,
         )
-        preprocessing._check_spacing_at_load()
+        preprocessing._check_spacing_at_load(heads, region_based)
         return preprocessing
 
     @property
@@ -98,7 +111,7 @@ class Preprocessing:
         return f"{self.scheme}{mask} per volume (plans.json)"
 
     def prepare(self, volume: np.ndarray) -> PreparedVolume:
-        """Transposed, cropped, normalized float32 data, and where it goes back."""
+        """Transposed, cropped, normalized (and resampled) float32 data, and where it goes back."""
         if volume.ndim != 3:
             raise VolumeError(f"expected a 3D (Z, Y, X) volume, got shape {volume.shape}")
         # The same memory layout as nnU-Net's: a float32 copy, then a transposed, cropped view.
@@ -108,17 +121,33 @@ class Preprocessing:
         transposed = full.transpose(self.transpose_forward)
         nonzero = transposed != 0
         crop = _bounding_box(nonzero)
-        self._check_spacing(tuple(s.stop - s.start for s in crop), volume.shape)
         view = transposed[crop]
         wants_mask = self.use_mask and self.scheme == "ZScoreNormalization"
         self._normalize(view, _filled(nonzero[crop]) if wants_mask else None)
-        data = np.ascontiguousarray(view)
+        del nonzero
+        cropped = tuple(view.shape)
+        target = new_shape(cropped, self.input_spacing, self.target_spacing)
+        back = None
+        if target == cropped:
+            data = np.ascontiguousarray(view)
+        else:
+            # nnU-Net normalizes before it resamples (the non-zero mask must fit the image).
+            data = resample(view, target, self.input_spacing, self.target_spacing, self.data_rule)
+            back = functools.partial(
+                resample,
+                shape=cropped,
+                current=self.target_spacing,
+                new=self.input_spacing,
+                rule=self.probability_rule,
+            )
+        del full, transposed, view
         identity = self.transpose_forward == tuple(range(3))
         return PreparedVolume(
             data=data,
             shape=tuple(volume.shape),
             crop=crop,
             transpose_forward=None if identity else self.transpose_forward,
+            resample_back=back,
         )
 
     def _normalize(self, image: np.ndarray, mask: np.ndarray | None) -> None:
@@ -156,34 +185,39 @@ class Preprocessing:
             image /= 255.0
         # NoNormalization: float32 as it is
 
-    def _check_spacing_at_load(self) -> None:
-        ratios = [
-            given / target
-            for given, target in zip(self.input_spacing, self.target_spacing, strict=True)
-        ]
-        if any(abs(r - 1.0) > _SPACING_TOLERANCE for r in ratios):
-            raise ModelError(self._spacing_message())
+    def resamples(self) -> bool:
+        """Whether volumes are resampled to the model's spacing (decided at load time)."""
+        return self.input_spacing != self.target_spacing
 
-    def _check_spacing(self, cropped: tuple[int, ...], shape: tuple[int, ...]) -> None:
-        # nnU-Net's compute_new_shape: round(old_spacing / new_spacing * size) per axis.
-        new = tuple(
-            int(round(given / target * size))
-            for given, target, size in zip(
-                self.input_spacing, self.target_spacing, cropped, strict=True
+    def _check_spacing_at_load(self, heads: int, region_based: bool) -> None:
+        if not self.resamples():
+            return
+        for what, rule in (
+            ("resampling_fn_data", self.data_rule),
+            ("resampling_fn_probabilities", self.probability_rule),
+        ):
+            if not rule.supported:
+                raise ModelError(f"{self._spacing_message()}; {what}: {rule.refusal()}")
+        # nnU-Net resamples every logit channel, then takes the foreground. The engine blends
+        # one foreground logit: the same when it is one channel (a region), or the difference
+        # of two channels resampled linearly (nothing clipped); not for more rivals.
+        if not region_based and heads > 2:
+            raise ModelError(
+                f"{self._spacing_message()}; resampling the logits of {heads} softmax heads is "
+                "not implemented (2 heads or region-based only)"
             )
-        )
-        if new != cropped:
-            raise VolumeError(
-                f"{self._spacing_message()}: this volume ({tuple(shape)}) would be resampled from "
-                f"{cropped} to {new}"
+        if not region_based and self.probability_rule.order > 1:
+            raise ModelError(
+                f"{self._spacing_message()}; its logits are resampled with spline order "
+                f"{self.probability_rule.order} and clipped per head, which the blended "
+                "difference of the two heads cannot reproduce (order 0 or 1 only)"
             )
 
     def _spacing_message(self) -> str:
         return (
-            f"{self.source}: the model was trained at spacing {_spacing_text(self.target_spacing)}, "
-            f"the volumes have {_spacing_text(self.input_spacing)} (--spacing, default 1,1,1) and "
-            "nnU-Net would resample them; resampling is not implemented: give the volumes' true "
-            "spacing with --spacing if it matches, or use a model trained at this spacing"
+            f"{self.source}: trained at spacing {_spacing_text(self.target_spacing)}, the volumes "
+            f"have {_spacing_text(self.input_spacing)} (--spacing, default 1,1,1), so nnU-Net "
+            "resamples them"
         )
 
 
