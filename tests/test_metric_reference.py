@@ -60,6 +60,7 @@ def test_the_generator_rebuilds_every_recorded_pair() -> None:
         assert mask_digest(labels) == PAIRS[case["name"]]["labels_sha256"], case["name"]
 
 
+@pytest.mark.slow
 def test_surface_dice_voi_and_feature_counts_match_the_official_values() -> None:
     for case in cases():
         prediction, labels = build_pair(case)
@@ -74,6 +75,7 @@ def test_surface_dice_voi_and_feature_counts_match_the_official_values() -> None
             assert ours.topo_counts[int(dimension)][0] >= 0
 
 
+@pytest.mark.slow
 def test_the_spatial_approximation_errs_as_stated_and_less_than_counting() -> None:
     spatial = measure_approximation("spatial")
     counts = measure_approximation("counts")

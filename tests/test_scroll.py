@@ -104,6 +104,7 @@ def _read(output: Path, kind: str) -> np.ndarray:
     return zarr.open_group(str(output), mode="r")[kind][:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("block", "workers"), [(16, 1), (32, 2)])
 def test_blocks_equal_the_whole_volume_bit_for_bit(
     scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, block: int, workers: int
@@ -117,6 +118,7 @@ def test_blocks_equal_the_whole_volume_bit_for_bit(
         assert len({record["worker"] for record in report.records}) == 2
 
 
+@pytest.mark.slow
 def test_a_region_equals_the_same_box_of_a_full_run(
     scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, cluster: str
 ) -> None:
@@ -137,6 +139,7 @@ def test_a_region_equals_the_same_box_of_a_full_run(
     assert not written[:16].any()  # blocks outside the region are not run
 
 
+@pytest.mark.slow
 def test_zarr_v3_input_gives_a_v3_output_equal_to_the_whole_volume(
     scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, cluster: str
 ) -> None:
@@ -151,6 +154,7 @@ def test_zarr_v3_input_gives_a_v3_output_equal_to_the_whole_volume(
     assert np.array_equal(group["probability"][box], probability[box])
 
 
+@pytest.mark.slow
 def test_other_settings_refuse_to_resume_naming_the_setting(
     scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, cluster: str
 ) -> None:
@@ -169,6 +173,7 @@ def test_other_settings_refuse_to_resume_naming_the_setting(
     assert run_scroll(changed).already_done == 0
 
 
+@pytest.mark.slow
 def test_air_is_skipped_without_a_forward(tmp_path: Path, cluster: str) -> None:
     volume = np.zeros((64, 40, 40), dtype=np.uint8)
     volume[:20] = _volume()[:20, :40, :40]  # papyrus in the first slabs, air beyond
@@ -193,6 +198,7 @@ def test_air_is_skipped_without_a_forward(tmp_path: Path, cluster: str) -> None:
     assert not _read(tmp_path / "below.zarr", "mask").any()
 
 
+@pytest.mark.slow
 def test_a_corrupt_chunk_fails_its_blocks_by_name_and_the_others_finish(
     scroll: tuple[str, np.ndarray, np.ndarray], tmp_path: Path, cluster: str
 ) -> None:
@@ -214,6 +220,7 @@ def test_a_corrupt_chunk_fails_its_blocks_by_name_and_the_others_finish(
         assert np.array_equal(written[box], mask[box])
 
 
+@pytest.mark.slow
 def test_ome_zarr_level_and_metadata_carried_to_the_output(tmp_path: Path, cluster: str) -> None:
     ome_zarr_writer = pytest.importorskip("ome_zarr.writer")
     from ome_zarr.format import FormatV04

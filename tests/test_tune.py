@@ -473,6 +473,7 @@ def _sweep_grid(tmp_path: Path) -> list[MaskSettings]:
         ),
     ],
 )
+@pytest.mark.slow
 def test_bounded_tuning_recommends_what_scoring_every_setting_recommends(
     tmp_path: Path, scorer: str
 ) -> None:
