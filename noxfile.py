@@ -62,7 +62,7 @@ def lint(session: nox.Session) -> None:
     # mypy checks against the real libraries: torch, numpy and scipy from the simulated image (as
     # `tests` does), the extras for the rest. Pinned: a new release may find new errors.
     _attach_kaggle_image(session, Path(session.virtualenv.location))
-    session.install("-e", ".[bundler,predict]", MYPY)
+    session.install("-e", ".[bundler,predict,scroll]", MYPY)
     session.run("mypy")
 
 
