@@ -322,21 +322,7 @@ def _dry_run_result(
     in_store = {item.name for item in items if item.sha256 and session.store.has(item.sha256)}
     wheels = [wheel for wheel in plan.wheels if wheel.filename.endswith(".whl")]
     entries = tuple(
-        WheelEntry(
-            name=wheel.name,
-            version=wheel.version,
-            filename=wheel.filename,
-            sha256=wheel.sha256 or "",
-            size=sizes.get(wheel.name) or 0,
-            requested=wheel.requested,
-            optional=wheel.optional,
-            specifier=wheel.specifier,
-            upgrade_of=wheel.upgrade_of,
-            requires_python=wheel.requires_python,
-            requires_dist=wheel.requires_dist,
-            tags=wheel_tags(wheel.filename),
-        )
-        for wheel in wheels
+        _wheel_entry(wheel, wheel.sha256 or "", sizes.get(wheel.name) or 0) for wheel in wheels
     )
     manifest = Manifest(
         target=session.profile,
@@ -821,12 +807,17 @@ def _check_plan_fits(plan: BundlePlan, profile: TargetProfile) -> None:
 
 def _entry(wheel: BundledWheel, store: BlobStore) -> WheelEntry:
     assert wheel.sha256 is not None
+    return _wheel_entry(wheel, wheel.sha256, store.path(wheel.sha256).stat().st_size)
+
+
+def _wheel_entry(wheel: BundledWheel, sha256: str, size: int) -> WheelEntry:
+    """The manifest's entry for a resolved wheel (a dry run knows its size from the index)."""
     return WheelEntry(
         name=wheel.name,
         version=wheel.version,
         filename=wheel.filename,
-        sha256=wheel.sha256,
-        size=store.path(wheel.sha256).stat().st_size,
+        sha256=sha256,
+        size=size,
         requested=wheel.requested,
         optional=wheel.optional,
         specifier=wheel.specifier,
